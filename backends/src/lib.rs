@@ -1,0 +1,1 @@
+//! kiln-backends: placeholder crate; its work arrives with later issues.

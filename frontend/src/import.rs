@@ -1,0 +1,529 @@
+//! The importer: ONNX `ModelProto` -> IR graph.
+//!
+//! Steps: decode, inline model-local functions, order the nodes topologically (refusing cycles),
+//! check every op type up front, create constants and inputs, then lower node by node. While it
+//! lowers, it tracks which values are known at compile time (constants, and anything computed
+//! from constants and static shapes), because ONNX passes shapes, axes and pads as tensors that
+//! kiln must resolve to build a static-shape graph.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use kiln_ir::{Graph, Op, Tensor, TensorType, ValueDef, ValueId};
+use onnx_protobuf::{type_proto, GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use protobuf::Message;
+
+use crate::error::FrontendError;
+use crate::functions::inline_functions;
+use crate::ops::{self, InputInfo, LowerError, NodeCtx};
+use crate::tensor::{dtype_from_onnx, tensor_from_proto};
+
+/// Known values larger than this are not computed during import: shape arithmetic is tiny, and
+/// folding real compute belongs to the constant-folding pass.
+const MAX_KNOWN_ELEMENTS: usize = 1 << 16;
+
+/// Options that complete what the model file leaves open.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Static shapes for inputs with symbolic or missing dimensions (`--input-shape`).
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Graph inputs to bind to fixed values, turning them into constants.
+    pub const_inputs: HashMap<String, Tensor>,
+}
+
+/// An imported model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub graph: Graph,
+    /// Version of the default ONNX domain.
+    pub opset: i64,
+    pub producer: String,
+}
+
+/// Decodes and imports an ONNX model.
+pub fn import_model(bytes: &[u8], options: &ImportOptions) -> Result<Model, FrontendError> {
+    let model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| FrontendError::Parse(format!("protobuf decoding failed: {e}")))?;
+    import_proto(&model, options)
+}
+
+fn default_opset(model: &ModelProto) -> Result<i64, FrontendError> {
+    let mut opset = None;
+    for o in &model.opset_import {
+        match o.domain.as_str() {
+            "" | "ai.onnx" => opset = Some(o.version),
+            _ => {}
+        }
+    }
+    match opset {
+        Some(v) if v >= 1 => Ok(v),
+        Some(v) => Err(FrontendError::Parse(format!("invalid opset version {v}"))),
+        None if model.graph.is_some() && !model.graph.node.is_empty() => Err(FrontendError::Parse(
+            "no opset_import for the default ONNX domain".into(),
+        )),
+        None => Err(FrontendError::Parse(
+            "no graph and no opset_import: the file is not an ONNX model".into(),
+        )),
+    }
+}
+
+pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Model, FrontendError> {
+    let opset = default_opset(model)?;
+    let Some(graph_proto) = model.graph.as_ref() else {
+        return Err(FrontendError::Parse("the model has no graph".into()));
+    };
+    let nodes = inline_functions(&graph_proto.node, &model.functions)?;
+    let nodes = topo_sort(&nodes, graph_proto)?;
+    check_op_support(&nodes)?;
+    let mut importer = Importer {
+        graph: Graph::new(graph_proto.name.clone()),
+        names: HashMap::new(),
+        known: HashMap::new(),
+        opset,
+    };
+    importer.add_initializers(graph_proto, options)?;
+    importer.add_inputs(graph_proto, options)?;
+    let mut errors = Vec::new();
+    for node in &nodes {
+        // A node whose inputs come from a failed node cannot be checked; its producer's error
+        // already explains why.
+        if node.input.iter().any(|i| !i.is_empty() && !importer.names.contains_key(i.as_str())) {
+            if errors.is_empty() {
+                let missing: Vec<&String> = node
+                    .input
+                    .iter()
+                    .filter(|i| !i.is_empty() && !importer.names.contains_key(i.as_str()))
+                    .collect();
+                errors.push(FrontendError::Invalid {
+                    node: node.name.clone(),
+                    op: node.op_type.clone(),
+                    reason: format!("input '{}' is not produced by any node, initializer or graph input", missing[0]),
+                });
+            }
+            continue;
+        }
+        if let Err(e) = importer.add_node(node) {
+            errors.push(e);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            FrontendError::Many(errors)
+        });
+    }
+    importer.set_outputs(graph_proto)?;
+    Ok(Model {
+        graph: importer.graph,
+        opset,
+        producer: model.producer_name.clone(),
+    })
+}
+
+/// Orders nodes so that every tensor is produced before it is used (ONNX requires this order,
+/// but not every exporter keeps it). A cycle is an error naming a node on it.
+fn topo_sort(nodes: &[NodeProto], g: &GraphProto) -> Result<Vec<NodeProto>, FrontendError> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o.as_str(), i);
+        }
+    }
+    let external: HashSet<&str> = g
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(g.input.iter().map(|i| i.name.as_str()))
+        .collect();
+    // Iterative DFS with colours; emits nodes in dependency order, stable w.r.t. file order.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut mark = vec![Mark::New; nodes.len()];
+    let mut order = Vec::with_capacity(nodes.len());
+    for root in 0..nodes.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::Active;
+        while let Some(&mut (n, ref mut next_input)) = stack.last_mut() {
+            let inputs = &nodes[n].input;
+            if *next_input < inputs.len() {
+                let name = inputs[*next_input].as_str();
+                *next_input += 1;
+                if external.contains(name) {
+                    continue;
+                }
+                if let Some(&p) = producer.get(name) {
+                    match mark[p] {
+                        Mark::New => {
+                            mark[p] = Mark::Active;
+                            stack.push((p, 0));
+                        }
+                        Mark::Active => {
+                            return Err(FrontendError::Invalid {
+                                node: nodes[p].name.clone(),
+                                op: nodes[p].op_type.clone(),
+                                reason: format!("the graph has a cycle through tensor '{name}'"),
+                            })
+                        }
+                        Mark::Done => {}
+                    }
+                }
+            } else {
+                mark[n] = Mark::Done;
+                order.push(nodes[n].clone());
+                stack.pop();
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// Reports every node kiln cannot import because of its op type, all at once.
+fn check_op_support(nodes: &[NodeProto]) -> Result<(), FrontendError> {
+    let mut errors = Vec::new();
+    for n in nodes {
+        let reason = match (n.domain.as_str(), n.op_type.as_str()) {
+            ("" | "ai.onnx", "If" | "Loop" | "Scan") => {
+                Some("control flow (If/Loop/Scan) is not supported; export the model with static control flow".to_string())
+            }
+            ("" | "ai.onnx", op) if op.starts_with("Sequence") || op.starts_with("Optional") || op == "SplitToSequence" || op == "ConcatFromSequence" => {
+                Some("sequence and optional types are not supported".to_string())
+            }
+            ("" | "ai.onnx", op) if !ops::is_supported(op) => Some("unknown op".to_string()),
+            ("" | "ai.onnx", _) => None,
+            (domain, _) => Some(format!("op from domain '{domain}'")),
+        };
+        if let Some(reason) = reason {
+            errors.push(FrontendError::Unsupported {
+                node: n.name.clone(),
+                op: n.op_type.clone(),
+                reason,
+            });
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(FrontendError::Many(errors)),
+    }
+}
+
+/// Static type of a graph input, or why it has none.
+fn value_info_type(
+    vi: &ValueInfoProto,
+    shape_override: Option<&Vec<usize>>,
+) -> Result<TensorType, FrontendError> {
+    let err = |reason: String| FrontendError::Input {
+        name: vi.name.clone(),
+        reason,
+    };
+    let tensor = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t,
+        Some(type_proto::Value::SequenceType(_)) => return Err(err("sequence inputs are not supported".into())),
+        Some(type_proto::Value::MapType(_)) => return Err(err("map inputs are not supported".into())),
+        Some(type_proto::Value::OptionalType(_)) => return Err(err("optional inputs are not supported".into())),
+        Some(type_proto::Value::SparseTensorType(_)) => return Err(err("sparse tensors are not supported".into())),
+        Some(_) => return Err(err("has a type kiln does not know".into())),
+        None => return Err(err("has no type".into())),
+    };
+    let dtype = dtype_from_onnx(tensor.elem_type)
+        .map_err(|name| err(format!("element type {name} is not supported")))?;
+    if let Some(shape) = shape_override {
+        return TensorType::checked(dtype, shape.clone()).map_err(|e| err(e.to_string()));
+    }
+    let Some(shape_proto) = tensor.shape.as_ref() else {
+        return Err(err(format!(
+            "has no shape; give one with --input-shape {}=D0,D1,...",
+            vi.name
+        )));
+    };
+    let mut shape = Vec::with_capacity(shape_proto.dim.len());
+    for (i, d) in shape_proto.dim.iter().enumerate() {
+        use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+        match &d.value {
+            Some(Dim::DimValue(v)) if *v >= 0 => shape.push(*v as usize),
+            Some(Dim::DimValue(v)) => return Err(err(format!("dimension {i} is negative ({v})"))),
+            Some(Dim::DimParam(p)) => {
+                return Err(err(format!(
+                    "dimension {i} is symbolic ('{p}'); kiln compiles for static shapes: give it with --input-shape {}=D0,D1,...",
+                    vi.name
+                )))
+            }
+            _ => {
+                return Err(err(format!(
+                    "dimension {i} is unknown; kiln compiles for static shapes: give it with --input-shape {}=D0,D1,...",
+                    vi.name
+                )))
+            }
+        }
+    }
+    TensorType::checked(dtype, shape).map_err(|e| err(e.to_string()))
+}
+
+struct Importer {
+    graph: Graph,
+    /// ONNX tensor name -> IR value.
+    names: HashMap<String, ValueId>,
+    /// Values known at compile time that are not constants in the graph.
+    known: HashMap<ValueId, Arc<Tensor>>,
+    opset: i64,
+}
+
+impl Importer {
+    fn add_initializers(&mut self, g: &GraphProto, options: &ImportOptions) -> Result<(), FrontendError> {
+        for init in &g.initializer {
+            let t = tensor_from_proto(init)?;
+            let v = self.graph.add_const(init.name.clone(), t);
+            self.names.insert(init.name.clone(), v);
+        }
+        for (name, t) in BTreeMap::from_iter(options.const_inputs.iter()) {
+            let v = self.graph.add_const(name.clone(), t.clone());
+            self.names.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    fn add_inputs(&mut self, g: &GraphProto, options: &ImportOptions) -> Result<(), FrontendError> {
+        for vi in &g.input {
+            // Inputs that also have an initializer (or are bound) are constants (IR version < 4
+            // models list every weight as an input).
+            if self.names.contains_key(&vi.name) {
+                if let Some(&v) = self.names.get(&vi.name) {
+                    let declared = value_info_type(vi, options.input_shapes.get(&vi.name));
+                    if let Ok(ty) = declared {
+                        if ty.dtype != self.graph.value(v).ty.dtype {
+                            return Err(FrontendError::Input {
+                                name: vi.name.clone(),
+                                reason: format!(
+                                    "declared {} but its value is {}",
+                                    ty.dtype,
+                                    self.graph.value(v).ty.dtype
+                                ),
+                            });
+                        }
+                    }
+                }
+                continue;
+            }
+            let ty = value_info_type(vi, options.input_shapes.get(&vi.name))?;
+            let v = self.graph.add_input(vi.name.clone(), ty);
+            self.names.insert(vi.name.clone(), v);
+        }
+        for name in options.input_shapes.keys() {
+            if !g.input.iter().any(|i| &i.name == name) {
+                return Err(FrontendError::Input {
+                    name: name.clone(),
+                    reason: "--input-shape names an input the model does not have".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn known_value(&self, v: ValueId) -> Option<Arc<Tensor>> {
+        match &self.graph.value(v).def {
+            ValueDef::Const(t) => Some(t.clone()),
+            _ => self.known.get(&v).cloned(),
+        }
+    }
+
+    fn add_node(&mut self, node: &NodeProto) -> Result<(), FrontendError> {
+        let invalid = |reason: String| FrontendError::Invalid {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            reason,
+        };
+        if node.op_type == "Constant" {
+            return self.add_constant_node(node);
+        }
+        let inputs: Vec<Option<InputInfo>> = node
+            .input
+            .iter()
+            .map(|name| {
+                if name.is_empty() {
+                    return None;
+                }
+                self.names.get(name).map(|&v| InputInfo {
+                    ty: self.graph.value(v).ty.clone(),
+                    known: self.known_value(v),
+                })
+            })
+            .collect();
+        let num_outputs = node
+            .output
+            .iter()
+            .rposition(|o| !o.is_empty())
+            .map_or(0, |p| p + 1);
+        let ctx = NodeCtx {
+            name: &node.name,
+            op_type: &node.op_type,
+            opset: self.opset,
+            attrs: &node.attribute,
+            inputs,
+            num_outputs,
+        };
+        let lowered = ops::lower(&ctx).map_err(|e| match e {
+            LowerError::Unsupported(reason) => FrontendError::Unsupported {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                reason,
+            },
+            LowerError::Invalid(reason) => invalid(reason),
+            LowerError::NeedsConstant(i) => FrontendError::NeedsConstant {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                input: node.input.get(i).cloned().unwrap_or_default(),
+            },
+        })?;
+        let mut ir_inputs = Vec::with_capacity(lowered.inputs.len());
+        for &i in &lowered.inputs {
+            let name = node.input.get(i).filter(|n| !n.is_empty());
+            match name.and_then(|n| self.names.get(n)) {
+                Some(&v) => ir_inputs.push(v),
+                None => return Err(invalid(format!("internal: lowering used missing input {i}"))),
+            }
+        }
+        let op = lowered.op;
+        let id = self
+            .graph
+            .add_node(node.name.clone(), op.clone(), ir_inputs.clone(), node.output.to_vec())
+            .map_err(|e| match e {
+                kiln_ir::IrError::Node { source, .. } => match source {
+                    kiln_ir::OpError::Unsupported(r) => FrontendError::Unsupported {
+                        node: node.name.clone(),
+                        op: node.op_type.clone(),
+                        reason: r,
+                    },
+                    kiln_ir::OpError::Invalid(r) => invalid(r),
+                },
+                other => invalid(other.to_string()),
+            })?;
+        let outputs = self.graph.node(id).outputs.clone();
+        if num_outputs > outputs.len() {
+            return Err(FrontendError::Unsupported {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                reason: format!(
+                    "output {} ('{}') is not supported",
+                    outputs.len(),
+                    node.output[outputs.len()]
+                ),
+            });
+        }
+        for (name, &v) in node.output.iter().zip(&outputs) {
+            if !name.is_empty() {
+                self.names.insert(name.clone(), v);
+            }
+        }
+        self.propagate_known(&op, &ir_inputs, &outputs);
+        Ok(())
+    }
+
+    /// Computes the node's outputs at compile time when its inputs are known (or, for Shape,
+    /// when the static shape is all it reads).
+    fn propagate_known(&mut self, op: &Op, inputs: &[ValueId], outputs: &[ValueId]) {
+        let args: Option<Vec<Arc<Tensor>>> = match op {
+            // Shape reads only the static type: any tensor of that type will do.
+            Op::Shape { .. } => inputs.first().map(|&v| {
+                let ty = &self.graph.value(v).ty;
+                vec![Arc::new(Tensor::zeros(&TensorType::new(ty.dtype, ty.shape.clone())))]
+            }),
+            _ => inputs.iter().map(|&v| self.known_value(v)).collect(),
+        };
+        let Some(args) = args else { return };
+        let small = outputs
+            .iter()
+            .all(|&v| self.graph.value(v).ty.numel() <= MAX_KNOWN_ELEMENTS);
+        if !small {
+            return;
+        }
+        if matches!(op, Op::Shape { .. }) && args.iter().any(|t| t.numel() > MAX_KNOWN_ELEMENTS) {
+            // Avoid materializing a big dummy tensor: compute Shape directly.
+            if let (Op::Shape { start, end }, Some(&v)) = (op, inputs.first()) {
+                let shape = &self.graph.value(v).ty.shape;
+                let dims: Vec<i64> = shape[*start..*end].iter().map(|&d| d as i64).collect();
+                if let (Ok(t), Some(&out)) = (Tensor::from_i64(vec![dims.len()], dims), outputs.first()) {
+                    self.known.insert(out, Arc::new(t));
+                }
+            }
+            return;
+        }
+        let refs: Vec<&Tensor> = args.iter().map(|t| t.as_ref()).collect();
+        if let Ok(results) = kiln_ir::ops::eval(op, &refs) {
+            for (&v, t) in outputs.iter().zip(results) {
+                self.known.insert(v, Arc::new(t));
+            }
+        }
+    }
+
+    fn add_constant_node(&mut self, node: &NodeProto) -> Result<(), FrontendError> {
+        let invalid = |reason: String| FrontendError::Invalid {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            reason,
+        };
+        let attr = node
+            .attribute
+            .first()
+            .ok_or_else(|| invalid("has no value attribute".into()))?;
+        let tensor = match attr.name.as_str() {
+            "value" => tensor_from_proto(&attr.t)?,
+            "value_float" => Tensor::scalar_f32(attr.f),
+            "value_floats" => Tensor::from_f32(vec![attr.floats.len()], attr.floats.clone())
+                .map_err(|e| invalid(e.to_string()))?,
+            "value_int" => Tensor::from_i64(vec![], vec![attr.i]).map_err(|e| invalid(e.to_string()))?,
+            "value_ints" => Tensor::from_i64(vec![attr.ints.len()], attr.ints.clone())
+                .map_err(|e| invalid(e.to_string()))?,
+            other => {
+                return Err(FrontendError::Unsupported {
+                    node: node.name.clone(),
+                    op: node.op_type.clone(),
+                    reason: format!("attribute '{other}'"),
+                })
+            }
+        };
+        let out = node
+            .output
+            .first()
+            .ok_or_else(|| invalid("has no output".into()))?;
+        let v = self.graph.add_const(out.clone(), tensor);
+        self.names.insert(out.clone(), v);
+        Ok(())
+    }
+
+    fn set_outputs(&mut self, g: &GraphProto) -> Result<(), FrontendError> {
+        let mut outputs = Vec::with_capacity(g.output.len());
+        for vi in &g.output {
+            let Some(&v) = self.names.get(&vi.name) else {
+                return Err(FrontendError::Input {
+                    name: vi.name.clone(),
+                    reason: "graph output is not produced by any node".into(),
+                });
+            };
+            // Where the model declares a static output type, it must agree with inference.
+            if let Ok(declared) = value_info_type(vi, None) {
+                let got = &self.graph.value(v).ty;
+                if declared != *got {
+                    return Err(FrontendError::Input {
+                        name: vi.name.clone(),
+                        reason: format!("graph output is declared {declared} but kiln infers {got}"),
+                    });
+                }
+            }
+            outputs.push(v);
+        }
+        self.graph.set_outputs(outputs);
+        if cfg!(debug_assertions) {
+            kiln_ir::verify::verify(&self.graph).map_err(|e| FrontendError::Parse(format!("internal: {e}")))?;
+        }
+        let _ = self.opset;
+        Ok(())
+    }
+}

@@ -1,0 +1,335 @@
+//! The graph IR: values (graph inputs, constants, node results) and the nodes that compute them.
+//!
+//! Nodes live in a `petgraph` stable graph whose edges run from producer to consumer, so that
+//! dependency queries (topological order, cycles) are graph algorithms; values live in a flat
+//! table indexed by [`ValueId`]. Neither petgraph type leaks out of this module.
+
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, NodeIndexable};
+use petgraph::Direction;
+
+use crate::error::{IrError, OpError};
+use crate::op::Op;
+use crate::ops;
+use crate::tensor::{Tensor, TensorType};
+
+/// Identifies a value (a tensor flowing through the graph). Printed as `%N`, or `@N` for constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(u32);
+
+impl ValueId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Identifies a node. Ids are never reused, and ties in topological order are broken by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u32);
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    fn from_petgraph(ix: NodeIndex) -> Self {
+        NodeId(ix.index() as u32)
+    }
+
+    fn to_petgraph(self) -> NodeIndex {
+        NodeIndex::new(self.index())
+    }
+}
+
+/// Quantization parameters of an integer tensor: `real = scale * (q - zero_point)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantParams {
+    /// One entry per tensor (per-tensor) or one per slice along `axis` (per-axis).
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i32>,
+    pub axis: Option<usize>,
+}
+
+/// Where a value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueDef {
+    /// The graph input at this position.
+    Input(usize),
+    /// A constant (weights); shared, stored once.
+    Const(Arc<Tensor>),
+    /// Output `slot` of `node`.
+    Node { node: NodeId, slot: usize },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    /// The name the model gave it (ONNX tensor name); may be empty.
+    pub name: String,
+    pub ty: TensorType,
+    pub def: ValueDef,
+    pub quant: Option<QuantParams>,
+}
+
+impl Value {
+    pub fn is_const(&self) -> bool {
+        matches!(self.def, ValueDef::Const(_))
+    }
+
+    pub fn const_tensor(&self) -> Option<&Arc<Tensor>> {
+        match &self.def {
+            ValueDef::Const(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// The name the model gave the node; used in every diagnostic.
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Graph {
+    name: String,
+    /// Edge weight: the consumer's input slot.
+    dag: StableDiGraph<Node, usize>,
+    values: Vec<Value>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Self {
+        Graph {
+            name: name.into(),
+            dag: StableDiGraph::new(),
+            values: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn push_value(&mut self, value: Value) -> ValueId {
+        let id = ValueId(self.values.len() as u32);
+        self.values.push(value);
+        id
+    }
+
+    /// Appends a graph input.
+    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> ValueId {
+        let position = self.inputs.len();
+        let id = self.push_value(Value {
+            name: name.into(),
+            ty,
+            def: ValueDef::Input(position),
+            quant: None,
+        });
+        self.inputs.push(id);
+        id
+    }
+
+    /// Adds a constant value.
+    pub fn add_const(&mut self, name: impl Into<String>, tensor: impl Into<Arc<Tensor>>) -> ValueId {
+        let tensor = tensor.into();
+        self.push_value(Value {
+            name: name.into(),
+            ty: tensor.ty(),
+            def: ValueDef::Const(tensor),
+            quant: None,
+        })
+    }
+
+    /// Adds a node, inferring the types of its outputs. `output_names` may be shorter than the
+    /// op's output count; missing names are empty.
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: Vec<ValueId>,
+        output_names: Vec<String>,
+    ) -> Result<NodeId, IrError> {
+        let name = name.into();
+        let in_types: Vec<&TensorType> = inputs
+            .iter()
+            .map(|&v| &self.values[v.index()].ty)
+            .collect();
+        let out_types = ops::infer(&op, &in_types).map_err(|source| IrError::Node {
+            node: name.clone(),
+            op: op.name().to_string(),
+            source,
+        })?;
+        let ix = self.dag.add_node(Node {
+            name,
+            op,
+            inputs: inputs.clone(),
+            outputs: Vec::new(),
+        });
+        let node = NodeId::from_petgraph(ix);
+        let mut names = output_names.into_iter();
+        let outputs: Vec<ValueId> = out_types
+            .into_iter()
+            .enumerate()
+            .map(|(slot, ty)| {
+                self.push_value(Value {
+                    name: names.next().unwrap_or_default(),
+                    ty,
+                    def: ValueDef::Node { node, slot },
+                    quant: None,
+                })
+            })
+            .collect();
+        self.dag[ix].outputs = outputs;
+        for (slot, v) in inputs.iter().enumerate() {
+            if let ValueDef::Node { node: producer, .. } = self.values[v.index()].def {
+                self.dag.add_edge(producer.to_petgraph(), ix, slot);
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
+        self.outputs = outputs;
+    }
+
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[ValueId] {
+        &self.outputs
+    }
+
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.index()]
+    }
+
+    pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
+        &mut self.values[id.index()]
+    }
+
+    /// Every value id ever created, in creation order.
+    pub fn value_ids(&self) -> impl Iterator<Item = ValueId> + '_ {
+        (0..self.values.len() as u32).map(ValueId)
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.dag[id.to_petgraph()]
+    }
+
+    pub fn node_mut_op(&mut self, id: NodeId) -> &mut Op {
+        &mut self.dag[id.to_petgraph()].op
+    }
+
+    pub fn contains_node(&self, id: NodeId) -> bool {
+        self.dag.contains_node(id.to_petgraph())
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.dag.node_count()
+    }
+
+    /// Node ids in ascending id order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.dag.node_indices().map(NodeId::from_petgraph).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Nodes that read `value`, with the input slot, in (node, slot) order.
+    pub fn consumers(&self, value: ValueId) -> Vec<(NodeId, usize)> {
+        let mut uses: Vec<(NodeId, usize)> = self
+            .dag
+            .node_indices()
+            .flat_map(|ix| {
+                self.dag[ix]
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, &v)| v == value)
+                    .map(move |(slot, _)| (NodeId::from_petgraph(ix), slot))
+            })
+            .collect();
+        uses.sort();
+        uses
+    }
+
+    /// Points input `slot` of `node` at `value`, keeping the dependency edges in step.
+    pub fn set_node_input(&mut self, node: NodeId, slot: usize, value: ValueId) {
+        let ix = node.to_petgraph();
+        let stale: Vec<_> = self
+            .dag
+            .edges_directed(ix, Direction::Incoming)
+            .filter(|e| *e.weight() == slot)
+            .map(|e| e.id())
+            .collect();
+        for e in stale {
+            self.dag.remove_edge(e);
+        }
+        self.dag[ix].inputs[slot] = value;
+        if let ValueDef::Node { node: producer, .. } = self.values[value.index()].def {
+            self.dag.add_edge(producer.to_petgraph(), ix, slot);
+        }
+    }
+
+    /// Removes a node. Its output values stay in the table, orphaned; callers must have rewired
+    /// their uses first (the verifier reports any that remain).
+    pub fn remove_node(&mut self, node: NodeId) -> Option<Node> {
+        self.dag.remove_node(node.to_petgraph())
+    }
+
+    /// Nodes in a topological order; among ready nodes the lowest id goes first, so the order is
+    /// deterministic and follows the model's own order where it can.
+    pub fn topo_order(&self) -> Result<Vec<NodeId>, IrError> {
+        let mut indegree: Vec<usize> = vec![0; self.dag.node_bound()];
+        for ix in self.dag.node_indices() {
+            indegree[ix.index()] = self.dag.edges_directed(ix, Direction::Incoming).count();
+        }
+        let mut ready: BinaryHeap<Reverse<usize>> = self
+            .dag
+            .node_indices()
+            .filter(|ix| indegree[ix.index()] == 0)
+            .map(|ix| Reverse(ix.index()))
+            .collect();
+        let mut order = Vec::with_capacity(self.dag.node_count());
+        while let Some(Reverse(i)) = ready.pop() {
+            let ix = NodeIndex::new(i);
+            order.push(NodeId::from_petgraph(ix));
+            for e in self.dag.edges_directed(ix, Direction::Outgoing) {
+                let t = e.target().index();
+                indegree[t] -= 1;
+                if indegree[t] == 0 {
+                    ready.push(Reverse(t));
+                }
+            }
+        }
+        if order.len() != self.dag.node_count() {
+            let stuck = self
+                .dag
+                .node_indices()
+                .find(|ix| indegree[ix.index()] > 0)
+                .map(|ix| self.dag[ix].name.clone())
+                .unwrap_or_default();
+            return Err(IrError::Cycle { node: stuck });
+        }
+        Ok(order)
+    }
+
+    /// Re-runs shape inference for one node against its current inputs.
+    pub fn infer_node(&self, id: NodeId) -> Result<Vec<TensorType>, OpError> {
+        let node = self.node(id);
+        let in_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &self.value(v).ty).collect();
+        ops::infer(&node.op, &in_types)
+    }
+}

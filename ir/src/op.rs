@@ -1,0 +1,364 @@
+//! The closed set of operations kiln's IR knows, generated from one table.
+//!
+//! Every attribute is resolved at import: shapes, axes and pads that ONNX passes as tensor inputs
+//! (or leaves to `auto_pad`) are stored here as plain, normalized numbers, because kiln compiles
+//! for static shapes. Axes are non-negative; pads are `[begin_0, .., begin_n, end_0, .., end_n]`.
+
+use crate::dtype::DType;
+
+/// How each op's semantics are grouped into files under `ops/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpFamily {
+    /// One output element from one input element (`ops/unary.rs`).
+    Unary,
+    /// Broadcasting element-wise ops with two or more inputs (`ops/binary.rs`).
+    Binary,
+    /// Convolutions (`ops/conv.rs`).
+    Conv,
+    /// Matrix products (`ops/matmul.rs`).
+    MatMul,
+    /// Windowed and global pooling (`ops/pool.rs`).
+    Pool,
+    /// Normalizations and softmax (`ops/norm.rs`).
+    Norm,
+    /// Reductions over axes (`ops/reduce.rs`).
+    Reduce,
+    /// Data movement and shape ops (`ops/movement.rs`).
+    Movement,
+    /// Quantize / dequantize (`ops/quant.rs`).
+    Quant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepthToSpaceMode {
+    /// Depth-column-row (the ONNX default).
+    Dcr,
+    /// Column-row-depth.
+    Crd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    Nearest,
+    Linear,
+}
+
+/// ONNX Resize `coordinate_transformation_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordTransform {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+}
+
+/// ONNX Resize `nearest_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+/// Formats an attribute value for the text dump. Output is stable: snapshots depend on it.
+pub trait FmtAttr {
+    fn fmt_attr(&self) -> String;
+}
+
+impl FmtAttr for usize {
+    fn fmt_attr(&self) -> String {
+        self.to_string()
+    }
+}
+impl FmtAttr for i64 {
+    fn fmt_attr(&self) -> String {
+        self.to_string()
+    }
+}
+impl FmtAttr for bool {
+    fn fmt_attr(&self) -> String {
+        self.to_string()
+    }
+}
+impl FmtAttr for f32 {
+    fn fmt_attr(&self) -> String {
+        format!("{self:?}")
+    }
+}
+impl FmtAttr for f64 {
+    fn fmt_attr(&self) -> String {
+        format!("{self:?}")
+    }
+}
+impl FmtAttr for DType {
+    fn fmt_attr(&self) -> String {
+        self.name().to_string()
+    }
+}
+impl<T: FmtAttr> FmtAttr for Vec<T> {
+    fn fmt_attr(&self) -> String {
+        let items: Vec<String> = self.iter().map(FmtAttr::fmt_attr).collect();
+        format!("[{}]", items.join(","))
+    }
+}
+impl<T: FmtAttr> FmtAttr for Option<T> {
+    fn fmt_attr(&self) -> String {
+        match self {
+            Some(v) => v.fmt_attr(),
+            None => "none".to_string(),
+        }
+    }
+}
+macro_rules! fmt_attr_debug_lowercase {
+    ($($t:ty),*) => {$(
+        impl FmtAttr for $t {
+            fn fmt_attr(&self) -> String {
+                crate::op::snake_case(&format!("{self:?}"))
+            }
+        }
+    )*};
+}
+fmt_attr_debug_lowercase!(
+    PadMode,
+    DepthToSpaceMode,
+    ResizeMode,
+    CoordTransform,
+    NearestMode
+);
+
+/// `GlobalAveragePool` -> `global_average_pool`.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
+            if i > 0 && (prev_lower || (prev_upper && next_lower)) {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+macro_rules! define_ops {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $({ $($field:ident : $fty:ty),* $(,)? })? = $family:ident;
+    )*) => {
+        /// An IR operation with its resolved attributes. See the module docs for conventions.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Op {
+            $( $(#[$doc])* $variant $({ $($field: $fty),* })? ),*
+        }
+
+        impl Op {
+            /// The op's name, as ONNX spells it.
+            pub fn name(&self) -> &'static str {
+                match self { $( Op::$variant { .. } => stringify!($variant) ),* }
+            }
+
+            pub fn family(&self) -> OpFamily {
+                match self { $( Op::$variant { .. } => OpFamily::$family ),* }
+            }
+
+            /// Attribute names and formatted values, in declaration order.
+            #[allow(unused_variables, clippy::vec_init_then_push)] // unit variants have no fields
+            pub fn attrs(&self) -> Vec<(&'static str, String)> {
+                match self {
+                    $( Op::$variant $({ $($field),* })? => {
+                        #[allow(unused_mut)]
+                        let mut v = Vec::new();
+                        $($( v.push((stringify!($field), $field.fmt_attr())); )*)?
+                        v
+                    } ),*
+                }
+            }
+        }
+
+        /// The name of every op variant, in table order.
+        pub const ALL_OPS: &[&str] = &[$(stringify!($variant)),*];
+    };
+}
+
+define_ops! {
+    Abs = Unary;
+    Neg = Unary;
+    Sqrt = Unary;
+    Reciprocal = Unary;
+    Exp = Unary;
+    Log = Unary;
+    Erf = Unary;
+    Floor = Unary;
+    Ceil = Unary;
+    /// Rounds half to even, as ONNX specifies.
+    Round = Unary;
+    Relu = Unary;
+    Sigmoid = Unary;
+    Tanh = Unary;
+    Softplus = Unary;
+    Not = Unary;
+    HardSwish = Unary;
+    Identity = Unary;
+    LeakyRelu { alpha: f32 } = Unary;
+    Elu { alpha: f32 } = Unary;
+    Selu { alpha: f32, gamma: f32 } = Unary;
+    HardSigmoid { alpha: f32, beta: f32 } = Unary;
+    Gelu { tanh_approx: bool } = Unary;
+    /// Bounds are constants resolved at import; `None` means unbounded on that side.
+    Clip { min: Option<f64>, max: Option<f64> } = Unary;
+    Cast { to: DType } = Unary;
+    /// Inference-mode dropout: the identity, plus an all-true mask output when `mask` is set.
+    Dropout { mask: bool } = Unary;
+
+    Add = Binary;
+    Sub = Binary;
+    Mul = Binary;
+    Div = Binary;
+    Pow = Binary;
+    Equal = Binary;
+    Less = Binary;
+    Greater = Binary;
+    And = Binary;
+    Or = Binary;
+    PRelu = Binary;
+    /// Variadic with broadcasting, like Min, Sum and Mean.
+    Max = Binary;
+    Min = Binary;
+    Sum = Binary;
+    Mean = Binary;
+    /// Inputs: condition, x, y.
+    Where = Binary;
+
+    /// Inputs: X, W, optional B. NCHW (or NCW / NCDHW), weights OIHW.
+    Conv { kernel_shape: Vec<usize>, strides: Vec<usize>, dilations: Vec<usize>, pads: Vec<usize>, group: usize } = Conv;
+    /// Inputs: X, W (IOHW), optional B. `pads` already account for `output_shape`.
+    ConvTranspose {
+        kernel_shape: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        output_padding: Vec<usize>,
+        group: usize,
+    } = Conv;
+
+    /// numpy matmul semantics: batched, broadcasting, 1-D operands promoted.
+    MatMul = MatMul;
+    /// Inputs: A, B, optional C (broadcast to the output).
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool } = MatMul;
+
+    MaxPool { kernel_shape: Vec<usize>, strides: Vec<usize>, dilations: Vec<usize>, pads: Vec<usize>, ceil_mode: bool } = Pool;
+    AveragePool {
+        kernel_shape: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    } = Pool;
+    GlobalAveragePool = Pool;
+    GlobalMaxPool = Pool;
+
+    /// Inference form. Inputs: X, scale, B, mean, var.
+    BatchNormalization { epsilon: f32 } = Norm;
+    /// Inputs: X, scale, B.
+    InstanceNormalization { epsilon: f32 } = Norm;
+    /// Inputs: X, Scale, optional B. `outputs` is 1 (Y), 2 (+Mean) or 3 (+InvStdDev).
+    LayerNormalization { axis: usize, epsilon: f32, outputs: usize } = Norm;
+    /// `coerce_2d` selects the opset < 13 semantics (flatten to 2-D at `axis`).
+    Softmax { axis: usize, coerce_2d: bool } = Norm;
+    LogSoftmax { axis: usize, coerce_2d: bool } = Norm;
+
+    /// `axes` is sorted and never empty (an empty ONNX axes list is resolved at import).
+    ReduceMean { axes: Vec<usize>, keepdims: bool } = Reduce;
+    ReduceSum { axes: Vec<usize>, keepdims: bool } = Reduce;
+    ReduceMax { axes: Vec<usize>, keepdims: bool } = Reduce;
+    ReduceMin { axes: Vec<usize>, keepdims: bool } = Reduce;
+    ArgMax { axis: usize, keepdims: bool, select_last_index: bool } = Reduce;
+
+    /// Also what Flatten, Squeeze and Unsqueeze import as: `shape` is the full output shape.
+    Reshape { shape: Vec<usize> } = Movement;
+    Transpose { perm: Vec<usize> } = Movement;
+    Concat { axis: usize } = Movement;
+    Split { axis: usize, sizes: Vec<usize> } = Movement;
+    /// One entry per input dimension, normalized as ONNX specifies (clamped start/end).
+    Slice { starts: Vec<i64>, ends: Vec<i64>, steps: Vec<i64> } = Movement;
+    /// Pads may be negative (cropping).
+    Pad { pads: Vec<i64>, mode: PadMode, value: f64 } = Movement;
+    /// Inputs: data, indices (i32 or i64; negative indices count from the end).
+    Gather { axis: usize } = Movement;
+    /// `shape` is the full broadcast output shape.
+    Expand { shape: Vec<usize> } = Movement;
+    Tile { repeats: Vec<usize> } = Movement;
+    DepthToSpace { blocksize: usize, mode: DepthToSpaceMode } = Movement;
+    SpaceToDepth { blocksize: usize } = Movement;
+    /// `scales` has one entry per input dimension; `out_shape` is the output shape.
+    Resize {
+        mode: ResizeMode,
+        coord: CoordTransform,
+        nearest: NearestMode,
+        scales: Vec<f32>,
+        out_shape: Vec<usize>,
+    } = Movement;
+    /// Output: i64 vector of dims `start..end` of the input shape.
+    Shape { start: usize, end: usize } = Movement;
+    /// No inputs: a tensor of `shape` filled with `value`.
+    ConstantOfShape { shape: Vec<usize>, value: f64, dtype: DType } = Movement;
+    /// No inputs: `start + i * delta` for `i < count`.
+    Range { start: f64, delta: f64, count: usize, dtype: DType } = Movement;
+
+    /// Inputs: x (f32), y_scale, optional y_zero_point (its dtype is the output type).
+    /// `axis` is set for per-axis scales.
+    QuantizeLinear { axis: Option<usize>, dtype: DType } = Quant;
+    /// Inputs: x (integer), x_scale, optional x_zero_point.
+    DequantizeLinear { axis: Option<usize> } = Quant;
+}
+
+impl Op {
+    /// The name used in the text dump: `GlobalAveragePool` prints as `global_average_pool`.
+    pub fn dump_name(&self) -> String {
+        snake_case(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_names() {
+        assert_eq!(snake_case("GlobalAveragePool"), "global_average_pool");
+        assert_eq!(snake_case("PRelu"), "p_relu");
+        assert_eq!(snake_case("ConvTranspose"), "conv_transpose");
+        assert_eq!(snake_case("HalfPixel"), "half_pixel");
+    }
+
+    #[test]
+    fn attrs_are_listed_in_order() {
+        let op = Op::Gemm {
+            alpha: 1.0,
+            beta: 0.5,
+            trans_a: false,
+            trans_b: true,
+        };
+        let attrs = op.attrs();
+        assert_eq!(attrs[1], ("beta", "0.5".to_string()));
+        assert_eq!(attrs[3], ("trans_b", "true".to_string()));
+        assert!(Op::Relu.attrs().is_empty());
+    }
+}

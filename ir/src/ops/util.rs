@@ -1,0 +1,136 @@
+//! Helpers shared by the op files: arity checks, broadcasting, index arithmetic.
+
+use crate::error::OpError;
+use crate::tensor::{strides, Tensor, TensorType};
+
+/// Checks that `n` inputs were given, `min <= n <= max`.
+pub fn check_arity(op: &str, n: usize, min: usize, max: usize) -> Result<(), OpError> {
+    if n < min || n > max {
+        let want = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(OpError::Invalid(format!(
+            "{op} takes {want} inputs, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// numpy-style multidirectional broadcast of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(OpError::Invalid(format!(
+                    "shapes {a:?} and {b:?} do not broadcast"
+                )))
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Broadcast of any number of shapes.
+pub fn broadcast_all(shapes: &[&[usize]]) -> Result<Vec<usize>, OpError> {
+    let mut out: Vec<usize> = Vec::new();
+    for s in shapes {
+        out = broadcast_shapes(&out, s)?;
+    }
+    Ok(out)
+}
+
+/// For every element of `out_shape` (row-major), the flat index of the element of a tensor of
+/// `in_shape` that broadcasts to it. `in_shape` must broadcast to `out_shape`.
+pub fn broadcast_index_map(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
+    let rank = out_shape.len();
+    let offset = rank - in_shape.len();
+    let in_strides = strides(in_shape);
+    // Stride 0 along broadcast dimensions.
+    let eff: Vec<usize> = (0..rank)
+        .map(|d| {
+            if d < offset || in_shape[d - offset] == 1 {
+                0
+            } else {
+                in_strides[d - offset]
+            }
+        })
+        .collect();
+    let numel: usize = out_shape.iter().product();
+    let mut map = Vec::with_capacity(numel);
+    let mut idx = vec![0usize; rank];
+    let mut flat = 0usize;
+    for _ in 0..numel {
+        map.push(flat);
+        // Increment the multi-index, keeping `flat` in step.
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            flat += eff[d];
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            flat -= eff[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+    map
+}
+
+/// Row-major multi-index of flat index `i` in `shape`.
+pub fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        if shape[d] > 0 {
+            idx[d] = i % shape[d];
+            i /= shape[d];
+        }
+    }
+    idx
+}
+
+/// A checked output type: refuses absurd sizes before anything is allocated.
+pub fn out_type(dtype: crate::dtype::DType, shape: Vec<usize>) -> Result<TensorType, OpError> {
+    TensorType::checked(dtype, shape).map_err(|e| OpError::Invalid(e.to_string()))
+}
+
+/// Wraps a tensor constructor's error.
+pub fn make(t: Result<Tensor, crate::error::IrError>) -> Result<Tensor, OpError> {
+    t.map_err(|e| OpError::Invalid(e.to_string()))
+}
+
+/// The f32 data of input `i`, or an error naming the dtype found.
+pub fn f32_input<'a>(op: &str, inputs: &[&'a Tensor], i: usize) -> Result<&'a [f32], OpError> {
+    let t = inputs
+        .get(i)
+        .ok_or_else(|| OpError::Invalid(format!("{op}: missing input {i}")))?;
+    t.as_f32().ok_or_else(|| {
+        OpError::Unsupported(format!("{op} on {} input {i}", t.dtype()))
+    })
+}
+
+/// Error for an op routed to a family file that does not handle it (a dispatch bug).
+pub fn wrong_family(op: &crate::op::Op) -> OpError {
+    OpError::Invalid(format!("internal: {} dispatched to the wrong op family", op.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting() {
+        assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]).ok(), Some(vec![2, 4, 3]));
+        assert!(broadcast_shapes(&[2, 3], &[3, 2]).is_err());
+        assert_eq!(broadcast_index_map(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(broadcast_index_map(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(broadcast_index_map(&[], &[2]), vec![0, 0]);
+    }
+}

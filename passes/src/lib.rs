@@ -1,0 +1,1 @@
+//! kiln-passes: placeholder crate; its work arrives with later issues.

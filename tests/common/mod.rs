@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: locating Python, comparing tensors.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+
+use kiln_ir::{Tensor, TensorData};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python interpreter with onnx/onnxruntime/numpy: `$KILN_PYTHON`, else the repo's `.venv`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    repo_root().join(".venv/bin/python")
+}
+
+/// The MLPerf Tiny reference models shared beside the repository, if present.
+pub fn shared_models_dir() -> Option<PathBuf> {
+    let dir = repo_root().join("../shared/models/mlcommons_tiny_onnx");
+    dir.is_dir().then_some(dir)
+}
+
+pub fn read_npy(path: &Path) -> Tensor {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    kiln_ir::npy::read(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// Compares `got` with `want`: exact for integers and bool; for f32, |g - w| <= atol + rtol*|w|
+/// with NaN matching NaN and infinities matching exactly. Returns a description of the first
+/// mismatch.
+pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
+    if got.dtype() != want.dtype() {
+        return Err(format!("dtype {} != expected {}", got.dtype(), want.dtype()));
+    }
+    if got.shape() != want.shape() {
+        return Err(format!("shape {:?} != expected {:?}", got.shape(), want.shape()));
+    }
+    match (got.data(), want.data()) {
+        (TensorData::F32(g), TensorData::F32(w)) => {
+            for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+                let ok = if a.is_nan() || b.is_nan() {
+                    a.is_nan() && b.is_nan()
+                } else if a.is_infinite() || b.is_infinite() {
+                    a == b
+                } else {
+                    (f64::from(a) - f64::from(b)).abs() <= atol + rtol * f64::from(b).abs()
+                };
+                if !ok {
+                    return Err(format!("element {i}: got {a}, expected {b}"));
+                }
+            }
+            Ok(())
+        }
+        (g, w) => {
+            if g == w {
+                Ok(())
+            } else {
+                let i = (0..g.len()).find(|&i| g.get_f64(i) != w.get_f64(i)).unwrap_or(0);
+                Err(format!("element {i}: got {}, expected {}", g.get_f64(i), w.get_f64(i)))
+            }
+        }
+    }
+}
+
+/// Largest |got - want| over all elements (f32 tensors), and the largest |want|.
+pub fn max_abs_diff(got: &Tensor, want: &Tensor) -> (f32, f32) {
+    let (Some(g), Some(w)) = (got.as_f32(), want.as_f32()) else {
+        return (f32::INFINITY, 0.0);
+    };
+    let diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let mag = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    (diff, mag)
+}

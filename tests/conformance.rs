@@ -1,0 +1,227 @@
+//! ONNX backend node tests through the reference interpreter.
+//!
+//! Generates the node tests from the case definitions in the `onnx` Python package (cached under
+//! `target/onnx-node-tests/`), runs every case whose ops and element types are in kiln's op set,
+//! and compares with the expected outputs: f32 with rtol 1e-3 / atol 1e-5, integers and bool
+//! exactly. Prints `N passed, N failed, N skipped` and every failure. Fails when a failure is not
+//! listed in `tests/conformance/KNOWN_FAILURES`, when a listed case passes (stale entry), or when
+//! fewer than 97% of applicable cases pass.
+//!
+//! `cargo test --test conformance -- relu conv` runs only cases whose names contain a filter.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use kiln_frontend::{FrontendError, ImportOptions};
+use kiln_ir::Tensor;
+
+const RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-5;
+const REQUIRED_PASS_RATE: f64 = 0.97;
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+fn main() -> ExitCode {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let dir = match node_tests_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("conformance: cannot generate the ONNX node tests: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let known = known_failures();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    cases.sort();
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut passing_known: Vec<String> = Vec::new();
+    for case in &cases {
+        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_case(case)))
+            .unwrap_or_else(|_| Outcome::Fail("panicked".into()));
+        match outcome {
+            Outcome::Pass => {
+                passed += 1;
+                if known.contains_key(&name) {
+                    passing_known.push(name);
+                }
+            }
+            Outcome::Fail(why) => {
+                failed += 1;
+                failures.push((name, why));
+            }
+            Outcome::Skip(_) => skipped += 1,
+        }
+    }
+    let mut unexpected = 0;
+    for (name, why) in &failures {
+        let tag = if known.contains_key(name) { "known" } else { unexpected += 1; "NEW" };
+        println!("FAIL [{tag}] {name}: {}", first_line(why));
+    }
+    for name in &passing_known {
+        println!("STALE {name}: listed in KNOWN_FAILURES but passes; remove it");
+    }
+    let applicable = passed + failed;
+    let rate = if applicable == 0 { 0.0 } else { passed as f64 / applicable as f64 };
+    println!(
+        "conformance: {applicable} applicable cases, {:.1}% pass (required {:.0}%)",
+        rate * 100.0,
+        REQUIRED_PASS_RATE * 100.0
+    );
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    let full_run = filters.is_empty();
+    if unexpected > 0 || (full_run && (!passing_known.is_empty() || rate < REQUIRED_PASS_RATE)) {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// `tests/conformance/KNOWN_FAILURES`: `name  # reason` per line.
+fn known_failures() -> BTreeMap<String, String> {
+    let path = common::repo_root().join("tests/conformance/KNOWN_FAILURES");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, reason) = l.split_once('#').unwrap_or((l, ""));
+            (name.trim().to_string(), reason.trim().to_string())
+        })
+        .collect()
+}
+
+/// Generates (once per onnx version) and returns the directory of node tests.
+fn node_tests_dir() -> Result<PathBuf, String> {
+    let python = common::python();
+    let version = Command::new(&python)
+        .args(["-c", "import onnx; print(onnx.__version__)"])
+        .output()
+        .map_err(|e| format!("running {}: {e} (run .ci/run or set KILN_PYTHON)", python.display()))?;
+    if !version.status.success() {
+        return Err(format!(
+            "{} cannot import onnx (run .ci/run or set KILN_PYTHON): {}",
+            python.display(),
+            String::from_utf8_lossy(&version.stderr)
+        ));
+    }
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo_root().join("target"));
+    let dir = target.join("onnx-node-tests").join(&version);
+    let done = dir.join(".complete");
+    if !done.exists() {
+        let script = common::repo_root().join("tests/conformance/generate_node_tests.py");
+        let status = Command::new(&python)
+            .arg(script)
+            .arg(&dir)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("generate_node_tests.py failed".into());
+        }
+        std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
+}
+
+fn load_pb(path: &Path) -> Result<Tensor, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    kiln_frontend::load_tensor_pb(&bytes).map_err(|e| e.to_string())
+}
+
+fn data_files(dir: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (0..)
+        .map(|i| dir.join(format!("{kind}_{i}.pb")))
+        .take_while(|p| p.exists())
+        .collect();
+    files.sort_by_key(|p| p.file_name().map(|n| n.len()));
+    files
+}
+
+fn run_case(case: &Path) -> Outcome {
+    if case.join("NON_TENSOR_IO").exists() {
+        return Outcome::Skip("sequence/optional I/O".into());
+    }
+    let Ok(bytes) = std::fs::read(case.join("model.onnx")) else {
+        return Outcome::Fail("cannot read model.onnx".into());
+    };
+    let survey = match kiln_frontend::survey(&bytes) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Fail(e.to_string()),
+    };
+    if !survey.is_supported() {
+        return Outcome::Skip(format!("{:?} {:?}", survey.unsupported_ops(), survey.unsupported_dtypes));
+    }
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    sets.sort();
+    if sets.is_empty() {
+        return Outcome::Skip("no data sets".into());
+    }
+    for set in sets {
+        if let Err(why) = run_data_set(&bytes, &survey.inputs, &set) {
+            return Outcome::Fail(why);
+        }
+    }
+    Outcome::Pass
+}
+
+fn run_data_set(model: &[u8], input_names: &[String], set: &Path) -> Result<(), String> {
+    let inputs: Vec<Tensor> = data_files(set, "input").iter().map(|p| load_pb(p)).collect::<Result<_, _>>()?;
+    let expected: Vec<Tensor> = data_files(set, "output").iter().map(|p| load_pb(p)).collect::<Result<_, _>>()?;
+    let by_name: HashMap<&str, &Tensor> = input_names.iter().map(String::as_str).zip(&inputs).collect();
+    // kiln compiles for static shapes: inputs that determine shapes (Reshape's shape, Clip's
+    // bounds, ...) are bound to their test values, as a user would bake them into the model.
+    let mut options = ImportOptions::default();
+    let model = loop {
+        match kiln_frontend::import_model(model, &options) {
+            Ok(m) => break m,
+            Err(FrontendError::NeedsConstant { input, .. }) if by_name.contains_key(input.as_str()) && !options.const_inputs.contains_key(&input) => {
+                let value = (*by_name[input.as_str()]).clone();
+                options.const_inputs.insert(input, value);
+            }
+            Err(e) => return Err(format!("import: {e}")),
+        }
+    };
+    let runtime_inputs: Vec<Tensor> = input_names
+        .iter()
+        .zip(&inputs)
+        .filter(|(n, _)| !options.const_inputs.contains_key(*n))
+        .map(|(_, t)| t.clone())
+        .collect();
+    let outputs = kiln_ir::interp::run(&model.graph, &runtime_inputs).map_err(|e| format!("run: {e}"))?;
+    if outputs.len() < expected.len() {
+        return Err(format!("{} outputs, expected {}", outputs.len(), expected.len()));
+    }
+    for (i, (got, want)) in outputs.iter().zip(&expected).enumerate() {
+        common::compare(got, want, RTOL, ATOL).map_err(|e| format!("output {i}: {e}"))?;
+    }
+    Ok(())
+}
