@@ -72,38 +72,48 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Model
     let Some(graph_proto) = model.graph.as_ref() else {
         return Err(FrontendError::Parse("the model has no graph".into()));
     };
-    let nodes = inline_functions(&graph_proto.node, &model.functions)?;
+    let mut nodes = inline_functions(&graph_proto.node, &model.functions)?;
+    name_unnamed_nodes(&mut nodes);
     let nodes = topo_sort(&nodes, graph_proto)?;
-    check_op_support(&nodes)?;
     let mut importer = Importer {
         graph: Graph::new(graph_proto.name.clone()),
         names: HashMap::new(),
         known: HashMap::new(),
-        opset,
     };
-    importer.add_initializers(graph_proto, options)?;
-    importer.add_inputs(graph_proto, options)?;
-    let mut errors = Vec::new();
+    // Every problem is collected, so that one run reports all of them (`kiln inspect` is the
+    // support check users run before a firmware build).
+    let mut errors = unsupported_ops(&nodes);
+    errors.extend(importer.add_initializers(graph_proto, options));
+    errors.extend(importer.add_inputs(graph_proto, options));
+    // Tensors that failed to import block their consumers (which are not reported again).
+    let mut failed: HashSet<String> = graph_proto
+        .initializer
+        .iter()
+        .map(|t| &t.name)
+        .chain(graph_proto.input.iter().map(|i| &i.name))
+        .filter(|n| !importer.names.contains_key(n.as_str()))
+        .cloned()
+        .collect();
     for node in &nodes {
-        // A node whose inputs come from a failed node cannot be checked; its producer's error
-        // already explains why.
-        if node.input.iter().any(|i| !i.is_empty() && !importer.names.contains_key(i.as_str())) {
-            if errors.is_empty() {
-                let missing: Vec<&String> = node
-                    .input
-                    .iter()
-                    .filter(|i| !i.is_empty() && !importer.names.contains_key(i.as_str()))
-                    .collect();
-                errors.push(FrontendError::Invalid {
-                    node: node.name.clone(),
-                    op: node.op_type.clone(),
-                    reason: format!("input '{}' is not produced by any node, initializer or graph input", missing[0]),
-                });
-            }
-            continue;
-        }
-        if let Err(e) = importer.add_node(node) {
-            errors.push(e);
+        let unsupported_op = errors.iter().any(|e| matches!(e, FrontendError::Unsupported { node: n, op, .. } if *n == node.name && *op == node.op_type));
+        // Nodes downstream of a failed node cannot be checked; the failure upstream explains why.
+        let blocked = unsupported_op || node.input.iter().any(|i| failed.contains(i.as_str()));
+        let missing = node
+            .input
+            .iter()
+            .find(|i| !i.is_empty() && !importer.names.contains_key(i.as_str()) && !failed.contains(i.as_str()));
+        let result = match (blocked, missing) {
+            (true, _) => Err(None),
+            (false, Some(name)) => Err(Some(FrontendError::Invalid {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                reason: format!("input '{name}' is not produced by any node, initializer or graph input"),
+            })),
+            (false, None) => importer.add_node(node, opset).map_err(Some),
+        };
+        if let Err(e) = result {
+            errors.extend(e);
+            failed.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
         }
     }
     if !errors.is_empty() {
@@ -119,6 +129,15 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Model
         opset,
         producer: model.producer_name.clone(),
     })
+}
+
+/// Every diagnostic names a node, so unnamed nodes are named after their op and first output,
+/// as `Relu:y`.
+fn name_unnamed_nodes(nodes: &mut [NodeProto]) {
+    for n in nodes.iter_mut().filter(|n| n.name.is_empty()) {
+        let output = n.output.first().map(String::as_str).unwrap_or("");
+        n.name = format!("{}:{output}", n.op_type);
+    }
 }
 
 /// Orders nodes so that every tensor is produced before it is used (ONNX requires this order,
@@ -185,8 +204,8 @@ fn topo_sort(nodes: &[NodeProto], g: &GraphProto) -> Result<Vec<NodeProto>, Fron
     Ok(order)
 }
 
-/// Reports every node kiln cannot import because of its op type, all at once.
-fn check_op_support(nodes: &[NodeProto]) -> Result<(), FrontendError> {
+/// Every node kiln cannot import because of its op type.
+fn unsupported_ops(nodes: &[NodeProto]) -> Vec<FrontendError> {
     let mut errors = Vec::new();
     for n in nodes {
         let reason = match (n.domain.as_str(), n.op_type.as_str()) {
@@ -208,11 +227,7 @@ fn check_op_support(nodes: &[NodeProto]) -> Result<(), FrontendError> {
             });
         }
     }
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        _ => Err(FrontendError::Many(errors)),
-    }
+    errors
 }
 
 /// Static type of a graph input, or why it has none.
@@ -273,24 +288,31 @@ struct Importer {
     names: HashMap<String, ValueId>,
     /// Values known at compile time that are not constants in the graph.
     known: HashMap<ValueId, Arc<Tensor>>,
-    opset: i64,
 }
 
 impl Importer {
-    fn add_initializers(&mut self, g: &GraphProto, options: &ImportOptions) -> Result<(), FrontendError> {
+    /// Adds initializers and bound inputs as constants; returns every problem found.
+    fn add_initializers(&mut self, g: &GraphProto, options: &ImportOptions) -> Vec<FrontendError> {
+        let mut errors = Vec::new();
         for init in &g.initializer {
-            let t = tensor_from_proto(init)?;
-            let v = self.graph.add_const(init.name.clone(), t);
-            self.names.insert(init.name.clone(), v);
+            match tensor_from_proto(init) {
+                Ok(t) => {
+                    let v = self.graph.add_const(init.name.clone(), t);
+                    self.names.insert(init.name.clone(), v);
+                }
+                Err(e) => errors.push(e),
+            }
         }
         for (name, t) in BTreeMap::from_iter(options.const_inputs.iter()) {
             let v = self.graph.add_const(name.clone(), t.clone());
             self.names.insert(name.clone(), v);
         }
-        Ok(())
+        errors
     }
 
-    fn add_inputs(&mut self, g: &GraphProto, options: &ImportOptions) -> Result<(), FrontendError> {
+    /// Adds the graph inputs that are not constants; returns every problem found.
+    fn add_inputs(&mut self, g: &GraphProto, options: &ImportOptions) -> Vec<FrontendError> {
+        let mut errors = Vec::new();
         for vi in &g.input {
             // Inputs that also have an initializer (or are bound) are constants (IR version < 4
             // models list every weight as an input).
@@ -299,7 +321,7 @@ impl Importer {
                     let declared = value_info_type(vi, options.input_shapes.get(&vi.name));
                     if let Ok(ty) = declared {
                         if ty.dtype != self.graph.value(v).ty.dtype {
-                            return Err(FrontendError::Input {
+                            errors.push(FrontendError::Input {
                                 name: vi.name.clone(),
                                 reason: format!(
                                     "declared {} but its value is {}",
@@ -312,19 +334,23 @@ impl Importer {
                 }
                 continue;
             }
-            let ty = value_info_type(vi, options.input_shapes.get(&vi.name))?;
-            let v = self.graph.add_input(vi.name.clone(), ty);
-            self.names.insert(vi.name.clone(), v);
+            match value_info_type(vi, options.input_shapes.get(&vi.name)) {
+                Ok(ty) => {
+                    let v = self.graph.add_input(vi.name.clone(), ty);
+                    self.names.insert(vi.name.clone(), v);
+                }
+                Err(e) => errors.push(e),
+            }
         }
         for name in options.input_shapes.keys() {
             if !g.input.iter().any(|i| &i.name == name) {
-                return Err(FrontendError::Input {
+                errors.push(FrontendError::Input {
                     name: name.clone(),
                     reason: "--input-shape names an input the model does not have".into(),
                 });
             }
         }
-        Ok(())
+        errors
     }
 
     fn known_value(&self, v: ValueId) -> Option<Arc<Tensor>> {
@@ -334,7 +360,7 @@ impl Importer {
         }
     }
 
-    fn add_node(&mut self, node: &NodeProto) -> Result<(), FrontendError> {
+    fn add_node(&mut self, node: &NodeProto, opset: i64) -> Result<(), FrontendError> {
         let invalid = |reason: String| FrontendError::Invalid {
             node: node.name.clone(),
             op: node.op_type.clone(),
@@ -364,7 +390,7 @@ impl Importer {
         let ctx = NodeCtx {
             name: &node.name,
             op_type: &node.op_type,
-            opset: self.opset,
+            opset,
             attrs: &node.attribute,
             inputs,
             num_outputs,
@@ -523,7 +549,6 @@ impl Importer {
         if cfg!(debug_assertions) {
             kiln_ir::verify::verify(&self.graph).map_err(|e| FrontendError::Parse(format!("internal: {e}")))?;
         }
-        let _ = self.opset;
         Ok(())
     }
 }

@@ -1,14 +1,451 @@
-//! Ops of the `matmul` family: shape inference and reference evaluation.
-//! (Placeholder: the ops of this family are not implemented yet.)
+//! Matrix products (MatMul and Gemm): shape inference and reference evaluation.
+//!
+//! Both run on one kernel, [`matmul_into`], which uses the i-k-j loop order so the innermost
+//! loop streams contiguous rows of B and of the output. Integer products wrap, as C would.
 
+use crate::dtype::DType;
 use crate::error::OpError;
+use crate::invalid;
 use crate::op::Op;
-use crate::tensor::{Tensor, TensorType};
+use crate::ops::util::{
+    broadcast_index_map, broadcast_shapes, check_arity, make, out_type, wrong_family,
+};
+use crate::tensor::{Tensor, TensorData, TensorType};
 
-pub fn infer(op: &Op, _inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
-    Err(OpError::Unsupported(format!("{} is not implemented yet", op.name())))
+pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+    let dtype = common_dtype(op, inputs.iter().map(|t| t.dtype))?;
+    let shape = match op {
+        Op::MatMul => {
+            check_arity("MatMul", inputs.len(), 2, 2)?;
+            MatMulDims::new(shapes[0], shapes[1])?.out_shape
+        }
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
+            check_arity("Gemm", inputs.len(), 2, 3)?;
+            let (m, _, n) = gemm_dims(shapes[0], shapes[1], *trans_a, *trans_b)?;
+            if let Some(c) = shapes.get(2) {
+                check_gemm_bias(c, m, n)?;
+            }
+            vec![m, n]
+        }
+        _ => return Err(wrong_family(op)),
+    };
+    Ok(vec![out_type(dtype, shape)?])
 }
 
-pub fn eval(op: &Op, _inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-    Err(OpError::Unsupported(format!("{} is not implemented yet", op.name())))
+pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    common_dtype(op, inputs.iter().map(|t| t.dtype()))?;
+    let out = match (op, inputs) {
+        (Op::MatMul, [a, b]) => matmul(a, b)?,
+        (Op::MatMul, _) => return invalid!("MatMul takes 2 inputs, got {}", inputs.len()),
+        (
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            },
+            [a, b, rest @ ..],
+        ) if rest.len() <= 1 => {
+            let params = GemmParams {
+                alpha: *alpha,
+                beta: *beta,
+                trans_a: *trans_a,
+                trans_b: *trans_b,
+            };
+            gemm(a, b, rest.first().copied(), &params)?
+        }
+        (Op::Gemm { .. }, _) => return invalid!("Gemm takes 2 to 3 inputs, got {}", inputs.len()),
+        _ => return Err(wrong_family(op)),
+    };
+    Ok(vec![out])
+}
+
+/// The element type all inputs share: f32, i32 or i64, as ONNX allows for both ops.
+fn common_dtype(op: &Op, mut dtypes: impl Iterator<Item = DType>) -> Result<DType, OpError> {
+    let Some(first) = dtypes.next() else {
+        return invalid!("{} has no inputs", op.name());
+    };
+    if !matches!(first, DType::F32 | DType::I32 | DType::I64) {
+        return Err(OpError::Unsupported(format!(
+            "{} on {first} inputs",
+            op.name()
+        )));
+    }
+    if let Some(other) = dtypes.find(|&d| d != first) {
+        return invalid!(
+            "{} inputs have different types ({first} and {other})",
+            op.name()
+        );
+    }
+    Ok(first)
+}
+
+/// Element types the product kernel runs on.
+trait Element: Copy + Default {
+    /// `acc + a * b`, wrapping for integers.
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self;
+}
+
+impl Element for f32 {
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self {
+        acc + a * b
+    }
+}
+
+impl Element for i32 {
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self {
+        acc.wrapping_add(a.wrapping_mul(b))
+    }
+}
+
+impl Element for i64 {
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self {
+        acc.wrapping_add(a.wrapping_mul(b))
+    }
+}
+
+/// `out[m][n] += sum_k a[m][k] * b[k][n]` for row-major `a` (m x k), `b` (k x n), `out` (m x n).
+fn matmul_into<T: Element>(a: &[T], b: &[T], out: &mut [T], k: usize, n: usize) {
+    if k == 0 || n == 0 {
+        return;
+    }
+    for (out_row, a_row) in out.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
+        for (&av, b_row) in a_row.iter().zip(b.chunks_exact(n)) {
+            for (o, &bv) in out_row.iter_mut().zip(b_row) {
+                *o = T::mul_add(*o, av, bv);
+            }
+        }
+    }
+}
+
+/// MatMul shapes after numpy's 1-D promotion, with broadcast batch dimensions.
+#[derive(Debug)]
+struct MatMulDims {
+    m: usize,
+    k: usize,
+    n: usize,
+    a_batch: Vec<usize>,
+    b_batch: Vec<usize>,
+    batch: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl MatMulDims {
+    fn new(a: &[usize], b: &[usize]) -> Result<Self, OpError> {
+        if a.is_empty() || b.is_empty() {
+            return invalid!("MatMul operands must have rank 1 or more, got {a:?} and {b:?}");
+        }
+        // A 1-D A is a row vector, a 1-D B a column vector; the added dimension is dropped.
+        let (a_batch, m, k) = match a {
+            [k] => (&[][..], 1, *k),
+            [batch @ .., m, k] => (batch, *m, *k),
+            [] => return invalid!("MatMul operand A is a scalar"),
+        };
+        let (b_batch, kb, n) = match b {
+            [k] => (&[][..], *k, 1),
+            [batch @ .., k, n] => (batch, *k, *n),
+            [] => return invalid!("MatMul operand B is a scalar"),
+        };
+        if k != kb {
+            return invalid!("MatMul operands {a:?} and {b:?} have mismatched inner dimensions");
+        }
+        let batch = broadcast_shapes(a_batch, b_batch)?;
+        let mut out_shape = batch.clone();
+        if a.len() > 1 {
+            out_shape.push(m);
+        }
+        if b.len() > 1 {
+            out_shape.push(n);
+        }
+        Ok(MatMulDims {
+            m,
+            k,
+            n,
+            a_batch: a_batch.to_vec(),
+            b_batch: b_batch.to_vec(),
+            batch,
+            out_shape,
+        })
+    }
+}
+
+/// MatMul: numpy `matmul`.
+fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
+    let dims = MatMulDims::new(a.shape(), b.shape())?;
+    let data = match (a.data(), b.data()) {
+        (TensorData::F32(x), TensorData::F32(y)) => TensorData::F32(batched_matmul(x, y, &dims)),
+        (TensorData::I32(x), TensorData::I32(y)) => TensorData::I32(batched_matmul(x, y, &dims)),
+        (TensorData::I64(x), TensorData::I64(y)) => TensorData::I64(batched_matmul(x, y, &dims)),
+        _ => {
+            return Err(OpError::Unsupported(format!(
+                "MatMul on {} inputs",
+                a.dtype()
+            )))
+        }
+    };
+    make(Tensor::new(dims.out_shape, data))
+}
+
+fn batched_matmul<T: Element>(a: &[T], b: &[T], d: &MatMulDims) -> Vec<T> {
+    let (a_size, b_size, out_size) = (d.m * d.k, d.k * d.n, d.m * d.n);
+    let a_map = broadcast_index_map(&d.a_batch, &d.batch);
+    let b_map = broadcast_index_map(&d.b_batch, &d.batch);
+    let mut out = vec![T::default(); a_map.len() * out_size];
+    if out_size == 0 {
+        return out;
+    }
+    for ((o, &ai), &bi) in out.chunks_exact_mut(out_size).zip(&a_map).zip(&b_map) {
+        if let (Some(a), Some(b)) = (
+            a.get(ai * a_size..(ai + 1) * a_size),
+            b.get(bi * b_size..(bi + 1) * b_size),
+        ) {
+            matmul_into(a, b, o, d.k, d.n);
+        }
+    }
+    out
+}
+
+/// (M, K, N) of a Gemm, after the optional transposes.
+fn gemm_dims(
+    a: &[usize],
+    b: &[usize],
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<(usize, usize, usize), OpError> {
+    let (&[a0, a1], &[b0, b1]) = (a, b) else {
+        return invalid!("Gemm operands must be 2-D, got {a:?} and {b:?}");
+    };
+    let (m, k) = if trans_a { (a1, a0) } else { (a0, a1) };
+    let (kb, n) = if trans_b { (b1, b0) } else { (b0, b1) };
+    if k != kb {
+        return invalid!("Gemm operands {a:?} and {b:?} have mismatched inner dimensions");
+    }
+    Ok((m, k, n))
+}
+
+/// C must broadcast to [M, N] without changing it (unidirectional broadcasting).
+fn check_gemm_bias(c: &[usize], m: usize, n: usize) -> Result<(), OpError> {
+    match broadcast_shapes(c, &[m, n]) {
+        Ok(s) if s == [m, n] => Ok(()),
+        _ => invalid!("Gemm bias {c:?} does not broadcast to [{m}, {n}]"),
+    }
+}
+
+#[derive(Debug)]
+struct GemmParams {
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+/// Gemm: `alpha * A' * B' + beta * C`.
+fn gemm(a: &Tensor, b: &Tensor, c: Option<&Tensor>, p: &GemmParams) -> Result<Tensor, OpError> {
+    let (m, k, n) = gemm_dims(a.shape(), b.shape(), p.trans_a, p.trans_b)?;
+    if let Some(c) = c {
+        check_gemm_bias(c.shape(), m, n)?;
+    }
+    // C broadcast to [M, N]; a zero beta drops C entirely, as onnxruntime does.
+    let c_map = c
+        .filter(|_| p.beta != 0.0)
+        .map(|c| (c, broadcast_index_map(c.shape(), &[m, n])));
+    let data = match (a.data(), b.data()) {
+        (TensorData::F32(x), TensorData::F32(y)) => {
+            let mut out = gemm_product(x, y, (m, k, n), p);
+            for o in &mut out {
+                *o *= p.alpha;
+            }
+            if let Some((c, map)) = &c_map {
+                let cv = c
+                    .as_f32()
+                    .ok_or_else(|| OpError::Invalid("Gemm bias type differs".into()))?;
+                for (o, &i) in out.iter_mut().zip(map) {
+                    *o += p.beta * cv.get(i).copied().unwrap_or(0.0);
+                }
+            }
+            TensorData::F32(out)
+        }
+        (TensorData::I32(x), TensorData::I32(y)) => {
+            let (alpha, beta) = (
+                integral_coeff("alpha", p.alpha)?,
+                integral_coeff("beta", p.beta)?,
+            );
+            let mut out = gemm_product(x, y, (m, k, n), p);
+            let bias = c_map
+                .as_ref()
+                .map(|(c, map)| (c.to_i64_vec().unwrap_or_default(), map));
+            for (i, o) in out.iter_mut().enumerate() {
+                let mut v = i64::from(*o).wrapping_mul(alpha);
+                if let Some((cv, map)) = &bias {
+                    let ci = map.get(i).and_then(|&j| cv.get(j)).copied().unwrap_or(0);
+                    v = v.wrapping_add(ci.wrapping_mul(beta));
+                }
+                *o = v as i32;
+            }
+            TensorData::I32(out)
+        }
+        (TensorData::I64(x), TensorData::I64(y)) => {
+            let (alpha, beta) = (
+                integral_coeff("alpha", p.alpha)?,
+                integral_coeff("beta", p.beta)?,
+            );
+            let mut out = gemm_product(x, y, (m, k, n), p);
+            let bias = c_map
+                .as_ref()
+                .map(|(c, map)| (c.to_i64_vec().unwrap_or_default(), map));
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = o.wrapping_mul(alpha);
+                if let Some((cv, map)) = &bias {
+                    let ci = map.get(i).and_then(|&j| cv.get(j)).copied().unwrap_or(0);
+                    *o = o.wrapping_add(ci.wrapping_mul(beta));
+                }
+            }
+            TensorData::I64(out)
+        }
+        _ => {
+            return Err(OpError::Unsupported(format!(
+                "Gemm on {} inputs",
+                a.dtype()
+            )))
+        }
+    };
+    make(Tensor::new(vec![m, n], data))
+}
+
+/// Integer Gemm is defined only for whole-number coefficients (the result type is integer).
+fn integral_coeff(name: &str, v: f32) -> Result<i64, OpError> {
+    if v.fract() == 0.0 && v.abs() <= i32::MAX as f32 {
+        Ok(v as i64)
+    } else {
+        Err(OpError::Unsupported(format!(
+            "integer Gemm with {name}={v}"
+        )))
+    }
+}
+
+/// `A' * B'` for row-major A and B, transposing them first when asked.
+fn gemm_product<T: Element>(
+    a: &[T],
+    b: &[T],
+    (m, k, n): (usize, usize, usize),
+    p: &GemmParams,
+) -> Vec<T> {
+    let a = if p.trans_a {
+        transpose(a, k, m)
+    } else {
+        a.to_vec()
+    };
+    let b = if p.trans_b {
+        transpose(b, n, k)
+    } else {
+        b.to_vec()
+    };
+    let mut out = vec![T::default(); m * n];
+    matmul_into(&a, &b, &mut out, k, n);
+    out
+}
+
+/// The transpose of a row-major `rows x cols` matrix.
+fn transpose<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            if let (Some(o), Some(&x)) = (out.get_mut(c * rows + r), v.get(r * cols + c)) {
+                *o = x;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    fn f(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), v).unwrap()
+    }
+
+    fn run(op: &Op, inputs: &[&Tensor]) -> Tensor {
+        let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let ty = infer(op, &refs).unwrap().remove(0);
+        let out = eval(op, inputs).unwrap().remove(0);
+        assert_eq!(out.ty(), ty);
+        out
+    }
+
+    #[test]
+    fn matmul_2d() {
+        let a = f(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b = f(&[3, 2], vec![7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
+        let y = run(&Op::MatMul, &[&a, &b]);
+        assert_eq!(y.as_f32().unwrap(), &[58.0, 64.0, 139.0, 154.0]);
+    }
+
+    #[test]
+    fn matmul_promotes_vectors() {
+        let v = f(&[3], vec![1.0, 2.0, 3.0]);
+        let m = f(&[2, 3, 2], (0..12).map(|i| i as f32).collect());
+        let y = run(&Op::MatMul, &[&v, &m]);
+        assert_eq!(y.shape(), &[2, 2]);
+        assert_eq!(y.as_f32().unwrap(), &[16.0, 22.0, 52.0, 58.0]);
+        let y = run(&Op::MatMul, &[&v, &v]);
+        assert_eq!(y.shape(), &[] as &[usize]);
+        assert_eq!(y.as_f32().unwrap(), &[14.0]);
+        let mt = f(&[2, 3], vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+        let y = run(&Op::MatMul, &[&mt, &v]);
+        assert_eq!(y.shape(), &[2]);
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 3.0]);
+    }
+
+    #[test]
+    fn matmul_broadcasts_batches() {
+        let a = f(&[2, 1, 1, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let b = f(&[3, 2, 1], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let y = run(&Op::MatMul, &[&a, &b]);
+        assert_eq!(y.shape(), &[2, 3, 1, 1]);
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
+    }
+
+    #[test]
+    fn matmul_integers_wrap() {
+        let a = Tensor::new(vec![1, 2], TensorData::I32(vec![i32::MAX, 1])).unwrap();
+        let b = Tensor::new(vec![2, 1], TensorData::I32(vec![2, 3])).unwrap();
+        let y = run(&Op::MatMul, &[&a, &b]);
+        assert_eq!(
+            y.data(),
+            &TensorData::I32(vec![i32::MAX.wrapping_mul(2).wrapping_add(3)])
+        );
+    }
+
+    #[test]
+    fn gemm_all_attributes() {
+        let op = Op::Gemm {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a: true,
+            trans_b: true,
+        };
+        // A' = [[1, 2]], B' = [[1, 0, 1], [0, 1, 1]].
+        let a = f(&[2, 1], vec![1.0, 2.0]);
+        let b = f(&[3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let c = f(&[3], vec![1.0, 0.0, -1.0]);
+        let y = run(&op, &[&a, &b, &c]);
+        assert_eq!(y.as_f32().unwrap(), &[2.5, 1.0, -0.5]);
+        assert!(infer(&op, &[&a.ty(), &b.ty(), &f(&[2, 1], vec![0.0; 2]).ty()]).is_err());
+    }
+
+    #[test]
+    fn mismatched_inner_dims_are_invalid() {
+        let a = TensorType::new(DType::F32, vec![2, 3]);
+        assert!(matches!(
+            infer(&Op::MatMul, &[&a, &a]),
+            Err(OpError::Invalid(_))
+        ));
+    }
 }

@@ -1,14 +1,1292 @@
-//! Ops of the `movement` family: shape inference and reference evaluation.
-//! (Placeholder: the ops of this family are not implemented yet.)
+//! Data movement and shape ops (Reshape, Transpose, Concat, Split, Slice, Pad, Gather, Expand,
+//! Tile, DepthToSpace, SpaceToDepth, Resize, Shape, ConstantOfShape, Range): shape inference
+//! and reference evaluation.
+//!
+//! Most kernels first compute, for every output element, which input element it copies (or
+//! that it is padding), then gather with one generic routine, so every dtype shares one path.
 
+use crate::dtype::DType;
 use crate::error::OpError;
-use crate::op::Op;
-use crate::tensor::{Tensor, TensorType};
+use crate::invalid;
+use crate::op::{CoordTransform, DepthToSpaceMode, NearestMode, Op, PadMode, ResizeMode};
+use crate::ops::util::{
+    broadcast_index_map, broadcast_shapes, check_arity, make, out_type, wrong_family,
+};
+use crate::tensor::{strides, Tensor, TensorData, TensorType};
 
-pub fn infer(op: &Op, _inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
-    Err(OpError::Unsupported(format!("{} is not implemented yet", op.name())))
+pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    let one = |ty: TensorType| Ok(vec![ty]);
+    match op {
+        Op::Reshape { shape } => one(infer_reshape(shape, inputs)?),
+        Op::Transpose { perm } => one(infer_transpose(perm, inputs)?),
+        Op::Concat { axis } => one(infer_concat(*axis, inputs)?),
+        Op::Split { axis, sizes } => infer_split(*axis, sizes, inputs),
+        Op::Slice {
+            starts,
+            ends,
+            steps,
+        } => one(infer_slice(starts, ends, steps, inputs)?),
+        Op::Pad { pads, mode, .. } => one(infer_pad(pads, *mode, inputs)?),
+        Op::Gather { axis } => one(infer_gather(*axis, inputs)?),
+        Op::Expand { shape } => one(infer_expand(shape, inputs)?),
+        Op::Tile { repeats } => one(infer_tile(repeats, inputs)?),
+        Op::DepthToSpace { blocksize, .. } => one(infer_depth_to_space(*blocksize, inputs)?),
+        Op::SpaceToDepth { blocksize } => one(infer_space_to_depth(*blocksize, inputs)?),
+        Op::Resize {
+            scales, out_shape, ..
+        } => one(infer_resize(scales, out_shape, inputs)?),
+        Op::Shape { start, end } => one(infer_shape(*start, *end, inputs)?),
+        Op::ConstantOfShape { shape, dtype, .. } => {
+            check_arity("ConstantOfShape", inputs.len(), 0, 0)?;
+            one(out_type(*dtype, shape.clone())?)
+        }
+        Op::Range {
+            start,
+            delta,
+            count,
+            dtype,
+        } => one(infer_range(*start, *delta, *count, *dtype, inputs)?),
+        _ => Err(wrong_family(op)),
+    }
 }
 
-pub fn eval(op: &Op, _inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-    Err(OpError::Unsupported(format!("{} is not implemented yet", op.name())))
+pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    // Re-running inference validates shapes and attributes, so the kernels below can rely on
+    // them being consistent.
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let type_refs: Vec<&TensorType> = types.iter().collect();
+    let out_types = infer(op, &type_refs)?;
+    let datas: Vec<TensorData> = match op {
+        Op::Reshape { .. } => vec![first(op, inputs)?.data().clone()],
+        Op::Transpose { perm } => {
+            let x = first(op, inputs)?;
+            vec![take(x.data(), &transposed_sources(x.shape(), perm))?]
+        }
+        Op::Concat { axis } => vec![eval_concat(*axis, inputs)?],
+        Op::Split { axis, sizes } => eval_split(*axis, sizes, first(op, inputs)?)?,
+        Op::Slice { starts, steps, .. } => {
+            let x = first(op, inputs)?;
+            let out = out_types.first().map(|t| t.shape.as_slice()).unwrap_or(&[]);
+            vec![eval_slice(x, starts, steps, out)?]
+        }
+        Op::Pad { pads, mode, value } => vec![eval_pad(first(op, inputs)?, pads, *mode, *value)?],
+        Op::Gather { axis } => vec![eval_gather(*axis, inputs)?],
+        Op::Expand { shape } => {
+            let x = first(op, inputs)?;
+            vec![take(x.data(), &broadcast_index_map(x.shape(), shape))?]
+        }
+        Op::Tile { repeats } => vec![eval_tile(first(op, inputs)?, repeats)?],
+        Op::DepthToSpace { blocksize, mode } => {
+            vec![eval_depth_to_space(first(op, inputs)?, *blocksize, *mode)?]
+        }
+        Op::SpaceToDepth { blocksize } => {
+            vec![eval_space_to_depth(first(op, inputs)?, *blocksize)?]
+        }
+        Op::Resize {
+            mode,
+            coord,
+            nearest,
+            scales,
+            out_shape,
+        } => vec![eval_resize(
+            first(op, inputs)?,
+            *mode,
+            *coord,
+            *nearest,
+            scales,
+            out_shape,
+        )?],
+        Op::Shape { start, end } => {
+            let x = first(op, inputs)?;
+            let dims = x.shape().get(*start..*end).unwrap_or(&[]);
+            vec![TensorData::I64(dims.iter().map(|&d| d as i64).collect())]
+        }
+        Op::ConstantOfShape {
+            shape,
+            value,
+            dtype,
+        } => {
+            let n: usize = shape.iter().product();
+            vec![filled(*dtype, n, *value)]
+        }
+        Op::Range {
+            start,
+            delta,
+            count,
+            dtype,
+        } => vec![eval_range(*start, *delta, *count, *dtype)],
+        _ => return Err(wrong_family(op)),
+    };
+    if datas.len() != out_types.len() {
+        return invalid!(
+            "internal: {} produced {} outputs, expected {}",
+            op.name(),
+            datas.len(),
+            out_types.len()
+        );
+    }
+    out_types
+        .into_iter()
+        .zip(datas)
+        .map(|(ty, data)| make(Tensor::new(ty.shape, data)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers
+
+/// The single data input of a one-input op.
+fn first<'a, T>(op: &Op, inputs: &[&'a T]) -> Result<&'a T, OpError> {
+    match inputs.first() {
+        Some(x) => Ok(x),
+        None => invalid!("{} takes 1 input, got 0", op.name()),
+    }
+}
+
+/// The only input of a one-input op, after checking the arity.
+fn single<'a>(name: &str, inputs: &[&'a TensorType]) -> Result<&'a TensorType, OpError> {
+    check_arity(name, inputs.len(), 1, 1)?;
+    match inputs.first() {
+        Some(x) => Ok(x),
+        None => invalid!("{name} takes 1 input, got 0"),
+    }
+}
+
+fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Element types, with the conversions padding values and generated sequences need.
+trait Elem: Copy {
+    /// Rounds / saturates like Rust's `as` (NaN becomes 0; bool is "not zero").
+    fn from_f64(v: f64) -> Self;
+    /// Wraps like a C cast.
+    fn from_i64(v: i64) -> Self;
+}
+
+macro_rules! elem_numeric {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn from_i64(v: i64) -> Self {
+                v as $t
+            }
+        }
+    )*};
+}
+elem_numeric!(f32, i8, u8, i16, i32, i64);
+
+impl Elem for bool {
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+}
+
+/// Applies a generic expression to the vector inside a `TensorData`, keeping the variant.
+macro_rules! map_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::I8($v) => TensorData::I8($body),
+            TensorData::U8($v) => TensorData::U8($body),
+            TensorData::I16($v) => TensorData::I16($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::I64($v) => TensorData::I64($body),
+            TensorData::Bool($v) => TensorData::Bool($body),
+        }
+    };
+}
+
+fn out_of_range(i: usize) -> OpError {
+    OpError::Invalid(format!("internal: source index {i} is out of range"))
+}
+
+fn take_vec<T: Copy>(v: &[T], src: &[usize]) -> Result<Vec<T>, OpError> {
+    src.iter()
+        .map(|&i| v.get(i).copied().ok_or_else(|| out_of_range(i)))
+        .collect()
+}
+
+fn take_or_fill_vec<T: Elem>(v: &[T], src: &[Option<usize>], fill: f64) -> Result<Vec<T>, OpError> {
+    let fill = T::from_f64(fill);
+    src.iter()
+        .map(|s| match *s {
+            Some(i) => v.get(i).copied().ok_or_else(|| out_of_range(i)),
+            None => Ok(fill),
+        })
+        .collect()
+}
+
+/// Output element `i` is input element `src[i]`.
+fn take(data: &TensorData, src: &[usize]) -> Result<TensorData, OpError> {
+    Ok(map_data!(data, v => take_vec(v, src)?))
+}
+
+/// Like [`take`], with `None` meaning "the constant `fill`, cast to the element type".
+fn take_or_fill(
+    data: &TensorData,
+    src: &[Option<usize>],
+    fill: f64,
+) -> Result<TensorData, OpError> {
+    Ok(map_data!(data, v => take_or_fill_vec(v, src, fill)?))
+}
+
+/// Calls `f` with every multi-index of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+    if shape.contains(&0) {
+        return;
+    }
+    let mut idx = vec![0usize; shape.len()];
+    loop {
+        f(&idx);
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Source indices for an output whose coordinate `o` along dimension `d` reads input
+/// coordinate `tables[d][o]` (`None`: padding). The output shape is the table lengths.
+fn table_sources(in_shape: &[usize], tables: &[Vec<Option<usize>>]) -> Vec<Option<usize>> {
+    let in_strides = strides(in_shape);
+    let out_shape: Vec<usize> = tables.iter().map(Vec::len).collect();
+    let mut src = Vec::with_capacity(checked_numel(&out_shape).unwrap_or(0));
+    for_each_index(&out_shape, |idx| {
+        let mut flat = Some(0usize);
+        for ((table, &o), &st) in tables.iter().zip(idx).zip(&in_strides) {
+            flat = match (flat, table.get(o).copied().flatten()) {
+                (Some(f), Some(i)) => Some(f + i * st),
+                _ => None,
+            };
+        }
+        src.push(flat);
+    });
+    src
+}
+
+/// Source indices of the transpose of a tensor of `in_shape` by `perm`.
+fn transposed_sources(in_shape: &[usize], perm: &[usize]) -> Vec<usize> {
+    let in_strides = strides(in_shape);
+    let out_shape: Vec<usize> = perm
+        .iter()
+        .map(|&p| in_shape.get(p).copied().unwrap_or(0))
+        .collect();
+    let st: Vec<usize> = perm
+        .iter()
+        .map(|&p| in_strides.get(p).copied().unwrap_or(0))
+        .collect();
+    let mut src = Vec::with_capacity(checked_numel(&out_shape).unwrap_or(0));
+    for_each_index(&out_shape, |idx| {
+        src.push(idx.iter().zip(&st).map(|(i, s)| i * s).sum())
+    });
+    src
+}
+
+/// A buffer of `n` copies of `value` cast to `dtype`.
+fn filled(dtype: DType, n: usize, value: f64) -> TensorData {
+    map_data!(TensorData::zeros(dtype, n), v => vec![Elem::from_f64(value); v.len()])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reshape, Transpose
+
+/// ONNX Reshape (and Flatten, Squeeze, Unsqueeze): `shape` is the full output shape.
+fn infer_reshape(shape: &[usize], inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let x = single("Reshape", inputs)?;
+    let out = out_type(x.dtype, shape.to_vec())?;
+    if out.numel() != x.numel() {
+        return invalid!("cannot reshape {x} ({} elements) to {shape:?}", x.numel());
+    }
+    Ok(out)
+}
+
+/// ONNX Transpose.
+fn infer_transpose(perm: &[usize], inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let x = single("Transpose", inputs)?;
+    let mut sorted = perm.to_vec();
+    sorted.sort_unstable();
+    if perm.len() != x.rank() || sorted.iter().enumerate().any(|(i, &p)| i != p) {
+        return invalid!(
+            "perm {perm:?} is not a permutation of the {} axes of {x}",
+            x.rank()
+        );
+    }
+    out_type(x.dtype, perm.iter().map(|&p| x.shape[p]).collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concat, Split
+
+/// ONNX Concat.
+fn infer_concat(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let Some(x) = inputs.first() else {
+        return invalid!("Concat takes at least 1 input");
+    };
+    if axis >= x.rank() {
+        return invalid!("Concat: axis {axis} is out of range for rank {}", x.rank());
+    }
+    let mut total = 0usize;
+    for t in inputs {
+        let same_dims = t.rank() == x.rank()
+            && t.shape
+                .iter()
+                .zip(&x.shape)
+                .enumerate()
+                .all(|(d, (a, b))| d == axis || a == b);
+        if t.dtype != x.dtype || !same_dims {
+            return invalid!("Concat along axis {axis}: {t} does not match {x}");
+        }
+        total = total
+            .checked_add(t.shape[axis])
+            .ok_or_else(|| OpError::Invalid("Concat: output is too large".into()))?;
+    }
+    let mut shape = x.shape.clone();
+    shape[axis] = total;
+    out_type(x.dtype, shape)
+}
+
+/// Appends the element vectors of same-typed tensors.
+fn concat_data(parts: &[&TensorData]) -> Result<TensorData, OpError> {
+    macro_rules! join {
+        ($var:ident) => {{
+            let mut out = Vec::new();
+            for p in parts {
+                match p {
+                    TensorData::$var(v) => out.extend_from_slice(v),
+                    other => return invalid!("Concat: mixed element types ({})", other.dtype()),
+                }
+            }
+            TensorData::$var(out)
+        }};
+    }
+    Ok(match parts.first().map(|p| p.dtype()) {
+        None | Some(DType::F32) => join!(F32),
+        Some(DType::I8) => join!(I8),
+        Some(DType::U8) => join!(U8),
+        Some(DType::I16) => join!(I16),
+        Some(DType::I32) => join!(I32),
+        Some(DType::I64) => join!(I64),
+        Some(DType::Bool) => join!(Bool),
+    })
+}
+
+fn eval_concat(axis: usize, inputs: &[&Tensor]) -> Result<TensorData, OpError> {
+    let parts: Vec<&TensorData> = inputs.iter().map(|t| t.data()).collect();
+    let joined = concat_data(&parts)?;
+    let Some(x) = inputs.first() else {
+        return invalid!("Concat takes at least 1 input");
+    };
+    let outer: usize = x.shape()[..axis].iter().product();
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    // Each input contributes one contiguous run of `dim * inner` elements per outer index.
+    let mut src = Vec::with_capacity(joined.len());
+    for o in 0..outer {
+        let mut offset = 0usize;
+        for t in inputs {
+            let run = t.shape()[axis] * inner;
+            src.extend((0..run).map(|j| offset + o * run + j));
+            offset += t.numel();
+        }
+    }
+    take(&joined, &src)
+}
+
+/// ONNX Split.
+fn infer_split(
+    axis: usize,
+    sizes: &[usize],
+    inputs: &[&TensorType],
+) -> Result<Vec<TensorType>, OpError> {
+    let x = single("Split", inputs)?;
+    let Some(&dim) = x.shape.get(axis) else {
+        return invalid!("Split: axis {axis} is out of range for rank {}", x.rank());
+    };
+    let total = sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s));
+    if sizes.is_empty() || total != Some(dim) {
+        return invalid!("Split: sizes {sizes:?} do not add up to dimension {axis} of {x}");
+    }
+    sizes
+        .iter()
+        .map(|&s| {
+            let mut shape = x.shape.clone();
+            shape[axis] = s;
+            out_type(x.dtype, shape)
+        })
+        .collect()
+}
+
+fn eval_split(axis: usize, sizes: &[usize], x: &Tensor) -> Result<Vec<TensorData>, OpError> {
+    let mut tables: Vec<Vec<Option<usize>>> = x
+        .shape()
+        .iter()
+        .map(|&n| (0..n).map(Some).collect())
+        .collect();
+    let mut begin = 0usize;
+    let mut out = Vec::with_capacity(sizes.len());
+    for &s in sizes {
+        if let Some(t) = tables.get_mut(axis) {
+            *t = (begin..begin + s).map(Some).collect();
+        }
+        out.push(take_or_fill(
+            x.data(),
+            &table_sources(x.shape(), &tables),
+            0.0,
+        )?);
+        begin += s;
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slice
+
+/// Number of elements `start, start + step, ..` before reaching `end` (exclusive).
+fn slice_len(start: i64, end: i64, step: i64) -> usize {
+    let (start, end, step) = (i128::from(start), i128::from(end), i128::from(step));
+    let n = if step > 0 {
+        (end - start + step - 1) / step
+    } else {
+        (start - end - step - 1) / -step
+    };
+    n.max(0) as usize
+}
+
+/// ONNX Slice, with starts/ends already clamped per dimension.
+fn infer_slice(
+    starts: &[i64],
+    ends: &[i64],
+    steps: &[i64],
+    inputs: &[&TensorType],
+) -> Result<TensorType, OpError> {
+    let x = single("Slice", inputs)?;
+    let r = x.rank();
+    if starts.len() != r || ends.len() != r || steps.len() != r {
+        return invalid!("Slice needs one start, end and step per dimension of {x}");
+    }
+    let mut shape = Vec::with_capacity(r);
+    for d in 0..r {
+        let (start, end, step, dim) = (starts[d], ends[d], steps[d], x.shape[d]);
+        if step == 0 {
+            return invalid!("Slice: step of dimension {d} is 0");
+        }
+        let n = slice_len(start, end, step);
+        if n > 0 {
+            let last = i128::from(start) + (n as i128 - 1) * i128::from(step);
+            let in_range = |i: i128| i >= 0 && i < dim as i128;
+            if !in_range(i128::from(start)) || !in_range(last) {
+                return invalid!(
+                    "Slice: {start}..{end} step {step} leaves dimension {d} of size {dim}"
+                );
+            }
+        }
+        shape.push(n);
+    }
+    out_type(x.dtype, shape)
+}
+
+fn eval_slice(
+    x: &Tensor,
+    starts: &[i64],
+    steps: &[i64],
+    out_shape: &[usize],
+) -> Result<TensorData, OpError> {
+    let tables: Vec<Vec<Option<usize>>> = out_shape
+        .iter()
+        .zip(starts.iter().zip(steps))
+        .map(|(&n, (&start, &step))| {
+            (0..n as i64)
+                .map(|k| usize::try_from(start + k * step).ok())
+                .collect()
+        })
+        .collect();
+    take_or_fill(x.data(), &table_sources(x.shape(), &tables), 0.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pad
+
+/// How one dimension is padded: negative pads first crop the input (`crop` elements from the
+/// start, `kept` remain), then `before`/`after` elements are added.
+#[derive(Debug, Clone, Copy)]
+struct PadDim {
+    crop: usize,
+    kept: usize,
+    before: usize,
+    after: usize,
+}
+
+fn pad_dim(n: usize, begin: i64, end: i64) -> Option<PadDim> {
+    let crop_begin = usize::try_from(begin.min(0).unsigned_abs()).ok()?;
+    let crop_end = usize::try_from(end.min(0).unsigned_abs()).ok()?;
+    let kept = n.checked_sub(crop_begin)?.checked_sub(crop_end)?;
+    Some(PadDim {
+        crop: crop_begin,
+        kept,
+        before: usize::try_from(begin.max(0)).ok()?,
+        after: usize::try_from(end.max(0)).ok()?,
+    })
+}
+
+/// ONNX Pad.
+fn infer_pad(pads: &[i64], mode: PadMode, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let x = single("Pad", inputs)?;
+    let r = x.rank();
+    if pads.len() != 2 * r {
+        return invalid!(
+            "Pad: {} pads given for rank {r} (need {})",
+            pads.len(),
+            2 * r
+        );
+    }
+    let mut shape = Vec::with_capacity(r);
+    for (d, &n) in x.shape.iter().enumerate() {
+        let (begin, end) = (pads[d], pads[r + d]);
+        let Some(p) = pad_dim(n, begin, end) else {
+            return invalid!("Pad: pads {begin}, {end} crop more than dimension {d} of size {n}");
+        };
+        if mode != PadMode::Constant && p.kept == 0 && p.before + p.after > 0 {
+            return invalid!("Pad: cannot pad empty dimension {d} in {mode:?} mode");
+        }
+        let out = p
+            .before
+            .checked_add(p.kept)
+            .and_then(|v| v.checked_add(p.after));
+        shape.push(out.ok_or_else(|| OpError::Invalid("Pad: output is too large".into()))?);
+    }
+    out_type(x.dtype, shape)
+}
+
+/// The input coordinate that output coordinate `o` of one padded dimension reads.
+fn pad_source(p: PadDim, mode: PadMode, o: usize) -> Option<usize> {
+    let m = p.kept as i64;
+    let rel = o as i64 - p.before as i64;
+    let inside = if (0..m).contains(&rel) {
+        rel
+    } else if m == 0 {
+        // Only reachable in constant mode: inference refuses padding an empty dimension.
+        return None;
+    } else {
+        match mode {
+            PadMode::Constant => return None,
+            PadMode::Edge => rel.clamp(0, m - 1),
+            // numpy's reflect repeats: a triangle wave of period 2 * (m - 1).
+            PadMode::Reflect if m == 1 => 0,
+            PadMode::Reflect => {
+                let period = 2 * (m - 1);
+                let k = rel.rem_euclid(period);
+                if k < m {
+                    k
+                } else {
+                    period - k
+                }
+            }
+            PadMode::Wrap => rel.rem_euclid(m),
+        }
+    };
+    usize::try_from(inside).ok().map(|i| i + p.crop)
+}
+
+fn eval_pad(x: &Tensor, pads: &[i64], mode: PadMode, value: f64) -> Result<TensorData, OpError> {
+    let r = x.shape().len();
+    let mut tables = Vec::with_capacity(r);
+    for (d, &n) in x.shape().iter().enumerate() {
+        let (begin, end) = (
+            pads.get(d).copied().unwrap_or(0),
+            pads.get(r + d).copied().unwrap_or(0),
+        );
+        let Some(p) = pad_dim(n, begin, end) else {
+            return invalid!("Pad: pads {begin}, {end} crop more than dimension {d} of size {n}");
+        };
+        let len = p.before + p.kept + p.after;
+        tables.push((0..len).map(|o| pad_source(p, mode, o)).collect());
+    }
+    take_or_fill(x.data(), &table_sources(x.shape(), &tables), value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gather, Expand, Tile
+
+/// ONNX Gather.
+fn infer_gather(axis: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    check_arity("Gather", inputs.len(), 2, 2)?;
+    let [data, indices] = inputs else {
+        return invalid!("Gather takes 2 inputs");
+    };
+    if !matches!(indices.dtype, DType::I32 | DType::I64) {
+        return invalid!("Gather: indices must be i32 or i64, got {}", indices.dtype);
+    }
+    if axis >= data.rank() {
+        return invalid!(
+            "Gather: axis {axis} is out of range for rank {}",
+            data.rank()
+        );
+    }
+    let mut shape = data.shape[..axis].to_vec();
+    shape.extend_from_slice(&indices.shape);
+    shape.extend_from_slice(&data.shape[axis + 1..]);
+    out_type(data.dtype, shape)
+}
+
+fn eval_gather(axis: usize, inputs: &[&Tensor]) -> Result<TensorData, OpError> {
+    let [data, indices] = inputs else {
+        return invalid!("Gather takes 2 inputs");
+    };
+    let shape = data.shape();
+    let Some(&n) = shape.get(axis) else {
+        return invalid!(
+            "Gather: axis {axis} is out of range for rank {}",
+            shape.len()
+        );
+    };
+    let Some(raw) = indices.to_i64_vec() else {
+        return invalid!(
+            "Gather: indices must be i32 or i64, got {}",
+            indices.dtype()
+        );
+    };
+    let mut idx = Vec::with_capacity(raw.len());
+    for i in raw {
+        let wrapped = if i < 0 { i + n as i64 } else { i };
+        match usize::try_from(wrapped) {
+            Ok(k) if k < n => idx.push(k),
+            _ => {
+                return invalid!(
+                    "Gather: index {i} is out of range for dimension {axis} of size {n}"
+                )
+            }
+        }
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut src = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &k in &idx {
+            src.extend((0..inner).map(|j| (o * n + k) * inner + j));
+        }
+    }
+    take(data.data(), &src)
+}
+
+/// ONNX Expand: `shape` is already the full broadcast shape.
+fn infer_expand(shape: &[usize], inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let x = single("Expand", inputs)?;
+    if x.rank() > shape.len() || broadcast_shapes(&x.shape, shape)? != shape {
+        return invalid!("Expand: {x} does not broadcast to {shape:?}");
+    }
+    out_type(x.dtype, shape.to_vec())
+}
+
+/// ONNX Tile.
+fn infer_tile(repeats: &[usize], inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let x = single("Tile", inputs)?;
+    if repeats.len() != x.rank() {
+        return invalid!(
+            "Tile: {} repeats given for rank {}",
+            repeats.len(),
+            x.rank()
+        );
+    }
+    let shape: Option<Vec<usize>> = x
+        .shape
+        .iter()
+        .zip(repeats)
+        .map(|(&d, &r)| d.checked_mul(r))
+        .collect();
+    match shape {
+        Some(s) => out_type(x.dtype, s),
+        None => invalid!("Tile: output is too large"),
+    }
+}
+
+fn eval_tile(x: &Tensor, repeats: &[usize]) -> Result<TensorData, OpError> {
+    let tables: Vec<Vec<Option<usize>>> = x
+        .shape()
+        .iter()
+        .zip(repeats)
+        .map(|(&n, &r)| (0..n * r).map(|o| Some(o % n)).collect())
+        .collect();
+    take_or_fill(x.data(), &table_sources(x.shape(), &tables), 0.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// DepthToSpace, SpaceToDepth
+
+fn nchw<'a>(
+    name: &str,
+    inputs: &[&'a TensorType],
+    blocksize: usize,
+) -> Result<(&'a TensorType, [usize; 4]), OpError> {
+    let x = single(name, inputs)?;
+    let [n, c, h, w] = x.shape[..] else {
+        return invalid!("{name} needs a 4-D input, got {x}");
+    };
+    if blocksize == 0 {
+        return invalid!("{name}: blocksize must be positive");
+    }
+    Ok((x, [n, c, h, w]))
+}
+
+/// ONNX DepthToSpace.
+fn infer_depth_to_space(b: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let (x, [n, c, h, w]) = nchw("DepthToSpace", inputs, b)?;
+    let bb = b.saturating_mul(b);
+    if c % bb != 0 {
+        return invalid!("DepthToSpace: channels {c} are not divisible by blocksize^2 = {bb}");
+    }
+    match (h.checked_mul(b), w.checked_mul(b)) {
+        (Some(hb), Some(wb)) => out_type(x.dtype, vec![n, c / bb, hb, wb]),
+        _ => invalid!("DepthToSpace: output is too large"),
+    }
+}
+
+/// DCR splits channels as (b, b, c'), CRD as (c', b, b); both then interleave the blocks into
+/// the spatial dimensions: a reshape, a transpose and a reshape.
+fn eval_depth_to_space(
+    x: &Tensor,
+    b: usize,
+    mode: DepthToSpaceMode,
+) -> Result<TensorData, OpError> {
+    let [n, c, h, w] = x.shape()[..] else {
+        return invalid!("DepthToSpace needs a 4-D input");
+    };
+    let c2 = c / (b * b);
+    let (shape, perm) = match mode {
+        DepthToSpaceMode::Dcr => ([n, b, b, c2, h, w], [0, 3, 4, 1, 5, 2]),
+        DepthToSpaceMode::Crd => ([n, c2, b, b, h, w], [0, 1, 4, 2, 5, 3]),
+    };
+    take(x.data(), &transposed_sources(&shape, &perm))
+}
+
+/// ONNX SpaceToDepth (DCR order).
+fn infer_space_to_depth(b: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let (x, [n, c, h, w]) = nchw("SpaceToDepth", inputs, b)?;
+    if h % b != 0 || w % b != 0 {
+        return invalid!("SpaceToDepth: spatial size {h}x{w} is not divisible by blocksize {b}");
+    }
+    match c.checked_mul(b).and_then(|v| v.checked_mul(b)) {
+        Some(cb) => out_type(x.dtype, vec![n, cb, h / b, w / b]),
+        None => invalid!("SpaceToDepth: output is too large"),
+    }
+}
+
+fn eval_space_to_depth(x: &Tensor, b: usize) -> Result<TensorData, OpError> {
+    let [n, c, h, w] = x.shape()[..] else {
+        return invalid!("SpaceToDepth needs a 4-D input");
+    };
+    let shape = [n, c, h / b, b, w / b, b];
+    take(x.data(), &transposed_sources(&shape, &[0, 3, 5, 1, 2, 4]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resize
+
+/// ONNX Resize (nearest and N-linear).
+fn infer_resize(
+    scales: &[f32],
+    out_shape: &[usize],
+    inputs: &[&TensorType],
+) -> Result<TensorType, OpError> {
+    let x = single("Resize", inputs)?;
+    if x.dtype == DType::Bool {
+        return invalid!("Resize: bool input is not allowed");
+    }
+    if scales.len() != x.rank() || out_shape.len() != x.rank() {
+        return invalid!("Resize needs one scale and one output size per dimension of {x}");
+    }
+    if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return invalid!("Resize: scale {s} must be positive and finite");
+    }
+    if x.shape
+        .iter()
+        .zip(out_shape)
+        .any(|(&i, &o)| i == 0 && o > 0)
+    {
+        return invalid!("Resize: cannot resize an empty dimension of {x} to {out_shape:?}");
+    }
+    out_type(x.dtype, out_shape.to_vec())
+}
+
+/// Where output coordinate `y` falls in the input, as the ONNX reference computes it (f64).
+fn source_coord(coord: CoordTransform, y: usize, scale: f64, in_n: usize, out_n: usize) -> f64 {
+    let y = y as f64;
+    let in_w = in_n as f64;
+    // The reference uses the unrounded output length `scale * in`, not the integer size, and
+    // compares it with 1 exactly.
+    let out_w = scale * in_w;
+    let unit_output = out_w == 1.0;
+    match coord {
+        CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
+        CoordTransform::HalfPixelSymmetric => {
+            let adjustment = out_n as f64 / out_w;
+            let offset = in_w / 2.0 * (1.0 - adjustment);
+            offset + (y + 0.5) / scale - 0.5
+        }
+        CoordTransform::PytorchHalfPixel if unit_output => -0.5,
+        CoordTransform::PytorchHalfPixel => (y + 0.5) / scale - 0.5,
+        CoordTransform::AlignCorners if unit_output => 0.0,
+        CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_w - 1.0),
+        CoordTransform::Asymmetric => y / scale,
+    }
+}
+
+/// `i` clamped into `0..n` (0 when `n` is 0; callers never read an empty axis).
+fn clamp_index(i: f64, n: usize) -> usize {
+    (i as i64).min(n as i64 - 1).max(0) as usize
+}
+
+fn nearest_index(x: f64, mode: NearestMode, n: usize) -> usize {
+    let base = x.floor();
+    let frac = x - base;
+    let i = if frac == 0.0 {
+        base
+    } else {
+        let up = match mode {
+            NearestMode::RoundPreferFloor => frac > 0.5,
+            NearestMode::RoundPreferCeil => frac >= 0.5,
+            NearestMode::Floor => false,
+            NearestMode::Ceil => true,
+        };
+        if up {
+            base + 1.0
+        } else {
+            base
+        }
+    };
+    clamp_index(i, n)
+}
+
+/// The two input coordinates and the weight of the second for linear interpolation. At an
+/// integer coordinate the reference pairs it with its left neighbour at weight 0.
+fn linear_taps(x: f64, n: usize) -> (usize, usize, f64) {
+    let base = x.floor();
+    let (lo, r) = if x == base {
+        (base - 1.0, 1.0)
+    } else {
+        (base, x - base)
+    };
+    (clamp_index(lo, n), clamp_index(lo + 1.0, n), r)
+}
+
+/// The scale that maps coordinates along one axis. When the output size was given (`sizes`),
+/// ONNX defines the scale as the exact ratio out / in, which the op stores rounded to f32; that
+/// rounding flips results at rounding ties (nearest) and at .5 (integer outputs), so the exact
+/// ratio is used whenever the stored scale is its f32 rounding.
+fn axis_scale(scale: f32, in_n: usize, out_n: usize) -> f64 {
+    if in_n > 0 {
+        let ratio = out_n as f64 / in_n as f64;
+        if ratio as f32 == scale {
+            return ratio;
+        }
+    }
+    f64::from(scale)
+}
+
+/// The reference skips axes whose scale is 1 (within `math.isclose`) and size is unchanged.
+fn is_identity_axis(scale: f64, in_n: usize, out_n: usize) -> bool {
+    in_n == out_n && (scale - 1.0).abs() <= 1e-9 * scale.abs().max(1.0)
+}
+
+fn eval_resize(
+    x: &Tensor,
+    mode: ResizeMode,
+    coord: CoordTransform,
+    nearest: NearestMode,
+    scales: &[f32],
+    out_shape: &[usize],
+) -> Result<TensorData, OpError> {
+    let in_shape = x.shape();
+    let axes = in_shape.iter().zip(out_shape).zip(scales);
+    match mode {
+        ResizeMode::Nearest => {
+            let tables: Vec<Vec<Option<usize>>> = axes
+                .map(|((&i, &o), &s)| {
+                    let s = axis_scale(s, i, o);
+                    if is_identity_axis(s, i, o) {
+                        return (0..o).map(Some).collect();
+                    }
+                    (0..o)
+                        .map(|y| Some(nearest_index(source_coord(coord, y, s, i, o), nearest, i)))
+                        .collect()
+                })
+                .collect();
+            take_or_fill(x.data(), &table_sources(in_shape, &tables), 0.0)
+        }
+        ResizeMode::Linear => {
+            let mut buf = x.to_f64_vec();
+            let mut shape = in_shape.to_vec();
+            for (d, ((&i, &o), &s)) in axes.enumerate() {
+                let s = axis_scale(s, i, o);
+                if is_identity_axis(s, i, o) {
+                    continue;
+                }
+                let taps: Vec<(usize, usize, f64)> = (0..o)
+                    .map(|y| linear_taps(source_coord(coord, y, s, i, o), i))
+                    .collect();
+                buf = interpolate_axis(&buf, &shape, d, &taps);
+                shape[d] = o;
+            }
+            Ok(from_f64_saturating(x.dtype(), &buf))
+        }
+    }
+}
+
+/// Linear interpolation along axis `d` of a row-major buffer of `shape`.
+fn interpolate_axis(
+    buf: &[f64],
+    shape: &[usize],
+    d: usize,
+    taps: &[(usize, usize, f64)],
+) -> Vec<f64> {
+    let n = shape.get(d).copied().unwrap_or(1);
+    let outer: usize = shape[..d].iter().product();
+    let inner: usize = shape[d + 1..].iter().product();
+    let at =
+        |o: usize, k: usize, j: usize| buf.get((o * n + k) * inner + j).copied().unwrap_or(0.0);
+    let mut out = Vec::with_capacity(outer * taps.len() * inner);
+    for o in 0..outer {
+        for &(lo, hi, r) in taps {
+            out.extend((0..inner).map(|j| (1.0 - r) * at(o, lo, j) + r * at(o, hi, j)));
+        }
+    }
+    out
+}
+
+/// Interpolated values back to the element type: integers round half to even and saturate,
+/// as the ONNX reference's `saturate_cast` does.
+fn from_f64_saturating(dtype: DType, v: &[f64]) -> TensorData {
+    let round = dtype.is_integer();
+    map_data!(TensorData::zeros(dtype, 0), _e => v
+        .iter()
+        .map(|&x| Elem::from_f64(if round { x.round_ties_even() } else { x }))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape, Range
+
+/// ONNX Shape.
+fn infer_shape(start: usize, end: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let x = single("Shape", inputs)?;
+    if start > end || end > x.rank() {
+        return invalid!(
+            "Shape: dims {start}..{end} are out of range for rank {}",
+            x.rank()
+        );
+    }
+    out_type(DType::I64, vec![end - start])
+}
+
+/// ONNX Range.
+fn infer_range(
+    start: f64,
+    delta: f64,
+    count: usize,
+    dtype: DType,
+    inputs: &[&TensorType],
+) -> Result<TensorType, OpError> {
+    check_arity("Range", inputs.len(), 0, 0)?;
+    if dtype == DType::Bool {
+        return invalid!("Range: bool output is not allowed");
+    }
+    if !start.is_finite() || !delta.is_finite() {
+        return invalid!("Range: start {start} and delta {delta} must be finite");
+    }
+    out_type(dtype, vec![count])
+}
+
+/// Floats compute `start + i * delta` in f64; integers in wrapping i64, cast like C.
+fn eval_range(start: f64, delta: f64, count: usize, dtype: DType) -> TensorData {
+    let (s, d) = (start as i64, delta as i64);
+    map_data!(TensorData::zeros(dtype, 0), _e => (0..count)
+        .map(|i| {
+            if dtype.is_float() {
+                Elem::from_f64(start + i as f64 * delta)
+            } else {
+                Elem::from_i64(s.wrapping_add((i as i64).wrapping_mul(d)))
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    fn f32s(shape: Vec<usize>, v: &[f32]) -> Tensor {
+        Tensor::from_f32(shape, v.to_vec()).unwrap()
+    }
+
+    fn run(op: Op, inputs: &[&Tensor]) -> Vec<Tensor> {
+        eval(&op, inputs).unwrap()
+    }
+
+    fn iota(shape: Vec<usize>) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::from_f32(shape, (0..n).map(|v| v as f32).collect()).unwrap()
+    }
+
+    #[test]
+    fn transpose_2x3() {
+        let x = iota(vec![2, 3]);
+        let y = run(Op::Transpose { perm: vec![1, 0] }, &[&x]).remove(0);
+        assert_eq!(y.shape(), &[3, 2]);
+        assert_eq!(y.as_f32().unwrap(), &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+
+    #[test]
+    fn concat_and_split_middle_axis() {
+        let a = iota(vec![2, 1]);
+        let b = f32s(vec![2, 2], &[10.0, 11.0, 12.0, 13.0]);
+        let c = run(Op::Concat { axis: 1 }, &[&a, &b]).remove(0);
+        assert_eq!(c.as_f32().unwrap(), &[0.0, 10.0, 11.0, 1.0, 12.0, 13.0]);
+        let parts = run(
+            Op::Split {
+                axis: 1,
+                sizes: vec![1, 2],
+            },
+            &[&c],
+        );
+        assert_eq!(parts[0], a);
+        assert_eq!(parts[1], b);
+    }
+
+    #[test]
+    fn slice_negative_step() {
+        let x = iota(vec![5]);
+        // x[4:0:-2] = [4, 2]
+        let y = run(
+            Op::Slice {
+                starts: vec![4],
+                ends: vec![0],
+                steps: vec![-2],
+            },
+            &[&x],
+        )
+        .remove(0);
+        assert_eq!(y.as_f32().unwrap(), &[4.0, 2.0]);
+        // x[3::-1] (end clamped to -1) = [3, 2, 1, 0]
+        let y = run(
+            Op::Slice {
+                starts: vec![3],
+                ends: vec![-1],
+                steps: vec![-1],
+            },
+            &[&x],
+        )
+        .remove(0);
+        assert_eq!(y.as_f32().unwrap(), &[3.0, 2.0, 1.0, 0.0]);
+        let bad = Op::Slice {
+            starts: vec![5],
+            ends: vec![0],
+            steps: vec![-1],
+        };
+        assert!(infer(&bad, &[&x.ty()]).is_err());
+    }
+
+    #[test]
+    fn pad_modes() {
+        let x = iota(vec![3]);
+        let pad = |mode, pads: Vec<i64>| {
+            run(
+                Op::Pad {
+                    pads,
+                    mode,
+                    value: 9.0,
+                },
+                &[&x],
+            )
+            .remove(0)
+            .as_f32()
+            .unwrap()
+            .to_vec()
+        };
+        assert_eq!(
+            pad(PadMode::Constant, vec![1, 2]),
+            vec![9.0, 0.0, 1.0, 2.0, 9.0, 9.0]
+        );
+        assert_eq!(
+            pad(PadMode::Edge, vec![2, 1]),
+            vec![0.0, 0.0, 0.0, 1.0, 2.0, 2.0]
+        );
+        // numpy: np.pad([0, 1, 2], (4, 3), 'reflect') = [0 1 2 1 0 1 2 1 0 1]
+        assert_eq!(
+            pad(PadMode::Reflect, vec![4, 3]),
+            vec![0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0, 1.0]
+        );
+        assert_eq!(
+            pad(PadMode::Wrap, vec![2, 2]),
+            vec![1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0]
+        );
+        // Negative pads crop before padding.
+        assert_eq!(pad(PadMode::Constant, vec![-1, 1]), vec![1.0, 2.0, 9.0]);
+        assert_eq!(pad(PadMode::Edge, vec![1, -1]), vec![0.0, 0.0, 1.0]);
+        assert!(infer(
+            &Op::Pad {
+                pads: vec![-2, -2],
+                mode: PadMode::Constant,
+                value: 0.0
+            },
+            &[&x.ty()]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gather_wraps_negative_and_rejects_out_of_range() {
+        let x = iota(vec![3, 2]);
+        let idx = Tensor::new(vec![2], TensorData::I32(vec![-1, 0])).unwrap();
+        let y = run(Op::Gather { axis: 0 }, &[&x, &idx]).remove(0);
+        assert_eq!(y.as_f32().unwrap(), &[4.0, 5.0, 0.0, 1.0]);
+        let idx = Tensor::from_i64(vec![1], vec![3]).unwrap();
+        assert!(matches!(
+            eval(&Op::Gather { axis: 0 }, &[&x, &idx]),
+            Err(OpError::Invalid(_))
+        ));
+        let idx = Tensor::from_i64(vec![], vec![1]).unwrap();
+        let y = run(Op::Gather { axis: 1 }, &[&x, &idx]).remove(0);
+        assert_eq!(y.shape(), &[3]);
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 3.0, 5.0]);
+    }
+
+    #[test]
+    fn expand_and_tile() {
+        let x = f32s(vec![2, 1], &[1.0, 2.0]);
+        let y = run(
+            Op::Expand {
+                shape: vec![2, 2, 3],
+            },
+            &[&x],
+        )
+        .remove(0);
+        assert_eq!(y.as_f32().unwrap()[..6], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+        let y = run(
+            Op::Tile {
+                repeats: vec![2, 2],
+            },
+            &[&x],
+        )
+        .remove(0);
+        assert_eq!(
+            y.as_f32().unwrap(),
+            &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]
+        );
+    }
+
+    #[test]
+    fn depth_space_round_trip() {
+        let x = iota(vec![1, 8, 2, 3]);
+        let d2s = run(
+            Op::DepthToSpace {
+                blocksize: 2,
+                mode: DepthToSpaceMode::Dcr,
+            },
+            &[&x],
+        )
+        .remove(0);
+        assert_eq!(d2s.shape(), &[1, 2, 4, 6]);
+        // DCR: channel = (row offset * b + column offset) * C/b^2 + c, so out[0, 0, 0, 1] (column
+        // offset 1) comes from channel 2, pixel (0, 0).
+        assert_eq!(d2s.as_f32().unwrap()[1], 12.0);
+        let back = run(Op::SpaceToDepth { blocksize: 2 }, &[&d2s]).remove(0);
+        assert_eq!(back, x);
+        let crd = run(
+            Op::DepthToSpace {
+                blocksize: 2,
+                mode: DepthToSpaceMode::Crd,
+            },
+            &[&x],
+        )
+        .remove(0);
+        // CRD: channel = c * b^2 + row offset * b + column offset, so out[0, 0, 0, 1] comes from
+        // channel 1 and out[0, 1, 0, 0] from channel 4.
+        assert_eq!(crd.as_f32().unwrap()[1], 6.0);
+        assert_eq!(crd.as_f32().unwrap()[24], 24.0);
+    }
+
+    #[test]
+    fn resize_nearest_and_linear() {
+        let x = f32s(vec![1, 2], &[1.0, 2.0]);
+        let op = |mode, coord| Op::Resize {
+            mode,
+            coord,
+            nearest: NearestMode::RoundPreferFloor,
+            scales: vec![1.0, 2.0],
+            out_shape: vec![1, 4],
+        };
+        let y = run(op(ResizeMode::Nearest, CoordTransform::Asymmetric), &[&x]).remove(0);
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 1.0, 2.0, 2.0]);
+        let y = run(op(ResizeMode::Linear, CoordTransform::HalfPixel), &[&x]).remove(0);
+        assert_eq!(y.as_f32().unwrap(), &[1.0, 1.25, 1.75, 2.0]);
+        let y = run(op(ResizeMode::Linear, CoordTransform::AlignCorners), &[&x]).remove(0);
+        let want = [1.0, 4.0 / 3.0, 5.0 / 3.0, 2.0];
+        assert!(y
+            .as_f32()
+            .unwrap()
+            .iter()
+            .zip(want)
+            .all(|(a, b)| (a - b).abs() < 1e-6));
+        // Integers round half to even.
+        let xi = Tensor::new(vec![2], TensorData::U8(vec![1, 2])).unwrap();
+        let lin = Op::Resize {
+            mode: ResizeMode::Linear,
+            coord: CoordTransform::HalfPixel,
+            nearest: NearestMode::Floor,
+            scales: vec![2.0],
+            out_shape: vec![4],
+        };
+        assert_eq!(
+            run(lin, &[&xi])[0].data(),
+            &TensorData::U8(vec![1, 1, 2, 2])
+        );
+    }
+
+    #[test]
+    fn shape_constant_range() {
+        let x = iota(vec![2, 3, 4]);
+        let s = run(Op::Shape { start: 1, end: 3 }, &[&x]).remove(0);
+        assert_eq!(s.data(), &TensorData::I64(vec![3, 4]));
+        let c = run(
+            Op::ConstantOfShape {
+                shape: vec![2],
+                value: 7.0,
+                dtype: DType::I32,
+            },
+            &[],
+        )
+        .remove(0);
+        assert_eq!(c.data(), &TensorData::I32(vec![7, 7]));
+        let r = run(
+            Op::Range {
+                start: 10.0,
+                delta: -3.0,
+                count: 2,
+                dtype: DType::I32,
+            },
+            &[],
+        )
+        .remove(0);
+        assert_eq!(r.data(), &TensorData::I32(vec![10, 7]));
+    }
+
+    #[test]
+    fn reshape_checks_element_count() {
+        let x = iota(vec![2, 3]);
+        assert!(infer(&Op::Reshape { shape: vec![3, 2] }, &[&x.ty()]).is_ok());
+        assert!(infer(&Op::Reshape { shape: vec![4] }, &[&x.ty()]).is_err());
+    }
 }

@@ -1,14 +1,280 @@
-//! Ops of the `quant` family: shape inference and reference evaluation.
-//! (Placeholder: the ops of this family are not implemented yet.)
+//! Linear quantization (QuantizeLinear, DequantizeLinear), per tensor or per axis: shape
+//! inference and reference evaluation.
 
+use crate::dtype::DType;
 use crate::error::OpError;
+use crate::invalid;
 use crate::op::Op;
-use crate::tensor::{Tensor, TensorType};
+use crate::ops::util::{check_arity, f32_input, make, out_type, wrong_family};
+use crate::tensor::{Tensor, TensorData, TensorType};
 
-pub fn infer(op: &Op, _inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
-    Err(OpError::Unsupported(format!("{} is not implemented yet", op.name())))
+pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    check_arity(op.name(), inputs.len(), 2, 3)?;
+    let x = inputs[0];
+    let (axis, dtype) = match op {
+        Op::QuantizeLinear { axis, dtype } => {
+            if x.dtype != DType::F32 {
+                return Err(OpError::Unsupported(format!(
+                    "QuantizeLinear of {} input",
+                    x.dtype
+                )));
+            }
+            if !matches!(dtype, DType::U8 | DType::I8 | DType::I16) {
+                return Err(OpError::Unsupported(format!("QuantizeLinear to {dtype}")));
+            }
+            (*axis, *dtype)
+        }
+        Op::DequantizeLinear { axis } => {
+            if !matches!(x.dtype, DType::U8 | DType::I8 | DType::I16 | DType::I32) {
+                return Err(OpError::Unsupported(format!(
+                    "DequantizeLinear of {} input",
+                    x.dtype
+                )));
+            }
+            (*axis, DType::F32)
+        }
+        _ => return Err(wrong_family(op)),
+    };
+    let quantized = if dtype == DType::F32 { x.dtype } else { dtype };
+    if inputs[1].dtype != DType::F32 {
+        return Err(OpError::Unsupported(format!(
+            "{} with {} scale",
+            op.name(),
+            inputs[1].dtype
+        )));
+    }
+    if let Some(zp) = inputs.get(2) {
+        if zp.dtype != quantized {
+            return invalid!(
+                "zero point is {} but the quantized type is {quantized}",
+                zp.dtype
+            );
+        }
+    }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+    Granularity::new(&shapes, axis)?;
+    Ok(vec![out_type(dtype, x.shape.clone())?])
 }
 
-pub fn eval(op: &Op, _inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-    Err(OpError::Unsupported(format!("{} is not implemented yet", op.name())))
+pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    infer(op, &refs)?;
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    let (axis, x) = match op {
+        Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis } => (*axis, inputs[0]),
+        _ => return Err(wrong_family(op)),
+    };
+    let g = Granularity::new(&shapes, axis)?;
+    let scale = f32_input(op.name(), inputs, 1)?;
+    let zero_point = match inputs.get(2) {
+        Some(t) => t.to_i64_vec().unwrap_or_default(),
+        None => vec![0],
+    };
+    let params = QuantParams {
+        g,
+        scale,
+        zero_point,
+    };
+    let data = match op {
+        Op::QuantizeLinear { dtype, .. } => {
+            quantize(f32_input(op.name(), inputs, 0)?, &params, *dtype)?
+        }
+        _ => TensorData::F32(dequantize(&x.to_i64_vec().unwrap_or_default(), &params)),
+    };
+    Ok(vec![make(Tensor::new(x.shape().to_vec(), data))?])
+}
+
+/// Which scale and zero point each element uses.
+#[derive(Debug, Clone, Copy)]
+struct Granularity {
+    /// Elements per step along the quantization axis (1 element for per-tensor).
+    inner: usize,
+    /// Length of the quantization axis (1 for per-tensor).
+    len: usize,
+}
+
+impl Granularity {
+    /// Checks the scale (`shapes[1]`) and zero point (`shapes[2]`) against x (`shapes[0]`).
+    fn new(shapes: &[&[usize]], axis: Option<usize>) -> Result<Self, OpError> {
+        let (x, scale) = (shapes[0], shapes[1]);
+        let g = match axis {
+            None => {
+                if scale.len() > 1 || scale.iter().product::<usize>() != 1 {
+                    return invalid!("per-tensor scale must have one element, got shape {scale:?}");
+                }
+                Granularity { inner: 1, len: 1 }
+            }
+            Some(a) => {
+                let Some(&len) = x.get(a) else {
+                    return invalid!("axis {a} is out of range for input {x:?}");
+                };
+                if scale != [len] {
+                    return invalid!("per-axis scale must have shape [{len}], got {scale:?}");
+                }
+                Granularity {
+                    inner: x[a + 1..].iter().product(),
+                    len,
+                }
+            }
+        };
+        if let Some(zp) = shapes.get(2) {
+            if zp.len() > 1 || zp.iter().product::<usize>() != g.len {
+                return invalid!("zero point shape {zp:?} does not match scale shape {scale:?}");
+            }
+        }
+        Ok(g)
+    }
+
+    /// The parameter index of element `i`.
+    fn param(&self, i: usize) -> usize {
+        if self.len == 1 {
+            0
+        } else {
+            (i / self.inner) % self.len
+        }
+    }
+}
+
+#[derive(Debug)]
+struct QuantParams<'a> {
+    g: Granularity,
+    scale: &'a [f32],
+    zero_point: Vec<i64>,
+}
+
+impl QuantParams<'_> {
+    fn at(&self, i: usize) -> (f32, i64) {
+        let p = self.g.param(i);
+        (
+            self.scale.get(p).copied().unwrap_or(1.0),
+            self.zero_point.get(p).copied().unwrap_or(0),
+        )
+    }
+}
+
+/// QuantizeLinear: `saturate(round_half_even(x / scale) + zero_point)`, computed in f32 as
+/// onnxruntime does.
+fn quantize(x: &[f32], p: &QuantParams, dtype: DType) -> Result<TensorData, OpError> {
+    let (lo, hi) = match dtype {
+        DType::U8 => (0.0, 255.0),
+        DType::I8 => (-128.0, 127.0),
+        DType::I16 => (-32768.0, 32767.0),
+        _ => return Err(OpError::Unsupported(format!("QuantizeLinear to {dtype}"))),
+    };
+    let q = x.iter().enumerate().map(|(i, &v)| {
+        let (scale, zp) = p.at(i);
+        // NaN saturates to 0 through the `as` casts below.
+        ((v / scale).round_ties_even() + zp as f32).clamp(lo, hi)
+    });
+    Ok(match dtype {
+        DType::U8 => TensorData::U8(q.map(|v| v as u8).collect()),
+        DType::I8 => TensorData::I8(q.map(|v| v as i8).collect()),
+        _ => TensorData::I16(q.map(|v| v as i16).collect()),
+    })
+}
+
+/// DequantizeLinear: `(x - zero_point) * scale`.
+fn dequantize(x: &[i64], p: &QuantParams) -> Vec<f32> {
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (scale, zp) = p.at(i);
+            v.wrapping_sub(zp) as f32 * scale
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    fn run(op: &Op, inputs: &[&Tensor]) -> Tensor {
+        let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let ty = infer(op, &refs).unwrap().remove(0);
+        let y = eval(op, inputs).unwrap().remove(0);
+        assert_eq!(y.ty(), ty);
+        y
+    }
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_saturates() {
+        let x = Tensor::from_f32(vec![6], vec![0.0, 2.0, 3.0, 1000.0, -254.0, -1000.0]).unwrap();
+        let scale = Tensor::scalar_f32(2.0);
+        let zp = Tensor::new(vec![], TensorData::U8(vec![128])).unwrap();
+        let op = Op::QuantizeLinear {
+            axis: None,
+            dtype: DType::U8,
+        };
+        let y = run(&op, &[&x, &scale, &zp]);
+        // 1.0 -> 129; 1.5 -> 2 -> 130; -127 -> 1.
+        assert_eq!(y.data(), &TensorData::U8(vec![128, 129, 130, 255, 1, 0]));
+        let x = Tensor::from_f32(vec![2], vec![2.5, -2.5]).unwrap();
+        let op = Op::QuantizeLinear {
+            axis: None,
+            dtype: DType::I8,
+        };
+        let y = run(&op, &[&x, &Tensor::scalar_f32(1.0)]);
+        assert_eq!(y.data(), &TensorData::I8(vec![2, -2]));
+    }
+
+    #[test]
+    fn per_axis() {
+        let x = Tensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let scale = Tensor::from_f32(vec![2], vec![1.0, 0.5]).unwrap();
+        let zp = Tensor::new(vec![2], TensorData::I8(vec![0, -1])).unwrap();
+        let q = run(
+            &Op::QuantizeLinear {
+                axis: Some(0),
+                dtype: DType::I8,
+            },
+            &[&x, &scale, &zp],
+        );
+        assert_eq!(q.data(), &TensorData::I8(vec![1, 2, 5, 7]));
+        let d = run(&Op::DequantizeLinear { axis: Some(0) }, &[&q, &scale, &zp]);
+        assert_eq!(d.as_f32().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+        let q = run(
+            &Op::QuantizeLinear {
+                axis: Some(1),
+                dtype: DType::I8,
+            },
+            &[&x, &scale, &zp],
+        );
+        assert_eq!(q.data(), &TensorData::I8(vec![1, 3, 3, 7]));
+    }
+
+    #[test]
+    fn dequantize_int32_without_zero_point() {
+        let x = Tensor::new(vec![2], TensorData::I32(vec![-3, 1 << 20])).unwrap();
+        let d = run(
+            &Op::DequantizeLinear { axis: None },
+            &[&x, &Tensor::scalar_f32(0.5)],
+        );
+        assert_eq!(d.as_f32().unwrap(), &[-1.5, 524288.0]);
+    }
+
+    #[test]
+    fn mismatched_parameters_are_invalid() {
+        let x = TensorType::new(DType::F32, vec![2, 3]);
+        let scale = TensorType::new(DType::F32, vec![2]);
+        let op = Op::QuantizeLinear {
+            axis: Some(1),
+            dtype: DType::U8,
+        };
+        assert!(matches!(
+            infer(&op, &[&x, &scale]),
+            Err(OpError::Invalid(_))
+        ));
+        let zp = TensorType::new(DType::I8, vec![]);
+        let op = Op::QuantizeLinear {
+            axis: None,
+            dtype: DType::U8,
+        };
+        assert!(matches!(
+            infer(&op, &[&x, &TensorType::new(DType::F32, vec![]), &zp]),
+            Err(OpError::Invalid(_))
+        ));
+    }
 }

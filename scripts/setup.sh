@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One-command set-up: installs what kiln needs, builds it, and runs it on a model in the repo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-python.sh
+cargo build --release
+model=tests/models/digits_cnn
+./target/release/kiln inspect "$model/model.onnx"
+./target/release/kiln run "$model/model.onnx" --input "$model/input_0.npy" --output-dir target/example-out
+echo "outputs written to target/example-out/"

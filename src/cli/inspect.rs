@@ -1,0 +1,186 @@
+//! `kiln inspect`: per-layer table (op, output shape, params, MACs), totals, and the support
+//! check that lists every problem in the model at once.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use kiln_ir::{Graph, TensorType};
+
+use super::load::{parse_input_shapes, read_model_bytes, write_atomically};
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the graph in Graphviz DOT format to FILE (render with `dot -Tsvg`).
+    #[arg(long, value_name = "FILE")]
+    dot: Option<PathBuf>,
+}
+
+struct Row {
+    name: String,
+    op: &'static str,
+    outputs: Vec<TensorType>,
+    params: usize,
+    macs: u64,
+}
+
+struct Totals {
+    nodes: usize,
+    params: usize,
+    weight_bytes: usize,
+    macs: u64,
+}
+
+pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes = read_model_bytes(&args.model.model)?;
+    let options = kiln_frontend::ImportOptions {
+        input_shapes: parse_input_shapes(&args.model.input_shapes)?,
+        ..Default::default()
+    };
+    let model = match kiln_frontend::import_model(&bytes, &options) {
+        Ok(m) => m,
+        Err(e) => return report_problems(args, &e),
+    };
+    let graph = &model.graph;
+    let (rows, totals) = table(graph)?;
+    if let Some(path) = &args.dot {
+        write_atomically(path, kiln_ir::dump::to_dot(graph).as_bytes())?;
+    }
+    if args.json {
+        print_json(args, graph, &rows, &totals, model.opset)?;
+    } else {
+        print_table(args, graph, &rows, &totals, model.opset);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(graph: &Graph) -> anyhow::Result<(Vec<Row>, Totals)> {
+    let order = graph.topo_order().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rows = Vec::with_capacity(order.len());
+    let mut consts = BTreeSet::new();
+    let mut total_macs = 0u64;
+    for id in order {
+        let node = graph.node(id);
+        let in_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let outputs: Vec<TensorType> = node.outputs.iter().map(|&v| graph.value(v).ty.clone()).collect();
+        let macs = kiln_ir::ops::macs(&node.op, &in_types, &outputs);
+        let params = node
+            .inputs
+            .iter()
+            .filter(|&&v| graph.value(v).is_const())
+            .map(|&v| graph.value(v).ty.numel())
+            .sum();
+        consts.extend(node.inputs.iter().copied().filter(|&v| graph.value(v).is_const()));
+        total_macs += macs;
+        rows.push(Row {
+            name: node.name.clone(),
+            op: node.op.name(),
+            outputs,
+            params,
+            macs,
+        });
+    }
+    let totals = Totals {
+        nodes: rows.len(),
+        params: consts.iter().map(|&v| graph.value(v).ty.numel()).sum(),
+        weight_bytes: consts.iter().map(|&v| graph.value(v).ty.size_bytes()).sum(),
+        macs: total_macs,
+    };
+    Ok((rows, totals))
+}
+
+fn shapes(types: &[TensorType]) -> String {
+    types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals, opset: i64) {
+    println!("model: {} (opset {opset})", args.model.model.display());
+    for &v in graph.inputs() {
+        println!("input  {}: {}", graph.value(v).name, graph.value(v).ty);
+    }
+    for &v in graph.outputs() {
+        println!("output {}: {}", graph.value(v).name, graph.value(v).ty);
+    }
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 48);
+    let shape_w = rows.iter().map(|r| shapes(&r.outputs).len()).max().unwrap_or(5).clamp(5, 40);
+    println!();
+    println!("{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}", "node", "op", "output", "params", "MACs");
+    for r in rows {
+        println!(
+            "{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}",
+            r.name,
+            r.op,
+            shapes(&r.outputs),
+            r.params,
+            r.macs
+        );
+    }
+    println!();
+    println!(
+        "total: {} nodes, {} params, {} weight bytes, {} MACs",
+        totals.nodes, totals.params, totals.weight_bytes, totals.macs
+    );
+    println!("supported: yes (every op, attribute and element type)");
+}
+
+fn print_json(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals, opset: i64) -> anyhow::Result<()> {
+    let io = |ids: &[kiln_ir::ValueId]| -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|&v| {
+                let val = graph.value(v);
+                serde_json::json!({"name": val.name, "shape": val.ty.shape, "dtype": val.ty.dtype.name()})
+            })
+            .collect()
+    };
+    let nodes: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "op": r.op,
+                "outputs": r.outputs.iter().map(|t| serde_json::json!({"shape": t.shape, "dtype": t.dtype.name()})).collect::<Vec<_>>(),
+                "params": r.params,
+                "macs": r.macs,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "model": args.model.model.display().to_string(),
+        "opset": opset,
+        "supported": true,
+        "problems": [],
+        "inputs": io(graph.inputs()),
+        "outputs": io(graph.outputs()),
+        "nodes": nodes,
+        "totals": {"nodes": totals.nodes, "params": totals.params, "weight_bytes": totals.weight_bytes, "macs": totals.macs},
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).context("serializing JSON")?);
+    Ok(())
+}
+
+/// Prints every problem the importer found and returns exit code 2.
+fn report_problems(args: &InspectArgs, err: &kiln_frontend::FrontendError) -> anyhow::Result<ExitCode> {
+    let problems: Vec<String> = err.flatten().iter().map(|e| e.to_string()).collect();
+    if args.json {
+        let doc = serde_json::json!({
+            "model": args.model.model.display().to_string(),
+            "supported": false,
+            "problems": problems,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        eprintln!("{}: {} problem(s) prevent compiling this model:", args.model.model.display(), problems.len());
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+    }
+    Ok(ExitCode::from(2))
+}

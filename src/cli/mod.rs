@@ -1,0 +1,53 @@
+//! Command-line definitions (clap) and dispatch to one module per subcommand.
+
+mod inspect;
+mod load;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kiln: an ahead-of-time compiler that turns ONNX models into firmware.
+///
+/// Every command takes an .onnx file. Shapes must be static: give symbolic input dimensions
+/// with --input-shape NAME=D0,D1,... Errors name the ONNX node and op and exit with code 2.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a model on this computer and write its outputs as .npy files.
+    ///
+    /// Example: kiln run model.onnx --input input=x.npy --output-dir out/
+    Run(run::RunArgs),
+    /// List a model's layers, parameters and MACs, and check that kiln supports all of it.
+    ///
+    /// Exits non-zero and lists every unsupported op, attribute and element type at once when
+    /// the model cannot be compiled. Example: kiln inspect model.onnx
+    Inspect(inspect::InspectArgs),
+}
+
+/// Options shared by every command that loads a model.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The ONNX model file.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Static shape for an input with symbolic or missing dimensions, e.g. input=1,3,224,224.
+    /// Repeat for several inputs.
+    #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
+    pub input_shapes: Vec<String>,
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Inspect(args) => inspect::inspect(&args),
+    }
+}
