@@ -53,7 +53,7 @@ fn check_model(dir: &Path) -> Result<f32, String> {
         }
         let (diff, magnitude) = common::max_abs_diff(&got, &want);
         let rel = diff / magnitude.max(1.0);
-        if !(rel < REL_TOL) {
+        if rel.is_nan() || rel >= REL_TOL {
             return Err(format!("max abs error {diff} (reference magnitude {magnitude})"));
         }
         worst = worst.max(rel);

@@ -333,3 +333,76 @@ impl Graph {
         ops::infer(&node.op, &in_types)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    fn small_graph() -> (Graph, NodeId, NodeId) {
+        let mut g = Graph::new("small");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 4]));
+        let w = g.add_const("w", Tensor::from_f32(vec![4], vec![1.0, -2.0, 3.0, -4.0]).unwrap());
+        let relu = g.add_node("relu0", Op::Relu, vec![x], vec!["r".into()]).unwrap();
+        let r = g.node(relu).outputs[0];
+        let add = g.add_node("add0", Op::Add, vec![r, w], vec!["y".into()]).unwrap();
+        let y = g.node(add).outputs[0];
+        g.set_outputs(vec![y]);
+        (g, relu, add)
+    }
+
+    #[test]
+    fn builds_types_and_order() {
+        let (g, relu, add) = small_graph();
+        assert_eq!(g.topo_order().unwrap(), vec![relu, add]);
+        let y = g.outputs()[0];
+        assert_eq!(g.value(y).ty, TensorType::new(DType::F32, vec![1, 4]));
+        assert_eq!(g.consumers(g.node(relu).outputs[0]), vec![(add, 0)]);
+        crate::verify::verify(&g).unwrap();
+    }
+
+    #[test]
+    fn text_dump_format() {
+        let (g, _, _) = small_graph();
+        insta::assert_snapshot!(crate::dump::to_text(&g), @r#"
+        graph "small" {
+          %0 = input "x": f32[1,4]
+          @1 = const "w": f32[4] = [1.0,-2.0,3.0,-4.0]
+          %2:f32[1,4] = relu(%0)  # "relu0"
+          %3:f32[1,4] = add(%2, @1)  # "add0"
+          return %3 "y"
+        }
+        "#);
+    }
+
+    #[test]
+    fn interpreter_runs_it() {
+        let (g, _, _) = small_graph();
+        let x = Tensor::from_f32(vec![1, 4], vec![-1.0, 1.0, -1.0, 1.0]).unwrap();
+        let y = crate::interp::run(&g, &[x]).unwrap();
+        assert_eq!(y[0].as_f32().unwrap(), &[1.0, -1.0, 3.0, -3.0]);
+    }
+
+    #[test]
+    fn verifier_collects_every_problem() {
+        let (mut g, relu, add) = small_graph();
+        // Rewire relu to read add's output: a cycle, and nothing else is wrong.
+        let y = g.node(add).outputs[0];
+        g.set_node_input(relu, 0, y);
+        let err = crate::verify::verify(&g).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+        // Now also break a type: a [3] constant into the add.
+        let c = g.add_const("c", Tensor::from_f32(vec![3], vec![0.0; 3]).unwrap());
+        g.set_node_input(add, 1, c);
+        let err = crate::verify::verify(&g).unwrap_err().to_string();
+        assert!(err.contains("cycle") && err.contains("add0"), "{err}");
+    }
+
+    #[test]
+    fn removed_producer_is_reported() {
+        let (mut g, relu, _) = small_graph();
+        g.remove_node(relu);
+        let err = crate::verify::verify(&g).unwrap_err().to_string();
+        assert!(err.contains("node 'add0' (Add): input 0 (%2) is not defined"), "{err}");
+    }
+}

@@ -83,7 +83,7 @@ pub fn run_observed(
     graph
         .outputs()
         .iter()
-        .map(|&v| lookup(graph, &env, v).map(|t| Arc::unwrap_or_clone(t)))
+        .map(|&v| lookup(graph, &env, v).map(Arc::unwrap_or_clone))
         .collect()
 }
 

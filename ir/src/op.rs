@@ -307,12 +307,13 @@ define_ops! {
     Tile { repeats: Vec<usize> } = Movement;
     DepthToSpace { blocksize: usize, mode: DepthToSpaceMode } = Movement;
     SpaceToDepth { blocksize: usize } = Movement;
-    /// `scales` has one entry per input dimension; `out_shape` is the output shape.
+    /// `scales` has one entry per input dimension (f64: when the model gives `sizes`, ONNX defines
+    /// the scale as the exact ratio out / in); `out_shape` is the output shape.
     Resize {
         mode: ResizeMode,
         coord: CoordTransform,
         nearest: NearestMode,
-        scales: Vec<f32>,
+        scales: Vec<f64>,
         out_shape: Vec<usize>,
     } = Movement;
     /// Output: i64 vector of dims `start..end` of the input shape.

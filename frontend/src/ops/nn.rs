@@ -98,7 +98,7 @@ enum AutoPad {
 
 fn auto_pad(ctx: &NodeCtx) -> Result<AutoPad, LowerError> {
     match ctx.attr_string_or("auto_pad", "NOTSET")?.as_str() {
-        // Some old exporters write an empty string for the default.
+        // An empty string means the default, as onnxruntime reads it.
         "NOTSET" | "" => Ok(AutoPad::NotSet),
         "SAME_UPPER" => Ok(AutoPad::SameUpper),
         "SAME_LOWER" => Ok(AutoPad::SameLower),
@@ -120,7 +120,7 @@ struct Window {
 }
 
 /// Reads the window attributes of Conv and the pools; `kernel` is already resolved.
-fn window(ctx: &NodeCtx, kernel: Vec<usize>) -> Result<Window, LowerError> {
+fn window(ctx: &NodeCtx, kernel: Vec<usize>, pooling: bool) -> Result<Window, LowerError> {
     let input = spatial_dims(ctx)?;
     let n = input.len();
     if kernel.len() != n {
@@ -142,6 +142,7 @@ fn window(ctx: &NodeCtx, kernel: Vec<usize>) -> Result<Window, LowerError> {
             &strides,
             &dilations,
             auto_pad == AutoPad::SameUpper,
+            pooling,
         )?,
     };
     Ok(Window {
@@ -155,25 +156,38 @@ fn window(ctx: &NodeCtx, kernel: Vec<usize>) -> Result<Window, LowerError> {
 
 /// SAME padding: the output is `ceil(input / stride)` long and the odd pad goes at the end
 /// (SAME_UPPER) or at the beginning (SAME_LOWER).
+///
+/// When the windows need less than the input (a window smaller than the stride) the total pad
+/// is negative. Conv then pads nothing, as onnxruntime does. onnxruntime's pools instead split
+/// the negative total like a positive one, which shifts every window when the begin share is
+/// nonzero; kiln's pads cannot be negative, so that case is refused.
 fn same_pads(
     input: &[usize],
     kernel: &[usize],
     strides: &[usize],
     dilations: &[usize],
     upper: bool,
+    pooling: bool,
 ) -> Result<Vec<usize>, LowerError> {
     let n = input.len();
     let mut pads = vec![0; 2 * n];
     for d in 0..n {
-        let out = input[d].div_ceil(strides[d]);
-        let needed = out
-            .saturating_sub(1)
-            .checked_mul(strides[d])
-            .and_then(|v| v.checked_add(effective_kernel(kernel[d], dilations[d])?));
-        let Some(needed) = needed else {
-            return bad!("kernel or strides are too large");
+        let out = input[d].div_ceil(strides[d]) as i128;
+        let Some(window) = effective_kernel(kernel[d], dilations[d]) else {
+            return bad!("dilated kernel is too large");
         };
-        let total = needed.saturating_sub(input[d]);
+        let total = (out - 1).max(0) * strides[d] as i128 + window as i128 - input[d] as i128;
+        if total < 0 {
+            // onnxruntime's split, with C's truncating division.
+            let begin = if upper { total / 2 } else { total - total / 2 };
+            if pooling && begin != 0 {
+                return unsupported!(
+                    "auto_pad SAME with a window smaller than the stride (negative padding {total} in spatial dimension {d})"
+                );
+            }
+            continue;
+        }
+        let total = total as usize;
         let (small, large) = (total / 2, total - total / 2);
         (pads[d], pads[n + d]) = if upper {
             (small, large)
@@ -208,7 +222,7 @@ fn group(ctx: &NodeCtx) -> Result<usize, LowerError> {
 /// ONNX Conv.
 fn conv(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let inputs = inputs(ctx, 2, 3)?;
-    let w = window(ctx, conv_kernel(ctx)?)?;
+    let w = window(ctx, conv_kernel(ctx)?, false)?;
     let op = Op::Conv {
         kernel_shape: w.kernel,
         strides: w.strides,
@@ -234,50 +248,24 @@ fn conv_transpose(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let dilations = spatial_list(ctx, "dilations", n, 1, 1)?;
     let mut output_padding = spatial_list(ctx, "output_padding", n, 0, 0)?;
     let auto_pad = auto_pad(ctx)?;
-    let target = match ctx.attr_ints("output_shape")? {
-        // Some exporters include N and C; the trailing entries are the spatial ones.
-        Some(s) if s.len() == n || s.len() == n + 2 => {
-            Some(usize_list("output_shape", &s[s.len() - n..], 0)?)
-        }
-        Some(s) => {
-            return bad!(
-                "attribute 'output_shape' has {} entries, expected {n}",
-                s.len()
-            )
-        }
-        None if matches!(auto_pad, AutoPad::SameUpper | AutoPad::SameLower) => {
-            let product = input.iter().zip(&strides).map(|(&i, &s)| i.checked_mul(s));
-            Some(product.collect::<Option<Vec<usize>>>().ok_or_else(|| {
-                LowerError::Invalid("input size times stride is too large".into())
-            })?)
-        }
-        None => None,
-    };
-    let pads = match (target, auto_pad) {
-        (Some(target), _) => {
-            let mut pads = vec![0; 2 * n];
+    let pads = match transpose_target(ctx, &input, &strides, auto_pad)? {
+        Some(target) => {
+            let mut full = Vec::with_capacity(n);
             for d in 0..n {
-                let full = input[d]
+                let size = input[d]
                     .checked_sub(1)
                     .and_then(|v| v.checked_mul(strides[d]))
                     .and_then(|v| v.checked_add(output_padding[d]))
                     .and_then(|v| v.checked_add(effective_kernel(kernel[d], dilations[d])?));
-                let Some(full) = full else {
+                let Some(size) = size else {
                     return bad!("spatial dimension {d} is empty or the kernel is too large");
                 };
-                if full >= target[d] {
-                    let (begin, end) = split_transpose_pad(full - target[d], auto_pad);
-                    (pads[d], pads[n + d]) = (begin, end);
-                } else {
-                    // A larger output than the kernel reaches: the extra end rows hold only
-                    // the bias, which is what output_padding produces.
-                    output_padding[d] += target[d] - full;
-                }
+                full.push(size);
             }
-            pads
+            fit_transpose_output(&full, &target, auto_pad, &mut output_padding)
         }
-        (None, AutoPad::Valid) => vec![0; 2 * n],
-        (None, _) => spatial_list(ctx, "pads", 2 * n, 0, 0)?,
+        None if auto_pad == AutoPad::Valid => vec![0; 2 * n],
+        None => spatial_list(ctx, "pads", 2 * n, 0, 0)?,
     };
     let op = Op::ConvTranspose {
         kernel_shape: kernel,
@@ -288,6 +276,70 @@ fn conv_transpose(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         group: group(ctx)?,
     };
     Ok(Lowered::new(op, inputs))
+}
+
+/// The output size ConvTranspose must produce, when `output_shape` or SAME fixes it.
+#[derive(Debug)]
+struct TransposeTarget {
+    sizes: Vec<usize>,
+    /// Given by `output_shape`, which may also ask for more than the kernels reach.
+    explicit: bool,
+}
+
+fn transpose_target(
+    ctx: &NodeCtx,
+    input: &[usize],
+    strides: &[usize],
+    auto_pad: AutoPad,
+) -> Result<Option<TransposeTarget>, LowerError> {
+    let n = input.len();
+    match ctx.attr_ints("output_shape")? {
+        Some(s) if s.len() == n => Ok(Some(TransposeTarget {
+            sizes: usize_list("output_shape", &s, 0)?,
+            explicit: true,
+        })),
+        Some(s) => bad!(
+            "attribute 'output_shape' has {} entries, expected {n}",
+            s.len()
+        ),
+        None if matches!(auto_pad, AutoPad::SameUpper | AutoPad::SameLower) => {
+            let sizes: Option<Vec<usize>> = input
+                .iter()
+                .zip(strides)
+                .map(|(&i, &s)| i.checked_mul(s))
+                .collect();
+            match sizes {
+                Some(sizes) => Ok(Some(TransposeTarget {
+                    sizes,
+                    explicit: false,
+                })),
+                None => bad!("input size times stride is too large"),
+            }
+        }
+        None => Ok(None),
+    }
+}
+
+/// Pads that cut each `full` output size down to its target. A larger explicit target is
+/// reached by growing `output_padding` instead: the extra end rows hold only the bias. Under
+/// SAME, a negative total pad is taken as 0 and the output stays short of `input * stride`,
+/// as onnx shape inference and onnxruntime do.
+fn fit_transpose_output(
+    full: &[usize],
+    target: &TransposeTarget,
+    auto_pad: AutoPad,
+    output_padding: &mut [usize],
+) -> Vec<usize> {
+    let n = full.len();
+    let mut pads = vec![0; 2 * n];
+    for d in 0..n {
+        if full[d] >= target.sizes[d] {
+            (pads[d], pads[n + d]) = split_transpose_pad(full[d] - target.sizes[d], auto_pad);
+        } else if target.explicit {
+            output_padding[d] += target.sizes[d] - full[d];
+        }
+    }
+    pads
 }
 
 /// ConvTranspose's split of a total pad, as the ONNX spec gives it: SAME_UPPER puts the odd
@@ -325,7 +377,7 @@ fn pool_window(ctx: &NodeCtx) -> Result<(Window, bool), LowerError> {
     let Some(kernel) = ctx.attr_ints("kernel_shape")? else {
         return bad!("attribute 'kernel_shape' is required");
     };
-    let w = window(ctx, usize_list("kernel_shape", &kernel, 1)?)?;
+    let w = window(ctx, usize_list("kernel_shape", &kernel, 1)?, true)?;
     let ceil_mode = ctx.attr_int_or("ceil_mode", 0)? != 0;
     let ceil_mode = ceil_mode && !matches!(w.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
     Ok((w, ceil_mode))

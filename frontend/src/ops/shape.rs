@@ -10,8 +10,8 @@
 //! others); Resize-10 has only `scales` and Upsample-like coordinates; Tile before opset 6 takes
 //! `tiles` and `axis` inputs; Shape's start/end arrive in 15.
 
-use kiln_ir::ops::util::broadcast_shapes;
 use kiln_ir::op::{CoordTransform, DepthToSpaceMode, NearestMode, PadMode, ResizeMode};
+use kiln_ir::ops::util::broadcast_shapes;
 use kiln_ir::{DType, Op, TensorType};
 
 use super::{norm_axis, LowerError, Lowered, NodeCtx};
@@ -93,7 +93,7 @@ fn product(shape: &[usize]) -> Result<usize, LowerError> {
     }
 }
 
-/// A required integer list: an input from `input_opset` on, an attribute before.
+/// An integer list that is an input from `input_opset` on and an attribute before.
 fn ints_input_or_attr(
     ctx: &NodeCtx,
     input: usize,
@@ -101,6 +101,9 @@ fn ints_input_or_attr(
     input_opset: i64,
 ) -> Result<Option<Vec<i64>>, LowerError> {
     if ctx.opset >= input_opset {
+        if ctx.has_attr(attr) {
+            return bad!("'{attr}' is an input from opset {input_opset}, not an attribute");
+        }
         ctx.const_ints(input)
     } else {
         ctx.attr_ints(attr)
@@ -183,7 +186,11 @@ fn reshape(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
 
 /// Applies Reshape's rules: 0 copies the input dimension (unless `allowzero`), one -1 is
 /// inferred from the element count.
-fn resolve_reshape(in_shape: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, LowerError> {
+fn resolve_reshape(
+    in_shape: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>, LowerError> {
     let mut out = Vec::with_capacity(spec.len());
     let mut inferred = None;
     for (i, &d) in spec.iter().enumerate() {
@@ -195,7 +202,11 @@ fn resolve_reshape(in_shape: &[usize], spec: &[i64], allowzero: bool) -> Result<
             -1 => return bad!("shape {spec:?} has more than one -1"),
             0 if !allowzero => match in_shape.get(i) {
                 Some(&n) => n,
-                None => return bad!("shape {spec:?}: the 0 at position {i} has no input dimension to copy"),
+                None => {
+                    return bad!(
+                        "shape {spec:?}: the 0 at position {i} has no input dimension to copy"
+                    )
+                }
             },
             d => match usize::try_from(d) {
                 Ok(n) => n,
@@ -207,7 +218,7 @@ fn resolve_reshape(in_shape: &[usize], spec: &[i64], allowzero: bool) -> Result<
     if let Some(i) = inferred {
         let total = product(in_shape)?;
         let known = product(&out)?;
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return bad!("cannot infer the -1 in shape {spec:?} for input shape {in_shape:?}");
         }
         out[i] = total / known;
@@ -260,7 +271,13 @@ fn unsqueeze(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let axes = norm_axes(&axes, out_rank)?;
     let mut rest = in_shape.iter();
     let shape = (0..out_rank)
-        .map(|d| if axes.contains(&d) { 1 } else { rest.next().copied().unwrap_or(1) })
+        .map(|d| {
+            if axes.contains(&d) {
+                1
+            } else {
+                rest.next().copied().unwrap_or(1)
+            }
+        })
         .collect();
     Ok(Lowered::new(Op::Reshape { shape }, vec![0]))
 }
@@ -303,6 +320,9 @@ fn split(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let axis = norm_axis(ctx.attr_int_or("axis", 0)?, shape.len())?;
     let dim = shape.get(axis).copied().unwrap_or(0);
     // Split-1 and Split-13+ take sizes as an input; Split-2 and -11 as an attribute.
+    if ctx.opset >= 13 && ctx.has_attr("split") {
+        return bad!("'split' is an input from opset 13, not an attribute");
+    }
     let given = if ctx.opset >= 13 || ctx.has_input(1) {
         ctx.const_ints(1)?
     } else {
@@ -337,7 +357,7 @@ fn uneven_split(dim: usize, n: i64) -> Result<Vec<usize>, LowerError> {
 
 /// Without sizes, a split into equal parts, one per output.
 fn even_split(dim: usize, outputs: usize) -> Result<Vec<usize>, LowerError> {
-    if outputs == 0 || dim % outputs != 0 {
+    if outputs == 0 || !dim.is_multiple_of(outputs) {
         return bad!("dimension {dim} does not split evenly into {outputs} outputs");
     }
     Ok(vec![dim / outputs; outputs])
@@ -430,7 +450,11 @@ fn pad(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
             Some(v) => v.first().copied().unwrap_or(0.0),
             None => 0.0,
         };
-        let axes = if ctx.opset >= 18 { ctx.const_ints(3)? } else { None };
+        let axes = if ctx.opset >= 18 {
+            ctx.const_ints(3)?
+        } else {
+            None
+        };
         (pads, value, axes)
     };
     let pads = match axes {
@@ -454,7 +478,11 @@ fn pad(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
             full
         }
     };
-    let value = if mode == PadMode::Constant { value } else { 0.0 };
+    let value = if mode == PadMode::Constant {
+        value
+    } else {
+        0.0
+    };
     Ok(Lowered::new(Op::Pad { pads, mode, value }, vec![0]))
 }
 
@@ -591,17 +619,21 @@ fn resize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
 }
 
 /// With `scales`, each output size is floor(in * scale).
-fn resize_from_scales(in_shape: &[usize], axes: &[usize], given: &[f64]) -> Result<(Vec<f32>, Vec<usize>), LowerError> {
+fn resize_from_scales(
+    in_shape: &[usize],
+    axes: &[usize],
+    given: &[f64],
+) -> Result<(Vec<f64>, Vec<usize>), LowerError> {
     if given.len() != axes.len() {
         return bad!("{} scales given for {} axes", given.len(), axes.len());
     }
-    let mut scales = vec![1f32; in_shape.len()];
+    let mut scales = vec![1f64; in_shape.len()];
     let mut out = in_shape.to_vec();
     for (&a, &s) in axes.iter().zip(given) {
         if !(s.is_finite() && s > 0.0) {
             return bad!("scale {s} must be positive and finite");
         }
-        scales[a] = s as f32;
+        scales[a] = s;
         out[a] = (in_shape[a] as f64 * s).floor() as usize;
     }
     Ok((scales, out))
@@ -614,7 +646,7 @@ fn resize_from_sizes(
     axes: &[usize],
     given: &[i64],
     policy: &str,
-) -> Result<(Vec<f32>, Vec<usize>), LowerError> {
+) -> Result<(Vec<f64>, Vec<usize>), LowerError> {
     if given.len() != axes.len() {
         return bad!("{} sizes given for {} axes", given.len(), axes.len());
     }
@@ -627,7 +659,7 @@ fn resize_from_sizes(
         }
         ratios.push(if n == 0 { 1.0 } else { size as f64 / n as f64 });
     }
-    let mut scales = vec![1f32; in_shape.len()];
+    let mut scales = vec![1f64; in_shape.len()];
     let mut out = in_shape.to_vec();
     let common = match policy {
         "stretch" => None,
@@ -638,11 +670,11 @@ fn resize_from_sizes(
     for ((&a, &size), &ratio) in axes.iter().zip(&sizes).zip(&ratios) {
         match common {
             None => {
-                scales[a] = ratio as f32;
+                scales[a] = ratio;
                 out[a] = size;
             }
             Some(s) => {
-                scales[a] = s as f32;
+                scales[a] = s;
                 // Round half up, as the spec does.
                 out[a] = (s * in_shape[a] as f64 + 0.5).floor() as usize;
             }
@@ -652,36 +684,50 @@ fn resize_from_sizes(
 }
 
 fn coord_transform(ctx: &NodeCtx) -> Result<CoordTransform, LowerError> {
-    Ok(match ctx.attr_string_or("coordinate_transformation_mode", "half_pixel")?.as_str() {
-        "half_pixel" => CoordTransform::HalfPixel,
-        "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
-        "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
-        "align_corners" => CoordTransform::AlignCorners,
-        "asymmetric" => CoordTransform::Asymmetric,
-        other @ ("tf_crop_and_resize" | "tf_half_pixel_for_nn") => {
-            return unsupported!("attribute 'coordinate_transformation_mode'='{other}'")
-        }
-        other => return bad!("attribute 'coordinate_transformation_mode'='{other}' is not a mode"),
-    })
+    Ok(
+        match ctx
+            .attr_string_or("coordinate_transformation_mode", "half_pixel")?
+            .as_str()
+        {
+            "half_pixel" => CoordTransform::HalfPixel,
+            "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
+            "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+            "align_corners" => CoordTransform::AlignCorners,
+            "asymmetric" => CoordTransform::Asymmetric,
+            other @ ("tf_crop_and_resize" | "tf_half_pixel_for_nn") => {
+                return unsupported!("attribute 'coordinate_transformation_mode'='{other}'")
+            }
+            other => {
+                return bad!("attribute 'coordinate_transformation_mode'='{other}' is not a mode")
+            }
+        },
+    )
 }
 
 fn nearest_mode(ctx: &NodeCtx) -> Result<NearestMode, LowerError> {
-    Ok(match ctx.attr_string_or("nearest_mode", "round_prefer_floor")?.as_str() {
-        "round_prefer_floor" => NearestMode::RoundPreferFloor,
-        "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-        "floor" => NearestMode::Floor,
-        "ceil" => NearestMode::Ceil,
-        other => return bad!("attribute 'nearest_mode'='{other}' is not a mode"),
-    })
+    Ok(
+        match ctx
+            .attr_string_or("nearest_mode", "round_prefer_floor")?
+            .as_str()
+        {
+            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+            "floor" => NearestMode::Floor,
+            "ceil" => NearestMode::Ceil,
+            other => return bad!("attribute 'nearest_mode'='{other}' is not a mode"),
+        },
+    )
 }
 
 /// Resize-10 behaves like Upsample: asymmetric coordinates, and (as onnxruntime does) nearest
 /// rounds down when upsampling and up when downsampling.
-fn resize10_modes(scales: &[f32]) -> Result<(CoordTransform, NearestMode), LowerError> {
+fn resize10_modes(scales: &[f64]) -> Result<(CoordTransform, NearestMode), LowerError> {
     let down = scales.iter().any(|&s| s < 1.0);
     let up = scales.iter().any(|&s| s > 1.0);
     let nearest = match (down, up) {
-        (true, true) => return unsupported!("Resize-10 that upsamples some axes and downsamples others"),
+        (true, true) => {
+            return unsupported!("Resize-10 that upsamples some axes and downsamples others")
+        }
         (true, false) => NearestMode::Ceil,
         _ => NearestMode::Floor,
     };
@@ -707,10 +753,22 @@ fn constant_of_shape(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         None => (0.0, DType::F32),
         Some(t) => match t.to_f64_vec()[..] {
             [v] => (v, t.dtype()),
-            _ => return bad!("attribute 'value' must hold one element, got shape {:?}", t.shape()),
+            _ => {
+                return bad!(
+                    "attribute 'value' must hold one element, got shape {:?}",
+                    t.shape()
+                )
+            }
         },
     };
-    Ok(Lowered::new(Op::ConstantOfShape { shape, value, dtype }, vec![]))
+    Ok(Lowered::new(
+        Op::ConstantOfShape {
+            shape,
+            value,
+            dtype,
+        },
+        vec![],
+    ))
 }
 
 /// ONNX Range: count = max(ceil((limit - start) / delta), 0), exact for integer types.
@@ -725,14 +783,22 @@ fn range(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         return bad!("Range of bool is not allowed");
     }
     let count = if dtype.is_integer() {
-        let [start, limit, delta] = [int_scalar(ctx, 0)?, int_scalar(ctx, 1)?, int_scalar(ctx, 2)?];
+        let [start, limit, delta] = [
+            int_scalar(ctx, 0)?,
+            int_scalar(ctx, 1)?,
+            int_scalar(ctx, 2)?,
+        ];
         if delta == 0 {
             return bad!("delta is 0");
         }
         let (span, delta) = (i128::from(limit) - i128::from(start), i128::from(delta));
         // Ceiling division that rounds toward +inf for either sign.
         let q = span / delta;
-        let q = if span % delta != 0 && (span < 0) == (delta < 0) { q + 1 } else { q };
+        let q = if span % delta != 0 && (span < 0) == (delta < 0) {
+            q + 1
+        } else {
+            q
+        };
         usize::try_from(q.max(0)).unwrap_or(usize::MAX)
     } else {
         let [start, limit, delta] = [scalar(ctx, 0)?, scalar(ctx, 1)?, scalar(ctx, 2)?];
@@ -747,7 +813,15 @@ fn range(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     };
     let start = scalar(ctx, 0)?;
     let delta = scalar(ctx, 2)?;
-    Ok(Lowered::new(Op::Range { start, delta, count, dtype }, vec![]))
+    Ok(Lowered::new(
+        Op::Range {
+            start,
+            delta,
+            count,
+            dtype,
+        },
+        vec![],
+    ))
 }
 
 fn int_scalar(ctx: &NodeCtx, i: usize) -> Result<i64, LowerError> {
@@ -764,8 +838,14 @@ mod tests {
 
     #[test]
     fn reshape_rules() {
-        assert_eq!(resolve_reshape(&[2, 3, 4], &[2, 0, -1], false), Ok(vec![2, 3, 4]));
-        assert_eq!(resolve_reshape(&[0, 3, 4], &[3, 4, 0], true), Ok(vec![3, 4, 0]));
+        assert_eq!(
+            resolve_reshape(&[2, 3, 4], &[2, 0, -1], false),
+            Ok(vec![2, 3, 4])
+        );
+        assert_eq!(
+            resolve_reshape(&[0, 3, 4], &[3, 4, 0], true),
+            Ok(vec![3, 4, 0])
+        );
         assert!(resolve_reshape(&[2, 3], &[-1, -1], false).is_err());
         assert!(resolve_reshape(&[2, 3], &[4, -1], false).is_err());
     }
@@ -790,9 +870,11 @@ mod tests {
 
     #[test]
     fn resize_sizes_and_policies() {
-        let (s, o) = resize_from_sizes(&[1, 1, 2, 4], &[2, 3], &[1, 3], "not_larger").unwrap_or_default();
+        let (s, o) =
+            resize_from_sizes(&[1, 1, 2, 4], &[2, 3], &[1, 3], "not_larger").unwrap_or_default();
         assert_eq!((s, o), (vec![1.0, 1.0, 0.5, 0.5], vec![1, 1, 1, 2]));
-        let (s, o) = resize_from_scales(&[1, 1, 2, 4], &[0, 1, 2, 3], &[1.0, 1.0, 0.6, 0.6]).unwrap_or_default();
+        let (s, o) = resize_from_scales(&[1, 1, 2, 4], &[0, 1, 2, 3], &[1.0, 1.0, 0.6, 0.6])
+            .unwrap_or_default();
         assert_eq!((s, o), (vec![1.0, 1.0, 0.6, 0.6], vec![1, 1, 1, 2]));
     }
 }

@@ -333,26 +333,80 @@ fn all_tap_spans(g: &Geometry, dense_sp: &[usize], strided_sp: &[usize]) -> Vec<
     spans
 }
 
-/// Index arithmetic for applying one tap to one pair of planes.
-struct RowWalk<'a> {
-    spans: &'a [TapSpan],
-    dense_strides: &'a [usize],
-    strided_strides: &'a [usize],
-    conv_strides: &'a [usize],
+/// Which side of a tap is walked contiguously: the output for Conv (each output row gathers
+/// from a strided input run), the input for ConvTranspose (each input row scatters).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Dense {
+    Output,
+    Input,
 }
 
-impl RowWalk<'_> {
-    /// Calls `row(dense, strided)` with the plane offsets where each row of the tap starts; the
-    /// row then covers the last span's `hi - lo` dense elements.
+/// Everything the tap loop needs that does not depend on the channel pair.
+#[derive(Debug)]
+struct TapPlan {
+    dense: Dense,
+    /// `rank` spans per tap, taps in row-major kernel order.
+    spans: Vec<TapSpan>,
+    rank: usize,
+    dense_strides: Vec<usize>,
+    strided_strides: Vec<usize>,
+    conv_strides: Vec<usize>,
+}
+
+impl TapPlan {
+    fn new(g: &Geometry, dense: Dense) -> Self {
+        let (dense_sp, strided_sp) = match dense {
+            Dense::Output => (&g.out_sp, &g.in_sp),
+            Dense::Input => (&g.in_sp, &g.out_sp),
+        };
+        TapPlan {
+            dense,
+            spans: all_tap_spans(g, dense_sp, strided_sp),
+            rank: g.kernel.len(),
+            dense_strides: row_major_strides(dense_sp),
+            strided_strides: row_major_strides(strided_sp),
+            conv_strides: g.strides.clone(),
+        }
+    }
+
+    /// Adds the contribution of input plane `src` through kernel `weights` (one per tap) to
+    /// output plane `dst`.
+    fn accumulate(&self, dst: &mut [f32], src: &[f32], weights: &[f32]) {
+        let stride = self.conv_strides.last().copied().unwrap_or(1);
+        for (spans, &w) in self.spans.chunks_exact(self.rank.max(1)).zip(weights) {
+            let Some(last) = spans.last() else { return };
+            let len = last.hi - last.lo;
+            self.for_each_row(spans, 0, 0, 0, &mut |dense, strided| match self.dense {
+                Dense::Output => {
+                    if let (Some(d), Some(s)) =
+                        (dst.get_mut(dense..dense + len), src.get(strided..))
+                    {
+                        axpy_gather(d, s, stride, w);
+                    }
+                }
+                Dense::Input => {
+                    if let (Some(d), Some(s)) =
+                        (dst.get_mut(strided..), src.get(dense..dense + len))
+                    {
+                        axpy_scatter(d, s, stride, w);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Calls `row(dense, strided)` with the plane offsets where each row of one tap starts;
+    /// the row then covers the last span's `hi - lo` dense elements.
     fn for_each_row(
         &self,
+        spans: &[TapSpan],
         dim: usize,
         dense: usize,
         strided: usize,
         row: &mut impl FnMut(usize, usize),
     ) {
-        let span = self.spans[dim];
-        if dim + 1 == self.spans.len() {
+        let span = spans[dim];
+        if dim + 1 == spans.len() {
             if span.hi > span.lo {
                 row(dense + span.lo, strided + span.start);
             }
@@ -361,6 +415,7 @@ impl RowWalk<'_> {
         for j in span.lo..span.hi {
             let k = span.start + (j - span.lo) * self.conv_strides[dim];
             self.for_each_row(
+                spans,
                 dim + 1,
                 dense + j * self.dense_strides[dim],
                 strided + k * self.strided_strides[dim],
@@ -390,53 +445,45 @@ fn axpy_scatter(dst: &mut [f32], src: &[f32], stride: usize, w: f32) {
     }
 }
 
+/// An output tensor whose (N, C) planes start as the bias of their channel.
+fn planes_with_bias(g: &Geometry, bias: Option<&[f32]>) -> (Vec<f32>, usize) {
+    let plane: usize = g.out_sp.iter().product();
+    let mut out = vec![0.0f32; g.batch * g.out_ch * plane];
+    if let (Some(bias), true) = (bias, plane > 0) {
+        for (i, dst) in out.chunks_exact_mut(plane).enumerate() {
+            dst.fill(bias.get(i % g.out_ch).copied().unwrap_or(0.0));
+        }
+    }
+    (out, plane)
+}
+
 /// Conv: `out[oc][o] = bias[oc] + sum over ic, k of w[oc][ic][k] * in[ic][o * s + k * d - p]`.
 fn conv(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let out_plane: usize = g.out_sp.iter().product();
+    let (mut out, out_plane) = planes_with_bias(g, bias);
     let in_plane: usize = g.in_sp.iter().product();
-    let mut out = vec![0.0f32; g.batch * g.out_ch * out_plane];
     if out.is_empty() {
         return out;
     }
     let taps = g.taps();
     let (in_per_group, out_per_group) = (g.in_ch / g.group, g.out_ch / g.group);
-    let spans = all_tap_spans(g, &g.out_sp, &g.in_sp);
-    let out_strides = row_major_strides(&g.out_sp);
-    let in_strides = row_major_strides(&g.in_sp);
-    let n = g.kernel.len();
-    let last_stride = g.strides[n - 1];
+    let plan = TapPlan::new(g, Dense::Output);
     // A 1x1 kernel with unit strides and no padding maps whole planes onto planes.
     let pointwise = taps == 1 && g.strides.iter().all(|&s| s == 1) && g.out_sp == g.in_sp;
     for (i, dst) in out.chunks_exact_mut(out_plane).enumerate() {
         let (b, oc) = (i / g.out_ch, i % g.out_ch);
-        dst.fill(bias.and_then(|v| v.get(oc)).copied().unwrap_or(0.0));
         let first_ic = (oc / out_per_group) * in_per_group;
         for icg in 0..in_per_group {
-            let plane_start = (b * g.in_ch + first_ic + icg) * in_plane;
+            let x_start = (b * g.in_ch + first_ic + icg) * in_plane;
+            let w_start = (oc * in_per_group + icg) * taps;
             let (Some(src), Some(wk)) = (
-                x.get(plane_start..plane_start + in_plane),
-                w.get((oc * in_per_group + icg) * taps..(oc * in_per_group + icg + 1) * taps),
+                x.get(x_start..x_start + in_plane),
+                w.get(w_start..w_start + taps),
             ) else {
-                return out;
-            };
-            if pointwise {
-                axpy_gather(dst, src, 1, wk[0]);
                 continue;
-            }
-            for (t, &wv) in wk.iter().enumerate() {
-                let tap_spans = &spans[t * n..(t + 1) * n];
-                let len = tap_spans[n - 1].hi - tap_spans[n - 1].lo;
-                let walk = RowWalk {
-                    spans: tap_spans,
-                    dense_strides: &out_strides,
-                    strided_strides: &in_strides,
-                    conv_strides: &g.strides,
-                };
-                walk.for_each_row(0, 0, 0, &mut |o, i| {
-                    if let (Some(d), Some(s)) = (dst.get_mut(o..o + len), src.get(i..)) {
-                        axpy_gather(d, s, last_stride, wv);
-                    }
-                });
+            };
+            match (pointwise, wk) {
+                (true, &[wv]) => axpy_gather(dst, src, 1, wv),
+                _ => plan.accumulate(dst, src, wk),
             }
         }
     }
@@ -446,47 +493,26 @@ fn conv(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
 /// ConvTranspose: every input element scatters `w[ic][oc][k] * in[ic][i]` to
 /// `out[oc][i * s + k * d - p]`.
 fn conv_transpose(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let out_plane: usize = g.out_sp.iter().product();
+    let (mut out, out_plane) = planes_with_bias(g, bias);
     let in_plane: usize = g.in_sp.iter().product();
-    let mut out = vec![0.0f32; g.batch * g.out_ch * out_plane];
     if out.is_empty() {
         return out;
     }
     let taps = g.taps();
     let (in_per_group, out_per_group) = (g.in_ch / g.group, g.out_ch / g.group);
-    let spans = all_tap_spans(g, &g.in_sp, &g.out_sp);
-    let out_strides = row_major_strides(&g.out_sp);
-    let in_strides = row_major_strides(&g.in_sp);
-    let n = g.kernel.len();
-    let last_stride = g.strides[n - 1];
+    let plan = TapPlan::new(g, Dense::Input);
     for (i, dst) in out.chunks_exact_mut(out_plane).enumerate() {
         let (b, oc) = (i / g.out_ch, i % g.out_ch);
-        dst.fill(bias.and_then(|v| v.get(oc)).copied().unwrap_or(0.0));
         let (grp, ocg) = (oc / out_per_group, oc % out_per_group);
         for icg in 0..in_per_group {
             let ic = grp * in_per_group + icg;
-            let plane_start = (b * g.in_ch + ic) * in_plane;
+            let x_start = (b * g.in_ch + ic) * in_plane;
             let w_start = (ic * out_per_group + ocg) * taps;
-            let (Some(src), Some(wk)) = (
-                x.get(plane_start..plane_start + in_plane),
+            if let (Some(src), Some(wk)) = (
+                x.get(x_start..x_start + in_plane),
                 w.get(w_start..w_start + taps),
-            ) else {
-                return out;
-            };
-            for (t, &wv) in wk.iter().enumerate() {
-                let tap_spans = &spans[t * n..(t + 1) * n];
-                let len = tap_spans[n - 1].hi - tap_spans[n - 1].lo;
-                let walk = RowWalk {
-                    spans: tap_spans,
-                    dense_strides: &in_strides,
-                    strided_strides: &out_strides,
-                    conv_strides: &g.strides,
-                };
-                walk.for_each_row(0, 0, 0, &mut |i, o| {
-                    if let (Some(d), Some(s)) = (dst.get_mut(o..), src.get(i..i + len)) {
-                        axpy_scatter(d, s, last_stride, wv);
-                    }
-                });
+            ) {
+                plan.accumulate(dst, src, wk);
             }
         }
     }

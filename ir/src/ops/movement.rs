@@ -202,6 +202,42 @@ macro_rules! map_data {
     };
 }
 
+/// Builds a `TensorData` of `dtype` from an expression generic in the element type `$t`.
+macro_rules! build_data {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $t = f32;
+                TensorData::F32($body)
+            }
+            DType::I8 => {
+                type $t = i8;
+                TensorData::I8($body)
+            }
+            DType::U8 => {
+                type $t = u8;
+                TensorData::U8($body)
+            }
+            DType::I16 => {
+                type $t = i16;
+                TensorData::I16($body)
+            }
+            DType::I32 => {
+                type $t = i32;
+                TensorData::I32($body)
+            }
+            DType::I64 => {
+                type $t = i64;
+                TensorData::I64($body)
+            }
+            DType::Bool => {
+                type $t = bool;
+                TensorData::Bool($body)
+            }
+        }
+    };
+}
+
 fn out_of_range(i: usize) -> OpError {
     OpError::Invalid(format!("internal: source index {i} is out of range"))
 }
@@ -298,7 +334,7 @@ fn transposed_sources(in_shape: &[usize], perm: &[usize]) -> Vec<usize> {
 
 /// A buffer of `n` copies of `value` cast to `dtype`.
 fn filled(dtype: DType, n: usize, value: f64) -> TensorData {
-    map_data!(TensorData::zeros(dtype, n), v => vec![Elem::from_f64(value); v.len()])
+    build_data!(dtype, T => vec![T::from_f64(value); n])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,7 +780,7 @@ fn nchw<'a>(
 fn infer_depth_to_space(b: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
     let (x, [n, c, h, w]) = nchw("DepthToSpace", inputs, b)?;
     let bb = b.saturating_mul(b);
-    if c % bb != 0 {
+    if !c.is_multiple_of(bb) {
         return invalid!("DepthToSpace: channels {c} are not divisible by blocksize^2 = {bb}");
     }
     match (h.checked_mul(b), w.checked_mul(b)) {
@@ -774,7 +810,7 @@ fn eval_depth_to_space(
 /// ONNX SpaceToDepth (DCR order).
 fn infer_space_to_depth(b: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
     let (x, [n, c, h, w]) = nchw("SpaceToDepth", inputs, b)?;
-    if h % b != 0 || w % b != 0 {
+    if !h.is_multiple_of(b) || !w.is_multiple_of(b) {
         return invalid!("SpaceToDepth: spatial size {h}x{w} is not divisible by blocksize {b}");
     }
     match c.checked_mul(b).and_then(|v| v.checked_mul(b)) {
@@ -796,7 +832,7 @@ fn eval_space_to_depth(x: &Tensor, b: usize) -> Result<TensorData, OpError> {
 
 /// ONNX Resize (nearest and N-linear).
 fn infer_resize(
-    scales: &[f32],
+    scales: &[f64],
     out_shape: &[usize],
     inputs: &[&TensorType],
 ) -> Result<TensorType, OpError> {
@@ -881,20 +917,6 @@ fn linear_taps(x: f64, n: usize) -> (usize, usize, f64) {
     (clamp_index(lo, n), clamp_index(lo + 1.0, n), r)
 }
 
-/// The scale that maps coordinates along one axis. When the output size was given (`sizes`),
-/// ONNX defines the scale as the exact ratio out / in, which the op stores rounded to f32; that
-/// rounding flips results at rounding ties (nearest) and at .5 (integer outputs), so the exact
-/// ratio is used whenever the stored scale is its f32 rounding.
-fn axis_scale(scale: f32, in_n: usize, out_n: usize) -> f64 {
-    if in_n > 0 {
-        let ratio = out_n as f64 / in_n as f64;
-        if ratio as f32 == scale {
-            return ratio;
-        }
-    }
-    f64::from(scale)
-}
-
 /// The reference skips axes whose scale is 1 (within `math.isclose`) and size is unchanged.
 fn is_identity_axis(scale: f64, in_n: usize, out_n: usize) -> bool {
     in_n == out_n && (scale - 1.0).abs() <= 1e-9 * scale.abs().max(1.0)
@@ -905,7 +927,7 @@ fn eval_resize(
     mode: ResizeMode,
     coord: CoordTransform,
     nearest: NearestMode,
-    scales: &[f32],
+    scales: &[f64],
     out_shape: &[usize],
 ) -> Result<TensorData, OpError> {
     let in_shape = x.shape();
@@ -914,7 +936,6 @@ fn eval_resize(
         ResizeMode::Nearest => {
             let tables: Vec<Vec<Option<usize>>> = axes
                 .map(|((&i, &o), &s)| {
-                    let s = axis_scale(s, i, o);
                     if is_identity_axis(s, i, o) {
                         return (0..o).map(Some).collect();
                     }
@@ -929,7 +950,6 @@ fn eval_resize(
             let mut buf = x.to_f64_vec();
             let mut shape = in_shape.to_vec();
             for (d, ((&i, &o), &s)) in axes.enumerate() {
-                let s = axis_scale(s, i, o);
                 if is_identity_axis(s, i, o) {
                     continue;
                 }
@@ -969,9 +989,9 @@ fn interpolate_axis(
 /// as the ONNX reference's `saturate_cast` does.
 fn from_f64_saturating(dtype: DType, v: &[f64]) -> TensorData {
     let round = dtype.is_integer();
-    map_data!(TensorData::zeros(dtype, 0), _e => v
+    build_data!(dtype, T => v
         .iter()
-        .map(|&x| Elem::from_f64(if round { x.round_ties_even() } else { x }))
+        .map(|&x| T::from_f64(if round { x.round_ties_even() } else { x }))
         .collect())
 }
 
@@ -1011,12 +1031,12 @@ fn infer_range(
 /// Floats compute `start + i * delta` in f64; integers in wrapping i64, cast like C.
 fn eval_range(start: f64, delta: f64, count: usize, dtype: DType) -> TensorData {
     let (s, d) = (start as i64, delta as i64);
-    map_data!(TensorData::zeros(dtype, 0), _e => (0..count)
+    build_data!(dtype, T => (0..count)
         .map(|i| {
             if dtype.is_float() {
-                Elem::from_f64(start + i as f64 * delta)
+                T::from_f64(start + i as f64 * delta)
             } else {
-                Elem::from_i64(s.wrapping_add((i as i64).wrapping_mul(d)))
+                T::from_i64(s.wrapping_add((i as i64).wrapping_mul(d)))
             }
         })
         .collect())

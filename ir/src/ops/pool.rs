@@ -138,20 +138,23 @@ impl<'a> Window<'a> {
             .checked_mul(self.dilations[d])
             .and_then(|v| v.checked_add(1))
             .ok_or_else(too_large)?;
-        if padded < window {
-            return invalid!("pooling window ({window}) is larger than padded input ({padded}) in spatial dimension {d}");
-        }
-        let room = padded - window;
-        if !self.ceil_mode {
-            return Ok(room / s + 1);
-        }
-        let out = room.div_ceil(s) + 1;
-        // The extra ceil_mode window must start inside the input or its begin padding.
-        if (out - 1) * s >= len + pb {
-            Ok(out - 1)
+        // Signed, because with ceil_mode a window may overhang an input smaller than itself.
+        let (room, s) = (padded as i128 - window as i128, s as i128);
+        let mut out = if self.ceil_mode {
+            room.div_euclid(s) + i128::from(room.rem_euclid(s) != 0) + 1
         } else {
-            Ok(out)
+            room.div_euclid(s) + 1
+        };
+        // The extra ceil_mode window must start inside the input or its begin padding.
+        if self.ceil_mode && out > 1 && (out - 1) * s >= (len + pb) as i128 {
+            out -= 1;
         }
+        if out < 1 {
+            return invalid!(
+                "pooling window ({window}) is larger than padded input ({padded}) in spatial dimension {d}"
+            );
+        }
+        Ok(out as usize)
     }
 
     /// Per spatial dimension, what each output index reads.
@@ -402,6 +405,21 @@ mod tests {
         };
         let y = pool(&op, &[1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(y.as_f32().unwrap(), &[2.0, 3.5]);
+    }
+
+    #[test]
+    fn ceil_mode_window_may_overhang_a_smaller_input() {
+        // Window 5 (k 3, dilation 2) over 4 elements: one window reading 0 and 2.
+        let op = Op::AveragePool {
+            kernel_shape: vec![3],
+            strides: vec![2],
+            dilations: vec![2],
+            pads: vec![0, 0],
+            ceil_mode: true,
+            count_include_pad: true,
+        };
+        let y = pool(&op, &[1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(y.as_f32().unwrap(), &[2.0]);
     }
 
     #[test]
