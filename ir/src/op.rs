@@ -49,6 +49,7 @@ pub enum DepthToSpaceMode {
 pub enum ResizeMode {
     Nearest,
     Linear,
+    Cubic,
 }
 
 /// ONNX Resize `coordinate_transformation_mode`.
@@ -59,6 +60,8 @@ pub enum CoordTransform {
     PytorchHalfPixel,
     AlignCorners,
     Asymmetric,
+    /// Samples the region `roi` of the input; points outside it take `extrapolation_value`.
+    TfCropAndResize,
 }
 
 /// ONNX Resize `nearest_mode`.
@@ -262,7 +265,17 @@ define_ops! {
     /// Inputs: A, B, optional C (broadcast to the output).
     Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool } = MatMul;
 
-    MaxPool { kernel_shape: Vec<usize>, strides: Vec<usize>, dilations: Vec<usize>, pads: Vec<usize>, ceil_mode: bool } = Pool;
+    /// With `indices`, a second i64 output holds the flat index of each maximum (row-major, or
+    /// column-major over the spatial dims with `column_major_indices`), as ONNX defines it.
+    MaxPool {
+        kernel_shape: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        ceil_mode: bool,
+        indices: bool,
+        column_major_indices: bool,
+    } = Pool;
     AveragePool {
         kernel_shape: Vec<usize>,
         strides: Vec<usize>,
@@ -306,15 +319,23 @@ define_ops! {
     Expand { shape: Vec<usize> } = Movement;
     Tile { repeats: Vec<usize> } = Movement;
     DepthToSpace { blocksize: usize, mode: DepthToSpaceMode } = Movement;
-    SpaceToDepth { blocksize: usize } = Movement;
+    SpaceToDepth { blocksize: usize, mode: DepthToSpaceMode } = Movement;
     /// `scales` has one entry per input dimension (f64: when the model gives `sizes`, ONNX defines
     /// the scale as the exact ratio out / in); `out_shape` is the output shape.
+    /// `roi` (start.., end.., one pair per dimension) and `extrapolation_value` are used only by
+    /// `TfCropAndResize`; `cubic_coeff_a` and `exclude_outside` only by `Cubic`; `antialias`
+    /// widens the linear and cubic filters when downsampling.
     Resize {
         mode: ResizeMode,
         coord: CoordTransform,
         nearest: NearestMode,
         scales: Vec<f64>,
         out_shape: Vec<usize>,
+        cubic_coeff_a: f64,
+        exclude_outside: bool,
+        antialias: bool,
+        roi: Vec<f64>,
+        extrapolation_value: f64,
     } = Movement;
     /// Output: i64 vector of dims `start..end` of the input shape.
     Shape { start: usize, end: usize } = Movement;
@@ -325,9 +346,10 @@ define_ops! {
 
     /// Inputs: x (f32), y_scale, optional y_zero_point (its dtype is the output type).
     /// `axis` is set for per-axis scales.
-    QuantizeLinear { axis: Option<usize>, dtype: DType } = Quant;
+    /// `block_size` > 0 selects blocked quantization along `axis`.
+    QuantizeLinear { axis: Option<usize>, dtype: DType, block_size: usize } = Quant;
     /// Inputs: x (integer), x_scale, optional x_zero_point.
-    DequantizeLinear { axis: Option<usize> } = Quant;
+    DequantizeLinear { axis: Option<usize>, block_size: usize } = Quant;
 }
 
 impl Op {

@@ -395,6 +395,8 @@ fn max_pool(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         dilations: w.dilations,
         pads: w.pads,
         ceil_mode,
+        indices: false,
+        column_major_indices: false,
     };
     Ok(Lowered::new(op, inputs))
 }
@@ -538,6 +540,7 @@ fn quantize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let op = Op::QuantizeLinear {
         axis: quant_axis(ctx)?,
         dtype,
+        block_size: 0,
     };
     Ok(Lowered::new(op, inputs))
 }
@@ -552,6 +555,7 @@ fn dequantize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     }
     let op = Op::DequantizeLinear {
         axis: quant_axis(ctx)?,
+        block_size: 0,
     };
     Ok(Lowered::new(op, inputs))
 }

@@ -555,7 +555,11 @@ fn depth_to_space(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
 fn space_to_depth(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let blocksize = blocksize(ctx)?;
     match ctx.attr_string_or("mode", "DCR")?.as_str() {
-        "DCR" => Ok(Lowered::new(Op::SpaceToDepth { blocksize }, vec![0])),
+        "DCR" => Ok(Lowered::new(Op::SpaceToDepth {
+                blocksize,
+                mode: kiln_ir::op::DepthToSpaceMode::Dcr,
+            },
+            vec![0])),
         "CRD" => unsupported!("attribute 'mode'='CRD'"),
         other => bad!("attribute 'mode'='{other}' is not DCR or CRD"),
     }
@@ -614,6 +618,11 @@ fn resize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         nearest,
         scales,
         out_shape,
+        cubic_coeff_a: -0.75,
+        exclude_outside: false,
+        antialias: false,
+        roi: Vec::new(),
+        extrapolation_value: 0.0,
     };
     Ok(Lowered::new(op, vec![0]))
 }

@@ -244,66 +244,33 @@ struct GemmParams {
 
 /// Gemm: `alpha * A' * B' + beta * C`.
 fn gemm(a: &Tensor, b: &Tensor, c: Option<&Tensor>, p: &GemmParams) -> Result<Tensor, OpError> {
-    let (m, k, n) = gemm_dims(a.shape(), b.shape(), p.trans_a, p.trans_b)?;
+    let dims = gemm_dims(a.shape(), b.shape(), p.trans_a, p.trans_b)?;
+    let (m, _, n) = dims;
     if let Some(c) = c {
         check_gemm_bias(c.shape(), m, n)?;
     }
     // C broadcast to [M, N]; a zero beta drops C entirely, as onnxruntime does.
-    let c_map = c
-        .filter(|_| p.beta != 0.0)
-        .map(|c| (c, broadcast_index_map(c.shape(), &[m, n])));
+    let bias = c.filter(|_| p.beta != 0.0).map(|c| Bias {
+        data: c.data(),
+        map: broadcast_index_map(c.shape(), &[m, n]),
+    });
     let data = match (a.data(), b.data()) {
         (TensorData::F32(x), TensorData::F32(y)) => {
-            let mut out = gemm_product(x, y, (m, k, n), p);
-            for o in &mut out {
+            let mut out = gemm_product(x, y, dims, p);
+            for (i, o) in out.iter_mut().enumerate() {
                 *o *= p.alpha;
-            }
-            if let Some((c, map)) = &c_map {
-                let cv = c
-                    .as_f32()
-                    .ok_or_else(|| OpError::Invalid("Gemm bias type differs".into()))?;
-                for (o, &i) in out.iter_mut().zip(map) {
-                    *o += p.beta * cv.get(i).copied().unwrap_or(0.0);
+                if let Some(c) = &bias {
+                    *o += p.beta * c.get(i) as f32;
                 }
             }
             TensorData::F32(out)
         }
         (TensorData::I32(x), TensorData::I32(y)) => {
-            let (alpha, beta) = (
-                integral_coeff("alpha", p.alpha)?,
-                integral_coeff("beta", p.beta)?,
-            );
-            let mut out = gemm_product(x, y, (m, k, n), p);
-            let bias = c_map
-                .as_ref()
-                .map(|(c, map)| (c.to_i64_vec().unwrap_or_default(), map));
-            for (i, o) in out.iter_mut().enumerate() {
-                let mut v = i64::from(*o).wrapping_mul(alpha);
-                if let Some((cv, map)) = &bias {
-                    let ci = map.get(i).and_then(|&j| cv.get(j)).copied().unwrap_or(0);
-                    v = v.wrapping_add(ci.wrapping_mul(beta));
-                }
-                *o = v as i32;
-            }
-            TensorData::I32(out)
+            let out = int_gemm(x, y, dims, p, bias.as_ref())?;
+            TensorData::I32(out.iter().map(|&v| v as i32).collect())
         }
         (TensorData::I64(x), TensorData::I64(y)) => {
-            let (alpha, beta) = (
-                integral_coeff("alpha", p.alpha)?,
-                integral_coeff("beta", p.beta)?,
-            );
-            let mut out = gemm_product(x, y, (m, k, n), p);
-            let bias = c_map
-                .as_ref()
-                .map(|(c, map)| (c.to_i64_vec().unwrap_or_default(), map));
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = o.wrapping_mul(alpha);
-                if let Some((cv, map)) = &bias {
-                    let ci = map.get(i).and_then(|&j| cv.get(j)).copied().unwrap_or(0);
-                    *o = o.wrapping_add(ci.wrapping_mul(beta));
-                }
-            }
-            TensorData::I64(out)
+            TensorData::I64(int_gemm(x, y, dims, p, bias.as_ref())?)
         }
         _ => {
             return Err(OpError::Unsupported(format!(
@@ -313,6 +280,57 @@ fn gemm(a: &Tensor, b: &Tensor, c: Option<&Tensor>, p: &GemmParams) -> Result<Te
         }
     };
     make(Tensor::new(vec![m, n], data))
+}
+
+/// Gemm's C, broadcast to [M, N].
+#[derive(Debug)]
+struct Bias<'a> {
+    data: &'a TensorData,
+    map: Vec<usize>,
+}
+
+impl Bias<'_> {
+    /// Element `i` of the broadcast C, for f32 Gemm.
+    fn get(&self, i: usize) -> f64 {
+        match self.map.get(i) {
+            Some(&j) if j < self.data.len() => self.data.get_f64(j),
+            _ => 0.0,
+        }
+    }
+
+    /// Element `i` of the broadcast C, for integer Gemm (exact for i64 too).
+    fn get_i64(&self, i: usize) -> i64 {
+        match (self.data, self.map.get(i)) {
+            (TensorData::I64(v), Some(&j)) => v.get(j).copied().unwrap_or(0),
+            _ => self.get(i) as i64,
+        }
+    }
+}
+
+/// Integer Gemm in wrapping i64 arithmetic; the caller narrows to the element type, which
+/// wraps the same way.
+fn int_gemm<T: Element + Into<i64>>(
+    a: &[T],
+    b: &[T],
+    dims: (usize, usize, usize),
+    p: &GemmParams,
+    bias: Option<&Bias>,
+) -> Result<Vec<i64>, OpError> {
+    let (alpha, beta) = (
+        integral_coeff("alpha", p.alpha)?,
+        integral_coeff("beta", p.beta)?,
+    );
+    let product = gemm_product(a, b, dims, p);
+    Ok(product
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let c = bias.map_or(0, |c| c.get_i64(i));
+            v.into()
+                .wrapping_mul(alpha)
+                .wrapping_add(c.wrapping_mul(beta))
+        })
+        .collect())
 }
 
 /// Integer Gemm is defined only for whole-number coefficients (the result type is integer).
@@ -438,6 +456,35 @@ mod tests {
         let y = run(&op, &[&a, &b, &c]);
         assert_eq!(y.as_f32().unwrap(), &[2.5, 1.0, -0.5]);
         assert!(infer(&op, &[&a.ty(), &b.ty(), &f(&[2, 1], vec![0.0; 2]).ty()]).is_err());
+    }
+
+    #[test]
+    fn integer_gemm_with_bias() {
+        let op = Op::Gemm {
+            alpha: 2.0,
+            beta: -1.0,
+            trans_a: false,
+            trans_b: false,
+        };
+        let a = Tensor::new(vec![1, 2], TensorData::I64(vec![1, 2])).unwrap();
+        let b = Tensor::new(vec![2, 2], TensorData::I64(vec![3, 4, 5, 6])).unwrap();
+        let c = Tensor::new(vec![1], TensorData::I64(vec![(1 << 60) + 1])).unwrap();
+        let y = run(&op, &[&a, &b, &c]);
+        // 2 * [13, 16] - C, exact beyond f64's 53 bits.
+        assert_eq!(
+            y.data(),
+            &TensorData::I64(vec![25 - (1 << 60), 31 - (1 << 60)])
+        );
+        let half = Op::Gemm {
+            alpha: 0.5,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        };
+        assert!(matches!(
+            eval(&half, &[&a, &b]),
+            Err(OpError::Unsupported(_))
+        ));
     }
 
     #[test]

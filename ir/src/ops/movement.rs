@@ -31,7 +31,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
         Op::Expand { shape } => one(infer_expand(shape, inputs)?),
         Op::Tile { repeats } => one(infer_tile(repeats, inputs)?),
         Op::DepthToSpace { blocksize, .. } => one(infer_depth_to_space(*blocksize, inputs)?),
-        Op::SpaceToDepth { blocksize } => one(infer_space_to_depth(*blocksize, inputs)?),
+        Op::SpaceToDepth { blocksize, .. } => one(infer_space_to_depth(*blocksize, inputs)?),
         Op::Resize {
             scales, out_shape, ..
         } => one(infer_resize(scales, out_shape, inputs)?),
@@ -79,7 +79,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         Op::DepthToSpace { blocksize, mode } => {
             vec![eval_depth_to_space(first(op, inputs)?, *blocksize, *mode)?]
         }
-        Op::SpaceToDepth { blocksize } => {
+        Op::SpaceToDepth { blocksize, .. } => {
             vec![eval_space_to_depth(first(op, inputs)?, *blocksize)?]
         }
         Op::Resize {
@@ -88,6 +88,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
             nearest,
             scales,
             out_shape,
+            ..
         } => vec![eval_resize(
             first(op, inputs)?,
             *mode,
@@ -865,6 +866,8 @@ fn source_coord(coord: CoordTransform, y: usize, scale: f64, in_n: usize, out_n:
     let out_w = scale * in_w;
     let unit_output = out_w == 1.0;
     match coord {
+        // Not produced by the frontend yet (refused at import).
+        CoordTransform::TfCropAndResize => f64::NAN,
         CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
         CoordTransform::HalfPixelSymmetric => {
             let adjustment = out_n as f64 / out_w;
@@ -933,6 +936,7 @@ fn eval_resize(
     let in_shape = x.shape();
     let axes = in_shape.iter().zip(out_shape).zip(scales);
     match mode {
+        ResizeMode::Cubic => Err(OpError::Unsupported("Resize mode cubic".into())),
         ResizeMode::Nearest => {
             let tables: Vec<Vec<Option<usize>>> = axes
                 .map(|((&i, &o), &s)| {

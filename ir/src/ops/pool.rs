@@ -78,6 +78,7 @@ impl<'a> Window<'a> {
                 dilations,
                 pads,
                 ceil_mode,
+                ..
             }
             | Op::AveragePool {
                 kernel_shape,

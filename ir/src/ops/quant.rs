@@ -12,7 +12,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
     check_arity(op.name(), inputs.len(), 2, 3)?;
     let x = inputs[0];
     let (axis, dtype) = match op {
-        Op::QuantizeLinear { axis, dtype } => {
+        Op::QuantizeLinear { axis, dtype, .. } => {
             if x.dtype != DType::F32 {
                 return Err(OpError::Unsupported(format!(
                     "QuantizeLinear of {} input",
@@ -24,7 +24,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
             }
             (*axis, *dtype)
         }
-        Op::DequantizeLinear { axis } => {
+        Op::DequantizeLinear { axis, .. } => {
             if !matches!(x.dtype, DType::U8 | DType::I8 | DType::I16 | DType::I32) {
                 return Err(OpError::Unsupported(format!(
                     "DequantizeLinear of {} input",
@@ -62,7 +62,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     infer(op, &refs)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let (axis, x) = match op {
-        Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis } => (*axis, inputs[0]),
+        Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis, .. } => (*axis, inputs[0]),
         _ => return Err(wrong_family(op)),
     };
     let g = Granularity::new(&shapes, axis)?;
