@@ -21,8 +21,10 @@ const CASES: &[(&str, &[&str])] = &[
     ("cycle.onnx", &["(Add)", "cycle"]),
     ("symbolic_dim.onnx", &["input 'x'", "symbolic ('batch')", "--input-shape x="]),
     ("control_flow.onnx", &["node 'branch0' (If): not supported"]),
-    ("unsupported_attr.onnx", &["node 'resize_cubic' (Resize): not supported", "cubic"]),
+    ("unsupported_attr.onnx", &["node 'ln_stash' (LayerNormalization): not supported", "stash_type"]),
     ("unsupported_dtype.onnx", &["input 'x'", "float64"]),
+    ("external_data.onnx", &["'ext_weight'", "external data"]),
+    ("sequence_input.onnx", &["node 'seq_at' (SequenceAt): not supported", "input 'seq'", "sequence"]),
 ];
 
 fn kiln(args: &[&str]) -> Output {

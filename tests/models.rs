@@ -34,6 +34,10 @@ fn check_model(dir: &Path) -> Result<f32, String> {
     for input in numbered(dir, "input") {
         cmd.arg("--input").arg(input);
     }
+    // Extra arguments a case needs (e.g. --input-shape for symbolic dims), one per line.
+    if let Ok(extra) = std::fs::read_to_string(dir.join("kiln_args")) {
+        cmd.args(extra.lines().filter(|l| !l.is_empty()));
+    }
     let out = cmd.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -74,6 +78,19 @@ fn repo_models_match_onnxruntime() {
         }
     }
     assert!(failures.is_empty(), "models that do not match:\n{}", failures.join("\n"));
+}
+
+/// Frontend features (local functions, weights listed as inputs, typed-field initializers,
+/// Constant nodes, symbolic dims, older opsets) in `tests/frontend_models/`.
+#[test]
+fn frontend_feature_models_match_onnxruntime() {
+    let dirs = model_dirs(&common::repo_root().join("tests/frontend_models"));
+    assert!(dirs.len() >= 3);
+    for dir in &dirs {
+        if let Err(e) = check_model(dir) {
+            panic!("{}: {e}", dir.display());
+        }
+    }
 }
 
 #[test]

@@ -40,20 +40,15 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, FrontendError> {
         reason,
     };
     if t.data_location.value() == DataLocation::EXTERNAL as i32 || !t.external_data.is_empty() {
-        return Err(FrontendError::Unsupported {
-            node: t.name.clone(),
-            op: "initializer".into(),
-            reason: "weights in external data files; re-save the model with all tensors inside the .onnx file (onnx.save(model, path, save_as_external_data=False))".into(),
-        });
+        return Err(err(
+            "not supported: weights in external data files; re-save the model with all tensors inside the .onnx file (onnx.save(model, path, save_as_external_data=False))".into(),
+        ));
     }
     if t.segment.is_some() {
         return Err(err("segmented tensors are not supported".into()));
     }
-    let dtype = dtype_from_onnx(t.data_type).map_err(|name| FrontendError::Unsupported {
-        node: t.name.clone(),
-        op: "tensor".into(),
-        reason: format!("element type {name}"),
-    })?;
+    let dtype = dtype_from_onnx(t.data_type)
+        .map_err(|name| err(format!("not supported: element type {name}")))?;
     let shape: Vec<usize> = t
         .dims
         .iter()

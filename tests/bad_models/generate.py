@@ -144,10 +144,11 @@ def main():
     save(
         "unsupported_attr.onnx",
         model(
-            [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize_cubic", mode="cubic")],
-            [f32("x", [1, 1, 4, 4])],
-            [f32("y", [1, 1, 8, 8])],
-            [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+            [helper.make_node("LayerNormalization", ["x", "gamma"], ["y"], name="ln_stash", stash_type=0)],
+            [f32("x", [1, 4])],
+            [f32("y", [1, 4])],
+            [numpy_helper.from_array(np.ones((4,), np.float32), "gamma")],
+            opset=17,
         ),
     )
     save(
@@ -156,6 +157,28 @@ def main():
             [helper.make_node("Relu", ["x"], ["y"], name="relu_f64")],
             [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
             [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])],
+        ),
+    )
+    ext = numpy_helper.from_array(np.ones((4,), np.float32), "ext_weight")
+    ext.ClearField("raw_data")
+    ext.data_location = TensorProto.EXTERNAL
+    ext.external_data.add(key="location", value="weights.bin")
+    save(
+        "external_data.onnx",
+        model(
+            [helper.make_node("Add", ["x", "ext_weight"], ["y"], name="add_ext")],
+            [f32("x", [1, 4])],
+            [f32("y", [1, 4])],
+            [ext],
+        ),
+    )
+    seq_in = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, [1, 4])
+    save(
+        "sequence_input.onnx",
+        model(
+            [helper.make_node("SequenceAt", ["seq", "idx"], ["y"], name="seq_at")],
+            [seq_in, helper.make_tensor_value_info("idx", TensorProto.INT64, [])],
+            [f32("y", [1, 4])],
         ),
     )
 

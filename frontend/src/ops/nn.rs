@@ -383,20 +383,25 @@ fn pool_window(ctx: &NodeCtx) -> Result<(Window, bool), LowerError> {
     Ok((w, ceil_mode))
 }
 
-/// ONNX MaxPool (output Y only). `storage_order` only affects the Indices output, which is
-/// refused, so it cannot change the result.
+/// ONNX MaxPool, with the optional Indices output (opset 8). `storage_order` (default 0,
+/// row-major) picks the order of the spatial dimensions in those indices.
 fn max_pool(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let inputs = inputs(ctx, 1, 1)?;
-    check_outputs(ctx, 1, "the Indices output of MaxPool")?;
+    check_outputs(ctx, 2, "MaxPool has 2 outputs")?;
     let (w, ceil_mode) = pool_window(ctx)?;
+    let column_major_indices = match ctx.attr_int_or("storage_order", 0)? {
+        0 => false,
+        1 => true,
+        other => return bad!("attribute 'storage_order'={other} is not 0 or 1"),
+    };
     let op = Op::MaxPool {
         kernel_shape: w.kernel,
         strides: w.strides,
         dilations: w.dilations,
         pads: w.pads,
         ceil_mode,
-        indices: false,
-        column_major_indices: false,
+        indices: ctx.num_outputs == 2,
+        column_major_indices,
     };
     Ok(Lowered::new(op, inputs))
 }
@@ -487,22 +492,28 @@ fn softmax(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     Ok(Lowered::new(op, inputs))
 }
 
-/// Per-axis or per-tensor quantization from the scale's shape: a scalar or one-element scale
-/// is per tensor, a longer 1-D scale per `axis` (an attribute from opset 13, default 1).
-fn quant_axis(ctx: &NodeCtx) -> Result<Option<usize>, LowerError> {
+/// The quantization axis and block size. A scalar or one-element scale is per tensor (as in
+/// onnx's reference, even with `block_size`); otherwise `block_size` > 0 (opset 21) selects
+/// blocked quantization, whose scale has the input's rank, and else a 1-D scale is per `axis`
+/// (an attribute from opset 13, default 1).
+fn quant_axis(ctx: &NodeCtx) -> Result<(Option<usize>, usize), LowerError> {
     let block = ctx.attr_int_or("block_size", 0)?;
-    if block != 0 {
-        return unsupported!("attribute 'block_size'={block} (blocked quantization)");
-    }
+    let Ok(block) = usize::try_from(block) else {
+        return bad!("attribute 'block_size'={block} is negative");
+    };
     let scale = &ctx.input_type(1)?.shape;
-    match scale.len() {
-        0 => Ok(None),
-        1 if scale[0] == 1 => Ok(None),
-        1 => Ok(Some(norm_axis(
-            ctx.attr_int_or("axis", 1)?,
-            ctx.input_type(0)?.rank(),
-        )?)),
-        r => unsupported!("scale of rank {r} (blocked quantization)"),
+    if scale.iter().product::<usize>() == 1 && scale.len() <= 1 {
+        return Ok((None, 0));
+    }
+    let rank = ctx.input_type(0)?.rank();
+    let axis = norm_axis(ctx.attr_int_or("axis", 1)?, rank)?;
+    match (scale.len(), block) {
+        (1, 0) => Ok((Some(axis), 0)),
+        (r, 0) => unsupported!("scale of rank {r} without attribute 'block_size'"),
+        (r, _) if r != rank => {
+            bad!("blocked quantization needs a scale of rank {rank}, got rank {r}")
+        }
+        (_, block) => Ok((Some(axis), block)),
     }
 }
 
@@ -537,10 +548,11 @@ fn quantize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         (false, Some(a)) => a,
         (false, None) => DType::U8,
     };
+    let (axis, block_size) = quant_axis(ctx)?;
     let op = Op::QuantizeLinear {
-        axis: quant_axis(ctx)?,
+        axis,
         dtype,
-        block_size: 0,
+        block_size,
     };
     Ok(Lowered::new(op, inputs))
 }
@@ -553,9 +565,7 @@ fn dequantize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         0 | 1 => {}
         code => return unsupported!("attribute 'output_dtype'={code} (only float)"),
     }
-    let op = Op::DequantizeLinear {
-        axis: quant_axis(ctx)?,
-        block_size: 0,
-    };
+    let (axis, block_size) = quant_axis(ctx)?;
+    let op = Op::DequantizeLinear { axis, block_size };
     Ok(Lowered::new(op, inputs))
 }

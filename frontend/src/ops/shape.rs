@@ -543,49 +543,45 @@ fn blocksize(ctx: &NodeCtx) -> Result<usize, LowerError> {
 /// ONNX DepthToSpace.
 fn depth_to_space(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let blocksize = blocksize(ctx)?;
-    let mode = match ctx.attr_string_or("mode", "DCR")?.as_str() {
-        "DCR" => DepthToSpaceMode::Dcr,
-        "CRD" => DepthToSpaceMode::Crd,
-        other => return bad!("attribute 'mode'='{other}' is not DCR or CRD"),
-    };
+    let mode = depth_to_space_mode(ctx)?;
     Ok(Lowered::new(Op::DepthToSpace { blocksize, mode }, vec![0]))
 }
 
-/// ONNX SpaceToDepth: the IR implements the default DCR order only.
-fn space_to_depth(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
-    let blocksize = blocksize(ctx)?;
+fn depth_to_space_mode(ctx: &NodeCtx) -> Result<DepthToSpaceMode, LowerError> {
     match ctx.attr_string_or("mode", "DCR")?.as_str() {
-        "DCR" => Ok(Lowered::new(Op::SpaceToDepth {
-                blocksize,
-                mode: kiln_ir::op::DepthToSpaceMode::Dcr,
-            },
-            vec![0])),
-        "CRD" => unsupported!("attribute 'mode'='CRD'"),
+        "DCR" => Ok(DepthToSpaceMode::Dcr),
+        "CRD" => Ok(DepthToSpaceMode::Crd),
         other => bad!("attribute 'mode'='{other}' is not DCR or CRD"),
     }
+}
+
+/// ONNX SpaceToDepth (`mode` exists from opset 28; earlier opsets are DCR).
+fn space_to_depth(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
+    let blocksize = blocksize(ctx)?;
+    let mode = depth_to_space_mode(ctx)?;
+    Ok(Lowered::new(Op::SpaceToDepth { blocksize, mode }, vec![0]))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Resize
 
-/// ONNX Resize (nearest and linear). Output sizes and the per-axis scales used for coordinate
-/// mapping are resolved here as the spec defines them.
+/// ONNX Resize. Output sizes, the per-axis scales used for coordinate mapping and the full-rank
+/// region of interest are resolved here as the spec defines them.
 fn resize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let x = data_type(ctx)?;
     let mode = match ctx.attr_string_or("mode", "nearest")?.as_str() {
         "nearest" => ResizeMode::Nearest,
         "linear" | "bilinear" | "trilinear" => ResizeMode::Linear,
-        "cubic" | "bicubic" => return unsupported!("attribute 'mode'='cubic'"),
+        "cubic" | "bicubic" => ResizeMode::Cubic,
         other => return bad!("attribute 'mode'='{other}' is not a Resize mode"),
     };
-    let antialias = ctx.attr_int_or("antialias", 0)?;
-    if antialias != 0 {
-        return unsupported!("attribute 'antialias'={antialias}");
+    let antialias = ctx.attr_int_or("antialias", 0)? != 0;
+    if antialias && mode == ResizeMode::Nearest {
+        return bad!("attribute 'antialias'=1 applies only to linear and cubic modes");
     }
-    let exclude_outside = ctx.attr_int_or("exclude_outside", 0)?;
-    if exclude_outside != 0 {
-        return unsupported!("attribute 'exclude_outside'={exclude_outside}");
-    }
+    let exclude_outside = ctx.attr_int_or("exclude_outside", 0)? != 0;
+    let cubic_coeff_a = f64::from(ctx.attr_float_or("cubic_coeff_a", -0.75)?);
+    let extrapolation_value = f64::from(ctx.attr_float_or("extrapolation_value", 0.0)?);
     let (scales, sizes) = if ctx.opset < 11 {
         (ctx.const_floats(1)?, None)
     } else {
@@ -612,19 +608,45 @@ fn resize(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     } else {
         (coord_transform(ctx)?, nearest_mode(ctx)?)
     };
+    let roi = if coord == CoordTransform::TfCropAndResize {
+        let given = required(ctx.const_floats(1)?, "input 'roi'")?;
+        full_roi(x.rank(), &axes, &given)?
+    } else {
+        // The spec uses roi only for tf_crop_and_resize.
+        Vec::new()
+    };
     let op = Op::Resize {
         mode,
         coord,
         nearest,
         scales,
         out_shape,
-        cubic_coeff_a: -0.75,
-        exclude_outside: false,
-        antialias: false,
-        roi: Vec::new(),
-        extrapolation_value: 0.0,
+        cubic_coeff_a,
+        exclude_outside,
+        antialias,
+        roi,
+        extrapolation_value,
     };
     Ok(Lowered::new(op, vec![0]))
+}
+
+/// The region of interest for every dimension (starts.., ends..): axes not listed in `axes`
+/// keep the whole range [0, 1].
+fn full_roi(rank: usize, axes: &[usize], given: &[f64]) -> Result<Vec<f64>, LowerError> {
+    if given.len() != 2 * axes.len() {
+        return bad!(
+            "input 'roi' has {} values, expected {} (start and end per axis)",
+            given.len(),
+            2 * axes.len()
+        );
+    }
+    let mut roi = vec![0.0; rank];
+    roi.resize(2 * rank, 1.0);
+    for (i, &a) in axes.iter().enumerate() {
+        roi[a] = given[i];
+        roi[rank + a] = given[axes.len() + i];
+    }
+    Ok(roi)
 }
 
 /// With `scales`, each output size is floor(in * scale).
@@ -703,7 +725,8 @@ fn coord_transform(ctx: &NodeCtx) -> Result<CoordTransform, LowerError> {
             "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
             "align_corners" => CoordTransform::AlignCorners,
             "asymmetric" => CoordTransform::Asymmetric,
-            other @ ("tf_crop_and_resize" | "tf_half_pixel_for_nn") => {
+            "tf_crop_and_resize" => CoordTransform::TfCropAndResize,
+            other @ "tf_half_pixel_for_nn" => {
                 return unsupported!("attribute 'coordinate_transformation_mode'='{other}'")
             }
             other => {

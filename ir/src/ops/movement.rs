@@ -32,9 +32,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
         Op::Tile { repeats } => one(infer_tile(repeats, inputs)?),
         Op::DepthToSpace { blocksize, .. } => one(infer_depth_to_space(*blocksize, inputs)?),
         Op::SpaceToDepth { blocksize, .. } => one(infer_space_to_depth(*blocksize, inputs)?),
-        Op::Resize {
-            scales, out_shape, ..
-        } => one(infer_resize(scales, out_shape, inputs)?),
+        Op::Resize { .. } => one(infer_resize(op, inputs)?),
         Op::Shape { start, end } => one(infer_shape(*start, *end, inputs)?),
         Op::ConstantOfShape { shape, dtype, .. } => {
             check_arity("ConstantOfShape", inputs.len(), 0, 0)?;
@@ -79,24 +77,10 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         Op::DepthToSpace { blocksize, mode } => {
             vec![eval_depth_to_space(first(op, inputs)?, *blocksize, *mode)?]
         }
-        Op::SpaceToDepth { blocksize, .. } => {
-            vec![eval_space_to_depth(first(op, inputs)?, *blocksize)?]
+        Op::SpaceToDepth { blocksize, mode } => {
+            vec![eval_space_to_depth(first(op, inputs)?, *blocksize, *mode)?]
         }
-        Op::Resize {
-            mode,
-            coord,
-            nearest,
-            scales,
-            out_shape,
-            ..
-        } => vec![eval_resize(
-            first(op, inputs)?,
-            *mode,
-            *coord,
-            *nearest,
-            scales,
-            out_shape,
-        )?],
+        Op::Resize { .. } => vec![eval_resize(first(op, inputs)?, op)?],
         Op::Shape { start, end } => {
             let x = first(op, inputs)?;
             let dims = x.shape().get(*start..*end).unwrap_or(&[]);
@@ -808,7 +792,7 @@ fn eval_depth_to_space(
     take(x.data(), &transposed_sources(&shape, &perm))
 }
 
-/// ONNX SpaceToDepth (DCR order).
+/// ONNX SpaceToDepth.
 fn infer_space_to_depth(b: usize, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
     let (x, [n, c, h, w]) = nchw("SpaceToDepth", inputs, b)?;
     if !h.is_multiple_of(b) || !w.is_multiple_of(b) {
@@ -820,23 +804,42 @@ fn infer_space_to_depth(b: usize, inputs: &[&TensorType]) -> Result<TensorType, 
     }
 }
 
-fn eval_space_to_depth(x: &Tensor, b: usize) -> Result<TensorData, OpError> {
+/// The inverse of [`eval_depth_to_space`]: blocks of the spatial dimensions move into the
+/// channels, ahead of them (DCR: (b, b, c)) or after them (CRD: (c, b, b)).
+fn eval_space_to_depth(
+    x: &Tensor,
+    b: usize,
+    mode: DepthToSpaceMode,
+) -> Result<TensorData, OpError> {
     let [n, c, h, w] = x.shape()[..] else {
         return invalid!("SpaceToDepth needs a 4-D input");
     };
     let shape = [n, c, h / b, b, w / b, b];
-    take(x.data(), &transposed_sources(&shape, &[0, 3, 5, 1, 2, 4]))
+    let perm = match mode {
+        DepthToSpaceMode::Dcr => [0, 3, 5, 1, 2, 4],
+        DepthToSpaceMode::Crd => [0, 1, 3, 5, 2, 4],
+    };
+    take(x.data(), &transposed_sources(&shape, &perm))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Resize
 
-/// ONNX Resize (nearest and N-linear).
-fn infer_resize(
-    scales: &[f64],
-    out_shape: &[usize],
-    inputs: &[&TensorType],
-) -> Result<TensorType, OpError> {
+/// ONNX Resize (nearest, N-linear and N-cubic, with antialiasing and tf_crop_and_resize).
+fn infer_resize(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let Op::Resize {
+        mode,
+        coord,
+        scales,
+        out_shape,
+        cubic_coeff_a,
+        antialias,
+        roi,
+        ..
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
     let x = single("Resize", inputs)?;
     if x.dtype == DType::Bool {
         return invalid!("Resize: bool input is not allowed");
@@ -854,136 +857,405 @@ fn infer_resize(
     {
         return invalid!("Resize: cannot resize an empty dimension of {x} to {out_shape:?}");
     }
+    let roi_needed = *coord == CoordTransform::TfCropAndResize;
+    if (roi_needed || !roi.is_empty()) && roi.len() != 2 * x.rank() {
+        return invalid!(
+            "Resize: roi needs {} values (start and end per dimension), got {}",
+            2 * x.rank(),
+            roi.len()
+        );
+    }
+    if let Some(r) = roi.iter().find(|r| !r.is_finite()) {
+        return invalid!("Resize: roi value {r} must be finite");
+    }
+    if !cubic_coeff_a.is_finite() {
+        return invalid!("Resize: cubic_coeff_a {cubic_coeff_a} must be finite");
+    }
+    if *antialias {
+        let Some(reach) = kernel_reach(*mode) else {
+            return invalid!("Resize: antialias applies only to linear and cubic modes");
+        };
+        // A legitimate downscale has out >= 1/2 * in * scale, so its widened filter spans at
+        // most a few times the input; anything wider would only burn memory.
+        for ((&s, &i), &o) in scales.iter().zip(&x.shape).zip(out_shape) {
+            let taps = antialias_taps(reach, s) as f64;
+            if o > 0 && taps > 4.0 * reach as f64 * (i as f64 + 1.0) + 2.0 {
+                return invalid!("Resize: scale {s} is too small for an antialiased filter");
+            }
+        }
+    }
     out_type(x.dtype, out_shape.to_vec())
 }
 
-/// Where output coordinate `y` falls in the input, as the ONNX reference computes it (f64).
-fn source_coord(coord: CoordTransform, y: usize, scale: f64, in_n: usize, out_n: usize) -> f64 {
-    let y = y as f64;
-    let in_w = in_n as f64;
-    // The reference uses the unrounded output length `scale * in`, not the integer size, and
-    // compares it with 1 exactly.
-    let out_w = scale * in_w;
-    let unit_output = out_w == 1.0;
-    match coord {
-        // Not produced by the frontend yet (refused at import).
-        CoordTransform::TfCropAndResize => f64::NAN,
-        CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
-        CoordTransform::HalfPixelSymmetric => {
-            let adjustment = out_n as f64 / out_w;
-            let offset = in_w / 2.0 * (1.0 - adjustment);
-            offset + (y + 0.5) / scale - 0.5
-        }
-        CoordTransform::PytorchHalfPixel if unit_output => -0.5,
-        CoordTransform::PytorchHalfPixel => (y + 0.5) / scale - 0.5,
-        CoordTransform::AlignCorners if unit_output => 0.0,
-        CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_w - 1.0),
-        CoordTransform::Asymmetric => y / scale,
+/// Half the support of the unscaled filter, in input pixels (`None` for nearest).
+fn kernel_reach(mode: ResizeMode) -> Option<i64> {
+    match mode {
+        ResizeMode::Nearest => None,
+        ResizeMode::Linear => Some(1),
+        ResizeMode::Cubic => Some(2),
     }
 }
 
-/// `i` clamped into `0..n` (0 when `n` is 0; callers never read an empty axis).
-fn clamp_index(i: f64, n: usize) -> usize {
-    (i as i64).min(n as i64 - 1).max(0) as usize
+/// First tap offset of the antialiased filter relative to the pixel left of the source
+/// coordinate; the filter is stretched by 1/scale when downsampling (as the reference does).
+fn antialias_start(reach: i64, scale: f64) -> i64 {
+    let s = scale.min(1.0);
+    (-(reach as f64) / s).floor() as i64 + 1
 }
 
-fn nearest_index(x: f64, mode: NearestMode, n: usize) -> usize {
-    let base = x.floor();
-    let frac = x - base;
-    let i = if frac == 0.0 {
-        base
-    } else {
-        let up = match mode {
-            NearestMode::RoundPreferFloor => frac > 0.5,
-            NearestMode::RoundPreferCeil => frac >= 0.5,
-            NearestMode::Floor => false,
-            NearestMode::Ceil => true,
-        };
-        if up {
-            base + 1.0
-        } else {
-            base
-        }
-    };
-    clamp_index(i, n)
+fn antialias_taps(reach: i64, scale: f64) -> i64 {
+    2 - 2 * antialias_start(reach, scale)
 }
 
-/// The two input coordinates and the weight of the second for linear interpolation. At an
-/// integer coordinate the reference pairs it with its left neighbour at weight 0.
-fn linear_taps(x: f64, n: usize) -> (usize, usize, f64) {
-    let base = x.floor();
-    let (lo, r) = if x == base {
-        (base - 1.0, 1.0)
-    } else {
-        (base, x - base)
-    };
-    (clamp_index(lo, n), clamp_index(lo + 1.0, n), r)
-}
-
-/// The reference skips axes whose scale is 1 (within `math.isclose`) and size is unchanged.
-fn is_identity_axis(scale: f64, in_n: usize, out_n: usize) -> bool {
-    in_n == out_n && (scale - 1.0).abs() <= 1e-9 * scale.abs().max(1.0)
-}
-
-fn eval_resize(
-    x: &Tensor,
+/// Resize attributes that define the filter, shared by every axis.
+#[derive(Clone, Copy)]
+struct Filter {
     mode: ResizeMode,
     coord: CoordTransform,
     nearest: NearestMode,
-    scales: &[f64],
-    out_shape: &[usize],
-) -> Result<TensorData, OpError> {
-    let in_shape = x.shape();
-    let axes = in_shape.iter().zip(out_shape).zip(scales);
-    match mode {
-        ResizeMode::Cubic => Err(OpError::Unsupported("Resize mode cubic".into())),
-        ResizeMode::Nearest => {
-            let tables: Vec<Vec<Option<usize>>> = axes
-                .map(|((&i, &o), &s)| {
-                    if is_identity_axis(s, i, o) {
-                        return (0..o).map(Some).collect();
-                    }
-                    (0..o)
-                        .map(|y| Some(nearest_index(source_coord(coord, y, s, i, o), nearest, i)))
-                        .collect()
-                })
-                .collect();
-            take_or_fill(x.data(), &table_sources(in_shape, &tables), 0.0)
+    cubic_a: f64,
+    exclude_outside: bool,
+    antialias: bool,
+    extrapolation: f64,
+}
+
+/// One axis of a resize: sizes, scale and the region of interest (start, end) as fractions.
+#[derive(Clone, Copy)]
+struct Axis {
+    in_n: usize,
+    out_n: usize,
+    scale: f64,
+    roi: (f64, f64),
+}
+
+/// Python's `math.isclose` with its default tolerances.
+fn is_close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+impl Axis {
+    /// The reference skips axes that keep their size at scale 1 over the full region.
+    fn is_identity(&self) -> bool {
+        self.in_n == self.out_n
+            && is_close(self.scale, 1.0)
+            && is_close(self.roi.0, 0.0)
+            && is_close(self.roi.1, 1.0)
+    }
+
+    /// Where output coordinate `y` falls in the input, as the ONNX reference computes it
+    /// (f64); `None` when tf_crop_and_resize samples outside the input.
+    fn source(&self, coord: CoordTransform, y: usize) -> Option<f64> {
+        let y = y as f64;
+        let in_w = self.in_n as f64;
+        let scale = self.scale;
+        // The reference uses the unrounded output length `scale * in`, not the integer size,
+        // and compares it with 1 exactly.
+        let out_w = scale * in_w;
+        let unit_output = out_w == 1.0;
+        Some(match coord {
+            CoordTransform::TfCropAndResize => {
+                let (start, end) = self.roi;
+                let span = if unit_output {
+                    (end - start) * (in_w - 1.0) / 2.0
+                } else {
+                    y * (end - start) * (in_w - 1.0) / (out_w - 1.0)
+                };
+                let x = span + start * (in_w - 1.0);
+                if x < 0.0 || x > in_w - 1.0 {
+                    return None;
+                }
+                x
+            }
+            CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
+            CoordTransform::HalfPixelSymmetric => {
+                let adjustment = self.out_n as f64 / out_w;
+                let offset = in_w / 2.0 * (1.0 - adjustment);
+                offset + (y + 0.5) / scale - 0.5
+            }
+            CoordTransform::PytorchHalfPixel if unit_output => -0.5,
+            CoordTransform::PytorchHalfPixel => (y + 0.5) / scale - 0.5,
+            CoordTransform::AlignCorners if unit_output => 0.0,
+            CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_w - 1.0),
+            CoordTransform::Asymmetric => y / scale,
+        })
+    }
+}
+
+/// How one output coordinate along an axis is computed: a constant, or a weighted sum of the
+/// input pixels `start..start + weights.len()` (clamped into the axis, as edge padding does).
+#[derive(Clone, Debug, PartialEq)]
+enum Sample {
+    Fill(f64),
+    Taps { start: i64, weights: Vec<f64> },
+}
+
+/// The reference's `_nearest_coeffs`: one-hot over the two neighbours.
+fn nearest_coeffs(ratio: f64, mode: NearestMode) -> Vec<f64> {
+    let up = if ratio.fract() == 0.0 {
+        true
+    } else {
+        match mode {
+            NearestMode::RoundPreferFloor => ratio > 0.5,
+            NearestMode::RoundPreferCeil => ratio >= 0.5,
+            NearestMode::Floor => false,
+            NearestMode::Ceil => true,
         }
-        ResizeMode::Linear => {
+    };
+    if up {
+        vec![0.0, 1.0]
+    } else {
+        vec![1.0, 0.0]
+    }
+}
+
+/// The reference's `_cubic_coeffs` (Keys' kernel with parameter `a`) for the four taps
+/// around a point `ratio` past the second one.
+fn cubic_coeffs(ratio: f64, a: f64) -> Vec<f64> {
+    let r = ratio;
+    let s = 1.0 - r;
+    vec![
+        ((a * (r + 1.0) - 5.0 * a) * (r + 1.0) + 8.0 * a) * (r + 1.0) - 4.0 * a,
+        ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
+        ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0,
+        ((a * (s + 1.0) - 5.0 * a) * (s + 1.0) + 8.0 * a) * (s + 1.0) - 4.0 * a,
+    ]
+}
+
+fn cubic_kernel(x: f64, a: f64) -> f64 {
+    let x = x.abs();
+    let (x2, x3) = (x * x, x * x * x);
+    if x <= 1.0 {
+        (a + 2.0) * x3 - (a + 3.0) * x2 + 1.0
+    } else if x < 2.0 {
+        a * x3 - 5.0 * a * x2 + 8.0 * a * x - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
+/// The reference's `_linear_coeffs_antialias` / `_cubic_coeffs_antialias`: the kernel
+/// stretched by 1/scale when downsampling, normalized to sum 1.
+fn antialias_coeffs(mode: ResizeMode, ratio: f64, scale: f64, a: f64) -> Vec<f64> {
+    let reach = kernel_reach(mode).unwrap_or(1);
+    let s = scale.min(1.0);
+    let start = antialias_start(reach, scale);
+    let raw: Vec<f64> = (start..2 - start)
+        .map(|i| {
+            let x = (i as f64 - ratio) * s;
+            match mode {
+                ResizeMode::Cubic => cubic_kernel(x, a),
+                _ => (1.0 - x.abs()).clamp(0.0, 1.0),
+            }
+        })
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    raw.iter().map(|c| c / sum).collect()
+}
+
+fn coeffs(f: &Filter, ratio: f64, scale: f64) -> Vec<f64> {
+    match (f.mode, f.antialias) {
+        (ResizeMode::Nearest, _) => nearest_coeffs(ratio, f.nearest),
+        (ResizeMode::Linear, false) => vec![1.0 - ratio, ratio],
+        (ResizeMode::Cubic, false) => cubic_coeffs(ratio, f.cubic_a),
+        (mode, true) => antialias_coeffs(mode, ratio, scale, f.cubic_a),
+    }
+}
+
+/// First input index of the `n` taps nearest to `x`, ties going to the smaller index (the
+/// reference's `_get_neighbor`, computed in its edge-padded coordinates).
+fn window_start(x: f64, n: usize) -> i64 {
+    let pad = n.div_ceil(2) as i64;
+    let padded = x + pad as f64;
+    let p = padded.floor();
+    let frac = padded - p;
+    let half = (n / 2) as i64;
+    let offset = if n.is_multiple_of(2) {
+        if frac == 0.0 {
+            -half
+        } else {
+            1 - half
+        }
+    } else {
+        let base = -(((n as i64) - 1) / 2);
+        if frac <= 0.5 {
+            base
+        } else {
+            base + 1
+        }
+    };
+    (p as i64).saturating_add(offset).saturating_sub(pad)
+}
+
+/// The sample for output coordinate `y` along `axis`.
+fn sample(f: &Filter, axis: &Axis, y: usize) -> Sample {
+    let Some(x) = axis.source(f.coord, y) else {
+        return Sample::Fill(f.extrapolation);
+    };
+    // The ratio lies in (0, 1]: an integer coordinate counts as 1 past its left neighbour.
+    let base = x.floor();
+    let ratio = if x == base { 1.0 } else { x - base };
+    let mut weights = coeffs(f, ratio, axis.scale);
+    let start = window_start(x, weights.len());
+    if f.exclude_outside {
+        for (k, w) in weights.iter_mut().enumerate() {
+            let i = start.saturating_add(k as i64);
+            if i < 0 || i >= axis.in_n as i64 {
+                *w = 0.0;
+            }
+        }
+        let sum: f64 = weights.iter().sum();
+        let sum = if sum == 0.0 { 1.0 } else { sum };
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    Sample::Taps { start, weights }
+}
+
+/// Input index `start + k` clamped into `0..n` (0 when `n` is 0; callers never read an empty
+/// axis).
+fn clamp_tap(start: i64, k: usize, n: usize) -> usize {
+    start.saturating_add(k as i64).min(n as i64 - 1).max(0) as usize
+}
+
+fn eval_resize(x: &Tensor, op: &Op) -> Result<TensorData, OpError> {
+    let Op::Resize {
+        mode,
+        coord,
+        nearest,
+        scales,
+        out_shape,
+        cubic_coeff_a,
+        exclude_outside,
+        antialias,
+        roi,
+        extrapolation_value,
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let filter = Filter {
+        mode: *mode,
+        coord: *coord,
+        nearest: *nearest,
+        cubic_a: *cubic_coeff_a,
+        exclude_outside: *exclude_outside,
+        antialias: *antialias,
+        extrapolation: *extrapolation_value,
+    };
+    let in_shape = x.shape();
+    let rank = in_shape.len();
+    let axes: Vec<Axis> = (0..rank)
+        .map(|d| Axis {
+            in_n: in_shape.get(d).copied().unwrap_or(0),
+            out_n: out_shape.get(d).copied().unwrap_or(0),
+            scale: scales.get(d).copied().unwrap_or(1.0),
+            roi: (
+                roi.get(d).copied().unwrap_or(0.0),
+                roi.get(rank + d).copied().unwrap_or(1.0),
+            ),
+        })
+        .collect();
+    let samples =
+        |a: &Axis| -> Vec<Sample> { (0..a.out_n).map(|y| sample(&filter, a, y)).collect() };
+    match mode {
+        ResizeMode::Nearest => {
+            let tables: Vec<Option<Vec<Sample>>> = axes
+                .iter()
+                .map(|a| (!a.is_identity()).then(|| samples(a)))
+                .collect();
+            resize_nearest(x, &axes, &tables)
+        }
+        ResizeMode::Linear | ResizeMode::Cubic => {
             let mut buf = x.to_f64_vec();
             let mut shape = in_shape.to_vec();
-            for (d, ((&i, &o), &s)) in axes.enumerate() {
-                if is_identity_axis(s, i, o) {
+            for (d, a) in axes.iter().enumerate() {
+                if a.is_identity() {
                     continue;
                 }
-                let taps: Vec<(usize, usize, f64)> = (0..o)
-                    .map(|y| linear_taps(source_coord(coord, y, s, i, o), i))
-                    .collect();
-                buf = interpolate_axis(&buf, &shape, d, &taps);
-                shape[d] = o;
+                buf = interpolate_axis(&buf, &shape, d, &samples(a));
+                shape[d] = a.out_n;
             }
             Ok(from_f64_saturating(x.dtype(), &buf))
         }
     }
 }
 
-/// Linear interpolation along axis `d` of a row-major buffer of `shape`.
-fn interpolate_axis(
-    buf: &[f64],
-    shape: &[usize],
-    d: usize,
-    taps: &[(usize, usize, f64)],
-) -> Vec<f64> {
+/// Nearest resize copies input elements (exact for every dtype); a one-hot sample picks its
+/// tap, and a sample whose weights were all excluded reads 0 as the reference's weighted sum
+/// does.
+fn resize_nearest(
+    x: &Tensor,
+    axes: &[Axis],
+    tables: &[Option<Vec<Sample>>],
+) -> Result<TensorData, OpError> {
+    let in_strides = strides(x.shape());
+    let out_shape: Vec<usize> = axes.iter().map(|a| a.out_n).collect();
+    let mut src = Vec::with_capacity(checked_numel(&out_shape).unwrap_or(0));
+    for_each_index(&out_shape, |idx| {
+        let mut flat = 0usize;
+        let mut fill = None;
+        for (((a, table), &y), &st) in axes.iter().zip(tables).zip(idx).zip(&in_strides) {
+            let i = match table.as_ref().and_then(|t| t.get(y)) {
+                None => y,
+                Some(Sample::Fill(v)) => {
+                    // Later axes are resized after earlier ones, so their constants win.
+                    fill = Some(*v);
+                    0
+                }
+                Some(Sample::Taps { start, weights }) => {
+                    match weights.iter().position(|&w| w != 0.0) {
+                        Some(k) => clamp_tap(*start, k, a.in_n),
+                        None => {
+                            fill = Some(0.0);
+                            0
+                        }
+                    }
+                }
+            };
+            flat += i * st;
+        }
+        src.push(match fill {
+            Some(v) => Source::Fill(v),
+            None => Source::Index(flat),
+        });
+    });
+    let round = x.dtype().is_integer();
+    let convert = |v: f64| if round { v.round_ties_even() } else { v };
+    Ok(map_data!(x.data(), v => src
+        .iter()
+        .map(|s| match *s {
+            Source::Index(i) => v.get(i).copied().ok_or_else(|| out_of_range(i)),
+            Source::Fill(f) => Ok(Elem::from_f64(convert(f))),
+        })
+        .collect::<Result<Vec<_>, OpError>>()?))
+}
+
+/// Where a nearest-resized element comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Index(usize),
+    Fill(f64),
+}
+
+/// Resamples axis `d` of a row-major buffer of `shape`.
+fn interpolate_axis(buf: &[f64], shape: &[usize], d: usize, samples: &[Sample]) -> Vec<f64> {
     let n = shape.get(d).copied().unwrap_or(1);
     let outer: usize = shape[..d].iter().product();
     let inner: usize = shape[d + 1..].iter().product();
     let at =
         |o: usize, k: usize, j: usize| buf.get((o * n + k) * inner + j).copied().unwrap_or(0.0);
-    let mut out = Vec::with_capacity(outer * taps.len() * inner);
+    let mut out = Vec::with_capacity(outer * samples.len() * inner);
     for o in 0..outer {
-        for &(lo, hi, r) in taps {
-            out.extend((0..inner).map(|j| (1.0 - r) * at(o, lo, j) + r * at(o, hi, j)));
+        for s in samples {
+            match s {
+                Sample::Fill(v) => out.extend(std::iter::repeat_n(*v, inner)),
+                Sample::Taps { start, weights } => out.extend((0..inner).map(|j| {
+                    weights
+                        .iter()
+                        .enumerate()
+                        .map(|(k, w)| w * at(o, clamp_tap(*start, k, n), j))
+                        .sum::<f64>()
+                })),
+            }
         }
     }
     out
@@ -1226,8 +1498,8 @@ mod tests {
         // DCR: channel = (row offset * b + column offset) * C/b^2 + c, so out[0, 0, 0, 1] (column
         // offset 1) comes from channel 2, pixel (0, 0).
         assert_eq!(d2s.as_f32().unwrap()[1], 12.0);
-        let back = run(Op::SpaceToDepth { blocksize: 2 }, &[&d2s]).remove(0);
-        assert_eq!(back, x);
+        let s2d = |mode, x: &Tensor| run(Op::SpaceToDepth { blocksize: 2, mode }, &[x]).remove(0);
+        assert_eq!(s2d(DepthToSpaceMode::Dcr, &d2s), x);
         let crd = run(
             Op::DepthToSpace {
                 blocksize: 2,
@@ -1240,18 +1512,33 @@ mod tests {
         // channel 1 and out[0, 1, 0, 0] from channel 4.
         assert_eq!(crd.as_f32().unwrap()[1], 6.0);
         assert_eq!(crd.as_f32().unwrap()[24], 24.0);
+        assert_eq!(s2d(DepthToSpaceMode::Crd, &crd), x);
+    }
+
+    fn resize(mode: ResizeMode, coord: CoordTransform, scales: Vec<f64>, out: Vec<usize>) -> Op {
+        Op::Resize {
+            mode,
+            coord,
+            nearest: NearestMode::RoundPreferFloor,
+            scales,
+            out_shape: out,
+            cubic_coeff_a: -0.75,
+            exclude_outside: false,
+            antialias: false,
+            roi: Vec::new(),
+            extrapolation_value: 0.0,
+        }
+    }
+
+    fn close(got: &Tensor, want: &[f32]) -> bool {
+        let got = got.as_f32().unwrap();
+        got.len() == want.len() && got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5)
     }
 
     #[test]
     fn resize_nearest_and_linear() {
         let x = f32s(vec![1, 2], &[1.0, 2.0]);
-        let op = |mode, coord| Op::Resize {
-            mode,
-            coord,
-            nearest: NearestMode::RoundPreferFloor,
-            scales: vec![1.0, 2.0],
-            out_shape: vec![1, 4],
-        };
+        let op = |mode, coord| resize(mode, coord, vec![1.0, 2.0], vec![1, 4]);
         let y = run(op(ResizeMode::Nearest, CoordTransform::Asymmetric), &[&x]).remove(0);
         assert_eq!(y.as_f32().unwrap(), &[1.0, 1.0, 2.0, 2.0]);
         let y = run(op(ResizeMode::Linear, CoordTransform::HalfPixel), &[&x]).remove(0);
@@ -1266,17 +1553,96 @@ mod tests {
             .all(|(a, b)| (a - b).abs() < 1e-6));
         // Integers round half to even.
         let xi = Tensor::new(vec![2], TensorData::U8(vec![1, 2])).unwrap();
-        let lin = Op::Resize {
-            mode: ResizeMode::Linear,
-            coord: CoordTransform::HalfPixel,
-            nearest: NearestMode::Floor,
-            scales: vec![2.0],
-            out_shape: vec![4],
-        };
+        let lin = resize(
+            ResizeMode::Linear,
+            CoordTransform::HalfPixel,
+            vec![2.0],
+            vec![4],
+        );
         assert_eq!(
             run(lin, &[&xi])[0].data(),
             &TensorData::U8(vec![1, 1, 2, 2])
         );
+    }
+
+    #[test]
+    fn resize_cubic_taps() {
+        // Asymmetric x2 of [0, 1, 2, 3]: output 1 sits at 0.5, between taps -1 (clamped to 0),
+        // 0, 1, 2 with Keys weights (a = -0.75) [-0.09375, 0.59375, 0.59375, -0.09375].
+        let x = iota(vec![4]);
+        let op = resize(
+            ResizeMode::Cubic,
+            CoordTransform::Asymmetric,
+            vec![2.0],
+            vec![8],
+        );
+        let y = run(op.clone(), &[&x]).remove(0);
+        let at_half = -0.09375 * 0.0 + 0.59375 * 0.0 + 0.59375 * 1.0 - 0.09375 * 2.0;
+        assert!((y.as_f32().unwrap()[1] - at_half).abs() < 1e-6);
+        // Integer coordinates reproduce the input.
+        assert_eq!(y.as_f32().unwrap()[2], 1.0);
+        // exclude_outside drops the tap at -1 and renormalizes the other three.
+        let mut excl = op;
+        if let Op::Resize {
+            exclude_outside, ..
+        } = &mut excl
+        {
+            *exclude_outside = true;
+        }
+        let y = run(excl, &[&x]).remove(0);
+        let want = (0.59375 * 1.0 - 0.09375 * 2.0) / (1.0 + 0.09375);
+        assert!((y.as_f32().unwrap()[1] - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn resize_antialias_linear_downsample() {
+        // Half-pixel /2 of [0, 1, 2, 3]: output 0 sits at 0.5; the triangle filter widened to
+        // radius 2 covers taps -1..=2 with weights [1/8, 3/8, 3/8, 1/8] (tap -1 clamped to 0):
+        // 3/8 * 1 + 1/8 * 2 (values checked against the onnx reference).
+        let x = iota(vec![4]);
+        let mut op = resize(
+            ResizeMode::Linear,
+            CoordTransform::HalfPixel,
+            vec![0.5],
+            vec![2],
+        );
+        if let Op::Resize { antialias, .. } = &mut op {
+            *antialias = true;
+        }
+        let y = run(op, &[&x]).remove(0);
+        assert!(close(&y, &[0.625, 2.375]));
+    }
+
+    #[test]
+    fn resize_tf_crop_and_resize_extrapolates() {
+        // roi [0.5, 1.5] of [0, 10, 20] in 3 outputs samples 1, 2 and 3 (outside: fill).
+        let x = f32s(vec![3], &[0.0, 10.0, 20.0]);
+        let mut op = resize(
+            ResizeMode::Linear,
+            CoordTransform::TfCropAndResize,
+            vec![1.0],
+            vec![3],
+        );
+        if let Op::Resize {
+            roi,
+            extrapolation_value,
+            ..
+        } = &mut op
+        {
+            *roi = vec![0.5, 1.5];
+            *extrapolation_value = -1.0;
+        }
+        let y = run(op.clone(), &[&x]).remove(0);
+        assert!(close(&y, &[10.0, 20.0, -1.0]));
+        if let Op::Resize { mode, .. } = &mut op {
+            *mode = ResizeMode::Nearest;
+        }
+        let y = run(op.clone(), &[&x]).remove(0);
+        assert!(close(&y, &[10.0, 20.0, -1.0]));
+        if let Op::Resize { roi, .. } = &mut op {
+            roi.pop();
+        }
+        assert!(infer(&op, &[&x.ty()]).is_err());
     }
 
     #[test]

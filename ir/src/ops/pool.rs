@@ -16,7 +16,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
     check_arity(op.name(), inputs.len(), 1, 1)?;
     let x = inputs[0];
     check_dtype(op, x.dtype)?;
-    Ok(vec![out_type(x.dtype, output_shape(op, &x.shape)?)?])
+    let shape = output_shape(op, &x.shape)?;
+    let mut outputs = vec![out_type(x.dtype, shape.clone())?];
+    if wants_indices(op) {
+        outputs.push(out_type(DType::I64, shape)?);
+    }
+    Ok(outputs)
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -24,10 +29,20 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     let x = inputs[0];
     check_dtype(op, x.dtype())?;
     let out_shape = output_shape(op, x.shape())?;
+    if let Op::MaxPool { .. } = op {
+        let (y, indices) = match x.data() {
+            TensorData::F32(v) => max_pool(op, x.shape(), v, TensorData::F32)?,
+            TensorData::I8(v) => max_pool(op, x.shape(), v, TensorData::I8)?,
+            TensorData::U8(v) => max_pool(op, x.shape(), v, TensorData::U8)?,
+            _ => return Err(wrong_family(op)),
+        };
+        let mut outputs = vec![make(Tensor::new(out_shape.clone(), y))?];
+        if wants_indices(op) {
+            outputs.push(make(Tensor::new(out_shape, TensorData::I64(indices)))?);
+        }
+        return Ok(outputs);
+    }
     let data = match (op, x.data()) {
-        (Op::MaxPool { .. }, TensorData::F32(v)) => TensorData::F32(max_pool(op, x.shape(), v)?),
-        (Op::MaxPool { .. }, TensorData::I8(v)) => TensorData::I8(max_pool(op, x.shape(), v)?),
-        (Op::MaxPool { .. }, TensorData::U8(v)) => TensorData::U8(max_pool(op, x.shape(), v)?),
         (Op::AveragePool { .. }, TensorData::F32(v)) => {
             TensorData::F32(average_pool(op, x.shape(), v)?)
         }
@@ -40,6 +55,11 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         _ => return Err(wrong_family(op)),
     };
     Ok(vec![make(Tensor::new(out_shape, data))?])
+}
+
+/// Whether the op also produces MaxPool's Indices output.
+fn wants_indices(op: &Op) -> bool {
+    matches!(op, Op::MaxPool { indices: true, .. })
 }
 
 /// MaxPool takes f32, i8 and u8; the other pools f32 only, as ONNX specifies.
@@ -217,13 +237,14 @@ fn output_shape(op: &Op, x: &[usize]) -> Result<Vec<usize>, OpError> {
     Ok(shape)
 }
 
-/// Applies `reduce(window values, padded count)` to every window of every (N, C) plane.
-fn windowed<T: Copy + Default>(
+/// Applies `reduce(window taps, padded count)` to every window of every (N, C) plane, in
+/// row-major output order. Each tap is a value and its row-major offset within the plane.
+fn windowed<T: Copy, R>(
     op: &Op,
     x_shape: &[usize],
     x: &[T],
-    reduce: impl Fn(&[T], usize) -> T,
-) -> Result<Vec<T>, OpError> {
+    reduce: impl Fn(&[(T, usize)], usize) -> R,
+) -> Result<Vec<R>, OpError> {
     let w = Window::of(op).ok_or_else(|| wrong_family(op))?;
     w.check(x_shape)?;
     let axes = w.axes(x_shape)?;
@@ -232,27 +253,27 @@ fn windowed<T: Copy + Default>(
     let out_plane: usize = axes.iter().map(|a| a.taps.len()).product();
     let planes = x_shape[0] * x_shape[1];
     let mut out = Vec::with_capacity(planes * out_plane);
-    let mut values = Vec::new();
+    let mut taps = Vec::new();
     let mut pos = vec![0usize; axes.len()];
     for p in 0..planes {
         let plane = x.get(p * in_plane..(p + 1) * in_plane).unwrap_or(&[]);
         pos.fill(0);
         for _ in 0..out_plane {
-            values.clear();
-            gather_window(plane, &axes, &in_strides, &pos, 0, 0, &mut values);
+            taps.clear();
+            gather_window(plane, &axes, &in_strides, &pos, 0, 0, &mut taps);
             let padded: usize = axes
                 .iter()
                 .zip(&pos)
                 .map(|(a, &o)| a.padded_counts[o])
                 .product();
-            out.push(reduce(&values, padded));
+            out.push(reduce(&taps, padded));
             advance(&mut pos, &axes);
         }
     }
     Ok(out)
 }
 
-/// Appends the values of the window at output position `pos` (from spatial dimension `dim` on).
+/// Appends the taps of the window at output position `pos` (from spatial dimension `dim` on).
 fn gather_window<T: Copy>(
     plane: &[T],
     axes: &[PoolAxis],
@@ -260,10 +281,10 @@ fn gather_window<T: Copy>(
     pos: &[usize],
     dim: usize,
     base: usize,
-    values: &mut Vec<T>,
+    taps: &mut Vec<(T, usize)>,
 ) {
     let Some(axis) = axes.get(dim) else {
-        values.extend(plane.get(base).copied());
+        taps.extend(plane.get(base).map(|&v| (v, base)));
         return;
     };
     for &i in &axis.taps[pos[dim]] {
@@ -274,7 +295,7 @@ fn gather_window<T: Copy>(
             pos,
             dim + 1,
             base + i * strides[dim],
-            values,
+            taps,
         );
     }
 }
@@ -313,14 +334,96 @@ fn max_of<T: Lowest>(values: &[T]) -> T {
         .fold(T::LOWEST, |m, &v| if v > m { v } else { m })
 }
 
+/// The largest tap and its plane offset: the first maximum in row-major order wins, NaNs are
+/// skipped, and a window with nothing above `LOWEST` has no position, as in onnxruntime.
+fn arg_max<T: Lowest>(taps: &[(T, usize)]) -> (T, Option<usize>) {
+    taps.iter().fold((T::LOWEST, None), |(m, at), &(v, i)| {
+        if v > m {
+            (v, Some(i))
+        } else {
+            (m, at)
+        }
+    })
+}
+
 fn mean(values: &[f32]) -> f32 {
     let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
     (sum / values.len() as f64) as f32
 }
 
-/// MaxPool (output Y only).
-fn max_pool<T: Lowest>(op: &Op, shape: &[usize], x: &[T]) -> Result<Vec<T>, OpError> {
-    windowed(op, shape, x, |values, _| max_of(values))
+/// ONNX MaxPool: Y as `wrap(values)` and the Indices output (computed even when unused; it
+/// is cheap next to the window scan).
+fn max_pool<T: Lowest>(
+    op: &Op,
+    shape: &[usize],
+    x: &[T],
+    wrap: fn(Vec<T>) -> TensorData,
+) -> Result<(TensorData, Vec<i64>), OpError> {
+    let best = windowed(op, shape, x, |taps, _| arg_max(taps))?;
+    let column_major = matches!(
+        op,
+        Op::MaxPool {
+            column_major_indices: true,
+            ..
+        }
+    );
+    let flat = FlatIndex::new(shape, column_major);
+    let out_plane = best.len().checked_div(shape[0] * shape[1]).unwrap_or(0);
+    let indices = best
+        .iter()
+        .enumerate()
+        .map(|(j, &(_, at))| flat.of(j.checked_div(out_plane).unwrap_or(0), at))
+        .collect();
+    Ok((wrap(best.into_iter().map(|(v, _)| v).collect()), indices))
+}
+
+/// Maps (plane, row-major offset in the plane) to MaxPool's flat Indices value: over the whole
+/// tensor, with the spatial dimensions row-major or (storage_order=1) column-major.
+#[derive(Debug)]
+struct FlatIndex {
+    plane: usize,
+    row_major: Vec<usize>,
+    /// The stride of each spatial dimension in the index's storage order.
+    target: Vec<usize>,
+}
+
+impl FlatIndex {
+    fn new(shape: &[usize], column_major: bool) -> Self {
+        let spatial = &shape[2..];
+        let row_major = row_major_strides(spatial);
+        let target = if column_major {
+            let mut strides = Vec::with_capacity(spatial.len());
+            let mut s = 1usize;
+            for &len in spatial {
+                strides.push(s);
+                s *= len;
+            }
+            strides
+        } else {
+            row_major.clone()
+        };
+        FlatIndex {
+            plane: spatial.iter().product(),
+            row_major,
+            target,
+        }
+    }
+
+    /// A window without a maximum gets position -1 in every spatial dimension, which is what
+    /// onnxruntime's formula yields.
+    fn of(&self, plane: usize, offset: Option<usize>) -> i64 {
+        let base = (plane * self.plane) as i64;
+        let Some(mut rest) = offset else {
+            return self.target.iter().fold(base, |acc, &s| acc - s as i64);
+        };
+        let mut index = base;
+        for (&rm, &t) in self.row_major.iter().zip(&self.target) {
+            let coord = rest.checked_div(rm).unwrap_or(0);
+            rest -= coord * rm;
+            index += (coord * t) as i64;
+        }
+        index
+    }
 }
 
 /// AveragePool: the divisor counts the taps inside the input, plus those in the explicit pads
@@ -333,9 +436,9 @@ fn average_pool(op: &Op, shape: &[usize], x: &[f32]) -> Result<Vec<f32>, OpError
             ..
         }
     );
-    windowed(op, shape, x, |values, padded| {
-        let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
-        let count = if include_pad { padded } else { values.len() };
+    windowed(op, shape, x, |taps, padded| {
+        let sum: f64 = taps.iter().map(|&(v, _)| f64::from(v)).sum();
+        let count = if include_pad { padded } else { taps.len() };
         (sum / count as f64) as f32
     })
 }
@@ -431,6 +534,8 @@ mod tests {
             dilations: vec![2],
             pads: vec![0, 1],
             ceil_mode: false,
+            indices: false,
+            column_major_indices: false,
         };
         let y = pool(&op, &[1, 1, 4], vec![1.0, 5.0, 3.0, 2.0]);
         // Windows {0,2}, {1,3}, {2,4 (pad)}.
@@ -438,6 +543,50 @@ mod tests {
         let x = Tensor::new(vec![1, 1, 4], TensorData::U8(vec![1, 5, 3, 2])).unwrap();
         let y = eval(&op, &[&x]).unwrap().remove(0);
         assert_eq!(y.data(), &TensorData::U8(vec![3, 5, 3]));
+    }
+
+    fn max_with_indices(column_major: bool) -> Op {
+        Op::MaxPool {
+            kernel_shape: vec![2, 2],
+            strides: vec![2, 2],
+            dilations: vec![1, 1],
+            pads: vec![0, 0, 0, 0],
+            ceil_mode: false,
+            indices: true,
+            column_major_indices: column_major,
+        }
+    }
+
+    fn pool_with_indices(op: &Op, shape: &[usize], v: Vec<f32>) -> (Vec<f32>, Vec<i64>) {
+        let x = Tensor::from_f32(shape.to_vec(), v).unwrap();
+        let types = infer(op, &[&x.ty()]).unwrap();
+        let out = eval(op, &[&x]).unwrap();
+        assert_eq!(out.iter().map(Tensor::ty).collect::<Vec<_>>(), types);
+        let TensorData::I64(indices) = out[1].data().clone() else {
+            panic!("indices must be i64")
+        };
+        (out[0].as_f32().unwrap().to_vec(), indices)
+    }
+
+    #[test]
+    fn max_pool_indices_are_flat_over_the_whole_tensor() {
+        // Two planes of 2x4 ([[0,1,2,3],[4,5,6,7]] and its negation); windows 2x2 stride 2.
+        let mut x: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        x.extend((0..8).map(|i| -(i as f32)));
+        let (y, i) = pool_with_indices(&max_with_indices(false), &[1, 2, 2, 4], x.clone());
+        assert_eq!(y, &[5.0, 7.0, 0.0, -2.0]);
+        assert_eq!(i, &[5, 7, 8, 10]);
+        // Column-major over the spatial dims: (h, w) -> plane * 8 + h + w * 2.
+        let (_, i) = pool_with_indices(&max_with_indices(true), &[1, 2, 2, 4], x);
+        assert_eq!(i, &[3, 7, 8, 12]);
+    }
+
+    #[test]
+    fn max_pool_index_of_ties_and_nan() {
+        // The first maximum in row-major order wins; NaN is skipped.
+        let x = vec![1.0, 3.0, 3.0, f32::NAN];
+        let (y, i) = pool_with_indices(&max_with_indices(false), &[1, 1, 2, 2], x);
+        assert_eq!((y, i), (vec![3.0], vec![1]));
     }
 
     #[test]

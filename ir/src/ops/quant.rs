@@ -1,5 +1,5 @@
-//! Linear quantization (QuantizeLinear, DequantizeLinear), per tensor or per axis: shape
-//! inference and reference evaluation.
+//! Linear quantization (QuantizeLinear, DequantizeLinear), per tensor, per axis or blocked:
+//! shape inference and reference evaluation.
 
 use crate::dtype::DType;
 use crate::error::OpError;
@@ -11,8 +11,12 @@ use crate::tensor::{Tensor, TensorData, TensorType};
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
     check_arity(op.name(), inputs.len(), 2, 3)?;
     let x = inputs[0];
-    let (axis, dtype) = match op {
-        Op::QuantizeLinear { axis, dtype, .. } => {
+    let (axis, dtype, block_size) = match op {
+        Op::QuantizeLinear {
+            axis,
+            dtype,
+            block_size,
+        } => {
             if x.dtype != DType::F32 {
                 return Err(OpError::Unsupported(format!(
                     "QuantizeLinear of {} input",
@@ -22,16 +26,16 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
             if !matches!(dtype, DType::U8 | DType::I8 | DType::I16) {
                 return Err(OpError::Unsupported(format!("QuantizeLinear to {dtype}")));
             }
-            (*axis, *dtype)
+            (*axis, *dtype, *block_size)
         }
-        Op::DequantizeLinear { axis, .. } => {
+        Op::DequantizeLinear { axis, block_size } => {
             if !matches!(x.dtype, DType::U8 | DType::I8 | DType::I16 | DType::I32) {
                 return Err(OpError::Unsupported(format!(
                     "DequantizeLinear of {} input",
                     x.dtype
                 )));
             }
-            (*axis, DType::F32)
+            (*axis, DType::F32, *block_size)
         }
         _ => return Err(wrong_family(op)),
     };
@@ -52,7 +56,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
         }
     }
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
-    Granularity::new(&shapes, axis)?;
+    Granularity::new(&shapes, axis, block_size)?;
     Ok(vec![out_type(dtype, x.shape.clone())?])
 }
 
@@ -61,11 +65,14 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     let refs: Vec<&TensorType> = types.iter().collect();
     infer(op, &refs)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-    let (axis, x) = match op {
-        Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis, .. } => (*axis, inputs[0]),
+    let (axis, block_size, x) = match op {
+        Op::QuantizeLinear {
+            axis, block_size, ..
+        }
+        | Op::DequantizeLinear { axis, block_size } => (*axis, *block_size, inputs[0]),
         _ => return Err(wrong_family(op)),
     };
-    let g = Granularity::new(&shapes, axis)?;
+    let g = Granularity::new(&shapes, axis, block_size)?;
     let scale = f32_input(op.name(), inputs, 1)?;
     let zero_point = match inputs.get(2) {
         Some(t) => t.to_i64_vec().unwrap_or_default(),
@@ -87,51 +94,90 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
 
 /// Which scale and zero point each element uses.
 #[derive(Debug, Clone, Copy)]
-struct Granularity {
-    /// Elements per step along the quantization axis (1 element for per-tensor).
-    inner: usize,
-    /// Length of the quantization axis (1 for per-tensor).
-    len: usize,
+enum Granularity {
+    PerTensor,
+    /// One parameter per index along the axis of length `len`, whose steps are `inner`
+    /// elements apart.
+    PerAxis {
+        inner: usize,
+        len: usize,
+    },
+    /// The parameters have x's shape except along the axis, where each covers `block`
+    /// consecutive indices (the last block may be shorter).
+    Blocked {
+        inner: usize,
+        len: usize,
+        block: usize,
+    },
 }
 
 impl Granularity {
     /// Checks the scale (`shapes[1]`) and zero point (`shapes[2]`) against x (`shapes[0]`).
-    fn new(shapes: &[&[usize]], axis: Option<usize>) -> Result<Self, OpError> {
+    fn new(shapes: &[&[usize]], axis: Option<usize>, block: usize) -> Result<Self, OpError> {
         let (x, scale) = (shapes[0], shapes[1]);
-        let g = match axis {
-            None => {
+        let g = match (axis, block) {
+            (None, 0) => {
                 if scale.len() > 1 || scale.iter().product::<usize>() != 1 {
                     return invalid!("per-tensor scale must have one element, got shape {scale:?}");
                 }
-                Granularity { inner: 1, len: 1 }
+                Granularity::PerTensor
             }
-            Some(a) => {
+            (None, _) => return invalid!("blocked quantization needs an axis"),
+            (Some(a), block) => {
                 let Some(&len) = x.get(a) else {
                     return invalid!("axis {a} is out of range for input {x:?}");
                 };
-                if scale != [len] {
-                    return invalid!("per-axis scale must have shape [{len}], got {scale:?}");
-                }
-                Granularity {
-                    inner: x[a + 1..].iter().product(),
-                    len,
+                let inner = x[a + 1..].iter().product();
+                if block == 0 {
+                    if scale != [len] {
+                        return invalid!("per-axis scale must have shape [{len}], got {scale:?}");
+                    }
+                    Granularity::PerAxis { inner, len }
+                } else {
+                    let mut expected = x.to_vec();
+                    expected[a] = len.div_ceil(block);
+                    if scale != expected {
+                        return invalid!(
+                            "blocked scale must have shape {expected:?} (block size {block} along axis {a}), got {scale:?}"
+                        );
+                    }
+                    Granularity::Blocked { inner, len, block }
                 }
             }
         };
         if let Some(zp) = shapes.get(2) {
-            if zp.len() > 1 || zp.iter().product::<usize>() != g.len {
+            let matches = match g {
+                Granularity::PerTensor | Granularity::PerAxis { .. } => {
+                    zp.len() <= 1 && zp.iter().product::<usize>() == scale.iter().product()
+                }
+                Granularity::Blocked { .. } => zp == &scale,
+            };
+            if !matches {
                 return invalid!("zero point shape {zp:?} does not match scale shape {scale:?}");
             }
         }
         Ok(g)
     }
 
-    /// The parameter index of element `i`.
+    /// The parameter index of element `i` (of x, in row-major order).
     fn param(&self, i: usize) -> usize {
-        if self.len == 1 {
-            0
-        } else {
-            (i / self.inner) % self.len
+        match *self {
+            Granularity::PerTensor => 0,
+            Granularity::PerAxis { inner, len } => i
+                .checked_div(inner)
+                .unwrap_or(0)
+                .checked_rem(len)
+                .unwrap_or(0),
+            Granularity::Blocked { inner, len, block } => {
+                let step = i.checked_div(inner).unwrap_or(0);
+                let (outer, along) = (
+                    step.checked_div(len).unwrap_or(0),
+                    step.checked_rem(len).unwrap_or(0),
+                );
+                let blocks = len.div_ceil(block);
+                let within = i.checked_rem(inner).unwrap_or(0);
+                (outer * blocks + along / block) * inner + within
+            }
         }
     }
 }
@@ -207,6 +253,7 @@ mod tests {
         let op = Op::QuantizeLinear {
             axis: None,
             dtype: DType::U8,
+            block_size: 0,
         };
         let y = run(&op, &[&x, &scale, &zp]);
         // 1.0 -> 129; 1.5 -> 2 -> 130; -127 -> 1.
@@ -215,6 +262,7 @@ mod tests {
         let op = Op::QuantizeLinear {
             axis: None,
             dtype: DType::I8,
+            block_size: 0,
         };
         let y = run(&op, &[&x, &Tensor::scalar_f32(1.0)]);
         assert_eq!(y.data(), &TensorData::I8(vec![2, -2]));
@@ -229,16 +277,24 @@ mod tests {
             &Op::QuantizeLinear {
                 axis: Some(0),
                 dtype: DType::I8,
+                block_size: 0,
             },
             &[&x, &scale, &zp],
         );
         assert_eq!(q.data(), &TensorData::I8(vec![1, 2, 5, 7]));
-        let d = run(&Op::DequantizeLinear { axis: Some(0) }, &[&q, &scale, &zp]);
+        let d = run(
+            &Op::DequantizeLinear {
+                axis: Some(0),
+                block_size: 0,
+            },
+            &[&q, &scale, &zp],
+        );
         assert_eq!(d.as_f32().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
         let q = run(
             &Op::QuantizeLinear {
                 axis: Some(1),
                 dtype: DType::I8,
+                block_size: 0,
             },
             &[&x, &scale, &zp],
         );
@@ -249,10 +305,55 @@ mod tests {
     fn dequantize_int32_without_zero_point() {
         let x = Tensor::new(vec![2], TensorData::I32(vec![-3, 1 << 20])).unwrap();
         let d = run(
-            &Op::DequantizeLinear { axis: None },
+            &Op::DequantizeLinear {
+                axis: None,
+                block_size: 0,
+            },
             &[&x, &Tensor::scalar_f32(0.5)],
         );
         assert_eq!(d.as_f32().unwrap(), &[-1.5, 524288.0]);
+    }
+
+    #[test]
+    fn blocked_with_a_short_last_block() {
+        // x is 2x3, blocks of 2 along axis 1: columns {0, 1} and {2} per row.
+        let x = Tensor::from_f32(vec![2, 3], vec![2.0, 4.0, 6.0, 1.0, 2.0, 3.0]).unwrap();
+        let scale = Tensor::from_f32(vec![2, 2], vec![2.0, 3.0, 0.5, 1.0]).unwrap();
+        let zp = Tensor::new(vec![2, 2], TensorData::I8(vec![0, 1, -1, 2])).unwrap();
+        let op = Op::QuantizeLinear {
+            axis: Some(1),
+            dtype: DType::I8,
+            block_size: 2,
+        };
+        let q = run(&op, &[&x, &scale, &zp]);
+        assert_eq!(q.data(), &TensorData::I8(vec![1, 2, 3, 1, 3, 5]));
+        let op = Op::DequantizeLinear {
+            axis: Some(1),
+            block_size: 2,
+        };
+        let d = run(&op, &[&q, &scale, &zp]);
+        assert_eq!(d.as_f32().unwrap(), &[2.0, 4.0, 6.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn blocked_along_an_outer_axis() {
+        // x is 4x2, blocks of 2 along axis 0: rows {0, 1} and {2, 3}, per column.
+        let x = Tensor::new(vec![4, 2], TensorData::U8(vec![1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
+        let scale = Tensor::from_f32(vec![2, 2], vec![1.0, 10.0, 100.0, 1000.0]).unwrap();
+        let op = Op::DequantizeLinear {
+            axis: Some(0),
+            block_size: 2,
+        };
+        let d = run(&op, &[&x, &scale]);
+        assert_eq!(
+            d.as_f32().unwrap(),
+            &[1.0, 20.0, 3.0, 40.0, 500.0, 6000.0, 700.0, 8000.0]
+        );
+        let bad = TensorType::new(DType::F32, vec![1, 2]);
+        assert!(matches!(
+            infer(&op, &[&x.ty(), &bad]),
+            Err(OpError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -262,6 +363,7 @@ mod tests {
         let op = Op::QuantizeLinear {
             axis: Some(1),
             dtype: DType::U8,
+            block_size: 0,
         };
         assert!(matches!(
             infer(&op, &[&x, &scale]),
@@ -271,6 +373,7 @@ mod tests {
         let op = Op::QuantizeLinear {
             axis: None,
             dtype: DType::U8,
+            block_size: 0,
         };
         assert!(matches!(
             infer(&op, &[&x, &TensorType::new(DType::F32, vec![]), &zp]),
