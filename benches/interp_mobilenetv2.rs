@@ -15,9 +15,16 @@ fn main() -> ExitCode {
     let dir = std::env::temp_dir().join(format!("kiln-bench-mobilenetv2-{}", std::process::id()));
     let python = common::python();
     let script = common::repo_root().join("tests/models/generate.py");
-    let status = Command::new(&python).arg(&script).arg("--mobilenetv2").arg(&dir).status();
+    let status = Command::new(&python)
+        .arg(&script)
+        .arg("--mobilenetv2")
+        .arg(&dir)
+        .status();
     if !matches!(status, Ok(s) if s.success()) {
-        eprintln!("cannot generate MobileNetV2 with {} (run scripts/setup-python.sh)", python.display());
+        eprintln!(
+            "cannot generate MobileNetV2 with {} (run scripts/setup-python.sh)",
+            python.display()
+        );
         return ExitCode::FAILURE;
     }
     let bytes = match std::fs::read(dir.join("model.onnx")) {
@@ -75,7 +82,10 @@ fn main() -> ExitCode {
     println!("MobileNetV2 224x224, reference interpreter (one thread)");
     println!("  kiln interp   median of {RUNS}: {kiln_median:.3} s (goal < 10 s)");
     match ort_median {
-        Some(t) => println!("  onnxruntime   median of 10: {t:.4} s (1 thread); interp/ort = {:.1}x", kiln_median / t),
+        Some(t) => println!(
+            "  onnxruntime   median of 10: {t:.4} s (1 thread); interp/ort = {:.1}x",
+            kiln_median / t
+        ),
         None => println!("  onnxruntime   not measured"),
     }
     println!("  max abs error vs onnxruntime: {diff:.2e} (output magnitude {magnitude:.2e})");

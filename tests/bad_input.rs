@@ -11,20 +11,61 @@ const CASES: &[(&str, &[&str])] = &[
     ("truncated.onnx", &["not a valid ONNX model"]),
     ("random_bytes.onnx", &["not a valid ONNX model"]),
     ("wrong_magic.onnx", &["not a valid ONNX model"]),
-    ("unknown_op.onnx", &["node 'fancy0' (FancyNewOp): not supported: unknown op", "node 'det0' (Det)"]),
-    ("shape_mismatch.onnx", &["node 'add_bad' (Add)", "do not broadcast"]),
-    ("missing_input.onnx", &["node 'add_missing' (Add)", "'nowhere' is not produced"]),
+    (
+        "unknown_op.onnx",
+        &[
+            "node 'fancy0' (FancyNewOp): not supported: unknown op",
+            "node 'det0' (Det)",
+        ],
+    ),
+    (
+        "unknown_op_then_unsupported_attr.onnx",
+        &[
+            "node 'fancy0' (FancyNewOp): not supported",
+            "node 'ln_stash' (LayerNormalization): not supported",
+        ],
+    ),
+    (
+        "shape_mismatch.onnx",
+        &["node 'add_bad' (Add)", "do not broadcast"],
+    ),
+    (
+        "missing_input.onnx",
+        &["node 'add_missing' (Add)", "'nowhere' is not produced"],
+    ),
     ("negative_dim.onnx", &["input 'x'", "negative"]),
     ("absurd_input_dim.onnx", &["input 'x'", "too large"]),
-    ("absurd_initializer.onnx", &["tensor 'huge_weight'", "too large"]),
-    ("absurd_expand.onnx", &["node 'expand_huge' (Expand)", "too large"]),
+    (
+        "absurd_initializer.onnx",
+        &["tensor 'huge_weight'", "too large"],
+    ),
+    (
+        "absurd_expand.onnx",
+        &["node 'expand_huge' (Expand)", "too large"],
+    ),
     ("cycle.onnx", &["(Add)", "cycle"]),
-    ("symbolic_dim.onnx", &["input 'x'", "symbolic ('batch')", "--input-shape x="]),
+    (
+        "symbolic_dim.onnx",
+        &["input 'x'", "symbolic ('batch')", "--input-shape x="],
+    ),
     ("control_flow.onnx", &["node 'branch0' (If): not supported"]),
-    ("unsupported_attr.onnx", &["node 'ln_stash' (LayerNormalization): not supported", "stash_type"]),
+    (
+        "unsupported_attr.onnx",
+        &[
+            "node 'ln_stash' (LayerNormalization): not supported",
+            "stash_type",
+        ],
+    ),
     ("unsupported_dtype.onnx", &["input 'x'", "float64"]),
     ("external_data.onnx", &["'ext_weight'", "external data"]),
-    ("sequence_input.onnx", &["node 'seq_at' (SequenceAt): not supported", "input 'seq'", "sequence"]),
+    (
+        "sequence_input.onnx",
+        &[
+            "node 'seq_at' (SequenceAt): not supported",
+            "input 'seq'",
+            "sequence",
+        ],
+    ),
 ];
 
 fn kiln(args: &[&str]) -> Output {
@@ -36,10 +77,20 @@ fn kiln(args: &[&str]) -> Output {
 
 fn check_rejected(case: &str, command: &str, out: &Output, fragments: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{command} {case}: exit code, stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{command} {case} panicked:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{command} {case}: exit code, stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "{command} {case} panicked:\n{stderr}"
+    );
     for f in fragments {
-        assert!(stderr.contains(f), "{command} {case}: error lacks '{f}':\n{stderr}");
+        assert!(
+            stderr.contains(f),
+            "{command} {case}: error lacks '{f}':\n{stderr}"
+        );
     }
 }
 
@@ -49,13 +100,25 @@ fn bad_models_are_rejected_cleanly() {
     let out_dir = tempdir("bad_models");
     for (case, fragments) in CASES {
         let model = dir.join(case);
-        assert!(model.exists(), "missing {}: run tests/bad_models/generate.py", model.display());
+        assert!(
+            model.exists(),
+            "missing {}: run tests/bad_models/generate.py",
+            model.display()
+        );
         let m = model.to_string_lossy();
         let o = out_dir.to_string_lossy();
-        check_rejected(case, "run", &kiln(&["run", &m, "--output-dir", &o]), fragments);
+        check_rejected(
+            case,
+            "run",
+            &kiln(&["run", &m, "--output-dir", &o]),
+            fragments,
+        );
         check_rejected(case, "inspect", &kiln(&["inspect", &m]), fragments);
         let leftovers = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
-        assert_eq!(leftovers, 0, "run {case} left files in the output directory");
+        assert_eq!(
+            leftovers, 0,
+            "run {case} left files in the output directory"
+        );
     }
 }
 
@@ -64,7 +127,8 @@ fn inspect_lists_every_unsupported_op_at_once() {
     let model = common::repo_root().join("tests/bad_models/unknown_op.onnx");
     let out = kiln(&["inspect", &model.to_string_lossy(), "--json"]);
     assert_eq!(out.status.code(), Some(2));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
     assert_eq!(doc["supported"], false);
     let problems: Vec<String> = doc["problems"]
         .as_array()
@@ -72,7 +136,10 @@ fn inspect_lists_every_unsupported_op_at_once() {
         .iter()
         .map(|p| p.as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(problems.iter().any(|p| p.contains("FancyNewOp")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("FancyNewOp")),
+        "{problems:?}"
+    );
     assert!(problems.iter().any(|p| p.contains("Det")), "{problems:?}");
 }
 
@@ -86,13 +153,29 @@ fn wrong_input_file_is_rejected() {
     let wrong_shape = root.join("tests/models/digits_cnn/input_0.npy");
     for (input, fragment) in [
         (bad_npy.to_string_lossy().to_string(), "cannot parse input"),
-        (wrong_shape.to_string_lossy().to_string(), "expects f32[1,64]"),
-        ("nosuchinput=x.npy".to_string(), "has no input 'nosuchinput'"),
+        (
+            wrong_shape.to_string_lossy().to_string(),
+            "expects f32[1,64]",
+        ),
+        (
+            "nosuchinput=x.npy".to_string(),
+            "has no input 'nosuchinput'",
+        ),
     ] {
         let result_dir = out_dir.join("out");
-        let out = kiln(&["run", &model.to_string_lossy(), "--input", &input, "--output-dir", &result_dir.to_string_lossy()]);
+        let out = kiln(&[
+            "run",
+            &model.to_string_lossy(),
+            "--input",
+            &input,
+            "--output-dir",
+            &result_dir.to_string_lossy(),
+        ]);
         check_rejected("digits_mlp", "run", &out, &[fragment]);
-        assert!(!result_dir.exists(), "failed run created its output directory");
+        assert!(
+            !result_dir.exists(),
+            "failed run created its output directory"
+        );
     }
 }
 

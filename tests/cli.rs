@@ -13,7 +13,11 @@ fn kiln(args: &[&str]) -> Output {
 
 fn inspect_json(model: &std::path::Path) -> serde_json::Value {
     let out = kiln(&["inspect", &model.to_string_lossy(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
 }
 
@@ -25,7 +29,10 @@ fn inspect_totals_add_up() {
     let nodes = doc["nodes"].as_array().expect("nodes");
     let macs: u64 = nodes.iter().map(|n| n["macs"].as_u64().unwrap_or(0)).sum();
     assert_eq!(doc["totals"]["macs"].as_u64(), Some(macs));
-    assert!(macs > 10_000_000, "ResNet-8 has about 12.5M MACs, got {macs}");
+    assert!(
+        macs > 10_000_000,
+        "ResNet-8 has about 12.5M MACs, got {macs}"
+    );
     assert_eq!(doc["totals"]["nodes"].as_u64(), Some(nodes.len() as u64));
     assert_eq!(doc["outputs"][0]["shape"], serde_json::json!([1, 10]));
 }
@@ -38,7 +45,8 @@ fn inspect_macs_match_the_mlperf_manifest() {
         return;
     };
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).expect("manifest")).expect("json");
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).expect("manifest"))
+            .expect("json");
     let mut checked = 0;
     for m in manifest["models"].as_array().expect("models") {
         let name = m["name"].as_str().unwrap_or_default();
@@ -56,7 +64,12 @@ fn inspect_macs_match_the_mlperf_manifest() {
 fn inspect_writes_dot() {
     let model = common::repo_root().join("tests/models/digits_cnn/model.onnx");
     let dot = std::env::temp_dir().join(format!("kiln-cli-{}.dot", std::process::id()));
-    let out = kiln(&["inspect", &model.to_string_lossy(), "--dot", &dot.to_string_lossy()]);
+    let out = kiln(&[
+        "inspect",
+        &model.to_string_lossy(),
+        "--dot",
+        &dot.to_string_lossy(),
+    ]);
     assert!(out.status.success());
     let text = std::fs::read_to_string(&dot).expect("dot written");
     assert!(text.starts_with("digraph") && text.contains("Conv") && text.contains("->"));
@@ -71,16 +84,32 @@ fn run_without_input_uses_a_seeded_random_input_and_says_so() {
     let dir = std::env::temp_dir().join(format!("kiln-cli-random-{}", std::process::id()));
     let mut outputs = Vec::new();
     for _ in 0..2 {
-        let out = kiln(&["run", &model.to_string_lossy(), "--output-dir", &dir.to_string_lossy(), "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = kiln(&[
+            "run",
+            &model.to_string_lossy(),
+            "--output-dir",
+            &dir.to_string_lossy(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stderr).contains("seeded random input"));
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(doc["random_input"], true);
-        let file = doc["outputs"][0]["file"].as_str().expect("file").to_string();
+        let file = doc["outputs"][0]["file"]
+            .as_str()
+            .expect("file")
+            .to_string();
         assert_eq!(doc["outputs"][0]["dtype"], "f32");
         outputs.push(std::fs::read(file).expect("output file"));
     }
-    assert_eq!(outputs[0], outputs[1], "the random input must be deterministic");
+    assert_eq!(
+        outputs[0], outputs[1],
+        "the random input must be deterministic"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -88,7 +117,13 @@ fn run_without_input_uses_a_seeded_random_input_and_says_so() {
 fn help_explains_the_commands() {
     let out = kiln(&["run", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--input", "--output-dir", "--json", "--input-shape", "--backend"] {
+    for flag in [
+        "--input",
+        "--output-dir",
+        "--json",
+        "--input-shape",
+        "--backend",
+    ] {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
 }

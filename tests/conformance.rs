@@ -43,14 +43,21 @@ fn main() -> ExitCode {
     };
     let known = known_failures();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     cases.sort();
     let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     let mut failures: Vec<(String, String)> = Vec::new();
     let mut passing_known: Vec<String> = Vec::new();
     for case in &cases {
-        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
@@ -72,14 +79,23 @@ fn main() -> ExitCode {
     }
     let mut unexpected = 0;
     for (name, why) in &failures {
-        let tag = if known.contains_key(name) { "known" } else { unexpected += 1; "NEW" };
+        let tag = if known.contains_key(name) {
+            "known"
+        } else {
+            unexpected += 1;
+            "NEW"
+        };
         println!("FAIL [{tag}] {name}: {}", first_line(why));
     }
     for name in &passing_known {
         println!("STALE {name}: listed in KNOWN_FAILURES but passes; remove it");
     }
     let applicable = passed + failed;
-    let rate = if applicable == 0 { 0.0 } else { passed as f64 / applicable as f64 };
+    let rate = if applicable == 0 {
+        0.0
+    } else {
+        passed as f64 / applicable as f64
+    };
     println!(
         "conformance: {applicable} applicable cases, {:.1}% pass (required {:.0}%)",
         rate * 100.0,
@@ -117,7 +133,12 @@ fn node_tests_dir() -> Result<PathBuf, String> {
     let version = Command::new(&python)
         .args(["-c", "import onnx; print(onnx.__version__)"])
         .output()
-        .map_err(|e| format!("running {}: {e} (run .ci/run or set KILN_PYTHON)", python.display()))?;
+        .map_err(|e| {
+            format!(
+                "running {}: {e} (run .ci/run or set KILN_PYTHON)",
+                python.display()
+            )
+        })?;
     if !version.status.success() {
         return Err(format!(
             "{} cannot import onnx (run .ci/run or set KILN_PYTHON): {}",
@@ -194,16 +215,29 @@ fn run_case(case: &Path) -> Outcome {
 }
 
 fn run_data_set(model: &[u8], input_names: &[String], set: &Path) -> Result<(), String> {
-    let inputs: Vec<Tensor> = data_files(set, "input").iter().map(|p| load_pb(p)).collect::<Result<_, _>>()?;
-    let expected: Vec<Tensor> = data_files(set, "output").iter().map(|p| load_pb(p)).collect::<Result<_, _>>()?;
-    let by_name: HashMap<&str, &Tensor> = input_names.iter().map(String::as_str).zip(&inputs).collect();
+    let inputs: Vec<Tensor> = data_files(set, "input")
+        .iter()
+        .map(|p| load_pb(p))
+        .collect::<Result<_, _>>()?;
+    let expected: Vec<Tensor> = data_files(set, "output")
+        .iter()
+        .map(|p| load_pb(p))
+        .collect::<Result<_, _>>()?;
+    let by_name: HashMap<&str, &Tensor> = input_names
+        .iter()
+        .map(String::as_str)
+        .zip(&inputs)
+        .collect();
     // kiln compiles for static shapes: inputs that determine shapes (Reshape's shape, Clip's
     // bounds, ...) are bound to their test values, as a user would bake them into the model.
     let mut options = ImportOptions::default();
     let model = loop {
         match kiln_frontend::import_model(model, &options) {
             Ok(m) => break m,
-            Err(FrontendError::NeedsConstant { input, .. }) if by_name.contains_key(input.as_str()) && !options.const_inputs.contains_key(&input) => {
+            Err(FrontendError::NeedsConstant { input, .. })
+                if by_name.contains_key(input.as_str())
+                    && !options.const_inputs.contains_key(&input) =>
+            {
                 let value = (*by_name[input.as_str()]).clone();
                 options.const_inputs.insert(input, value);
             }
@@ -212,14 +246,18 @@ fn run_data_set(model: &[u8], input_names: &[String], set: &Path) -> Result<(), 
             Err(e @ FrontendError::NeedsConstant { .. }) => {
                 let unbound: Vec<&str> = by_name
                     .iter()
-                    .filter(|(n, t)| t.dtype().is_integer() && !options.const_inputs.contains_key(**n))
+                    .filter(|(n, t)| {
+                        t.dtype().is_integer() && !options.const_inputs.contains_key(**n)
+                    })
                     .map(|(n, _)| *n)
                     .collect();
                 if unbound.is_empty() {
                     return Err(format!("import: {e}"));
                 }
                 for n in unbound {
-                    options.const_inputs.insert(n.to_string(), (*by_name[n]).clone());
+                    options
+                        .const_inputs
+                        .insert(n.to_string(), (*by_name[n]).clone());
                 }
             }
             Err(e) => return Err(format!("import: {e}")),
@@ -231,9 +269,14 @@ fn run_data_set(model: &[u8], input_names: &[String], set: &Path) -> Result<(), 
         .filter(|(n, _)| !options.const_inputs.contains_key(*n))
         .map(|(_, t)| t.clone())
         .collect();
-    let outputs = kiln_ir::interp::run(&model.graph, &runtime_inputs).map_err(|e| format!("run: {e}"))?;
+    let outputs =
+        kiln_ir::interp::run(&model.graph, &runtime_inputs).map_err(|e| format!("run: {e}"))?;
     if outputs.len() < expected.len() {
-        return Err(format!("{} outputs, expected {}", outputs.len(), expected.len()));
+        return Err(format!(
+            "{} outputs, expected {}",
+            outputs.len(),
+            expected.len()
+        ));
     }
     for (i, (got, want)) in outputs.iter().zip(&expected).enumerate() {
         common::compare(got, want, RTOL, ATOL).map_err(|e| format!("output {i}: {e}"))?;

@@ -13,24 +13,38 @@ const REL_TOL: f32 = 1e-4;
 
 fn model_dirs(root: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").exists()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("model.onnx").exists())
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     dirs
 }
 
 fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    (0..).map(|i| dir.join(format!("{prefix}_{i}.npy"))).take_while(|p| p.exists()).collect()
+    (0..)
+        .map(|i| dir.join(format!("{prefix}_{i}.npy")))
+        .take_while(|p| p.exists())
+        .collect()
 }
 
 /// Runs `kiln run` on the model with its stored inputs; checks every output against the
 /// reference. Returns the worst relative error.
 fn check_model(dir: &Path) -> Result<f32, String> {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let out_dir = std::env::temp_dir().join(format!("kiln-models-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.arg("run").arg(dir.join("model.onnx")).arg("--json").arg("--output-dir").arg(&out_dir);
+    cmd.arg("run")
+        .arg(dir.join("model.onnx"))
+        .arg("--json")
+        .arg("--output-dir")
+        .arg(&out_dir);
     for input in numbered(dir, "input") {
         cmd.arg("--input").arg(input);
     }
@@ -46,7 +60,11 @@ fn check_model(dir: &Path) -> Result<f32, String> {
     let outputs = doc["outputs"].as_array().cloned().unwrap_or_default();
     let references = numbered(dir, "output");
     if outputs.len() != references.len() || references.is_empty() {
-        return Err(format!("{} outputs, {} references", outputs.len(), references.len()));
+        return Err(format!(
+            "{} outputs, {} references",
+            outputs.len(),
+            references.len()
+        ));
     }
     let mut worst = 0.0f32;
     for (o, reference) in outputs.iter().zip(&references) {
@@ -58,7 +76,9 @@ fn check_model(dir: &Path) -> Result<f32, String> {
         let (diff, magnitude) = common::max_abs_diff(&got, &want);
         let rel = diff / magnitude.max(1.0);
         if rel.is_nan() || rel >= REL_TOL {
-            return Err(format!("max abs error {diff} (reference magnitude {magnitude})"));
+            return Err(format!(
+                "max abs error {diff} (reference magnitude {magnitude})"
+            ));
         }
         worst = worst.max(rel);
     }
@@ -77,7 +97,11 @@ fn repo_models_match_onnxruntime() {
             Err(e) => failures.push(format!("{}: {e}", dir.display())),
         }
     }
-    assert!(failures.is_empty(), "models that do not match:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "models that do not match:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Frontend features (local functions, weights listed as inputs, typed-field initializers,
@@ -104,7 +128,11 @@ fn shared_mlperf_tiny_float_models_match_onnxruntime() {
         .into_iter()
         .filter(|d| !d.to_string_lossy().ends_with("_int8"))
         .collect();
-    assert!(dirs.len() >= 4, "expected the float MLPerf Tiny models in {}", root.display());
+    assert!(
+        dirs.len() >= 4,
+        "expected the float MLPerf Tiny models in {}",
+        root.display()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         match check_model(dir) {
@@ -112,13 +140,20 @@ fn shared_mlperf_tiny_float_models_match_onnxruntime() {
             Err(e) => failures.push(format!("{}: {e}", dir.display())),
         }
     }
-    assert!(failures.is_empty(), "models that do not match:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "models that do not match:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn ir_dumps_are_stable() {
     for dir in model_dirs(&common::repo_root().join("tests/models")) {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let bytes = std::fs::read(dir.join("model.onnx")).expect("read model");
         let model = kiln_frontend::import_model(&bytes, &Default::default()).expect("import");
         kiln_ir::verify::verify(&model.graph).expect("verifies");
@@ -139,23 +174,34 @@ fn digits_classifiers_keep_their_accuracy() {
     let labels = ys.to_i64_vec().expect("int64 labels");
     let pixels = xs.as_f32().expect("f32 pixels");
     for name in ["digits_mlp", "digits_cnn"] {
-        let info: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(root.join(name).join("info.json")).expect("info.json")).expect("json");
+        let info: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(name).join("info.json")).expect("info.json"),
+        )
+        .expect("json");
         let bytes = std::fs::read(root.join(name).join("model.onnx")).expect("read model");
-        let graph = kiln_frontend::import_model(&bytes, &Default::default()).expect("import").graph;
+        let graph = kiln_frontend::import_model(&bytes, &Default::default())
+            .expect("import")
+            .graph;
         let in_shape = graph.value(graph.inputs()[0]).ty.shape.clone();
         let mut correct = 0;
         for (i, &label) in labels.iter().enumerate() {
-            let x = kiln_ir::Tensor::from_f32(in_shape.clone(), pixels[i * 64..(i + 1) * 64].to_vec()).expect("tensor");
+            let x =
+                kiln_ir::Tensor::from_f32(in_shape.clone(), pixels[i * 64..(i + 1) * 64].to_vec())
+                    .expect("tensor");
             let y = kiln_ir::interp::run(&graph, &[x]).expect("run");
             let logits = y[0].as_f32().expect("f32 logits");
             let best = (0..logits.len()).fold(0, |b, j| if logits[j] > logits[b] { j } else { b });
             correct += usize::from(best as i64 == label);
         }
         let accuracy = correct as f64 / labels.len() as f64;
-        let reference = info["test_accuracy"].as_f64().expect("test_accuracy in info.json");
+        let reference = info["test_accuracy"]
+            .as_f64()
+            .expect("test_accuracy in info.json");
         println!("{name}: kiln accuracy {accuracy:.4}, onnxruntime {reference:.4}");
-        assert!((accuracy - reference).abs() < 1e-4, "{name}: {accuracy} vs {reference}");
+        assert!(
+            (accuracy - reference).abs() < 1e-4,
+            "{name}: {accuracy} vs {reference}"
+        );
         assert!(accuracy > 0.9);
     }
 }

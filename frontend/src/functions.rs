@@ -62,7 +62,10 @@ fn expand(
         if n.is_empty() {
             return String::new();
         }
-        rename.get(n).cloned().unwrap_or_else(|| format!("{prefix}{n}"))
+        rename
+            .get(n)
+            .cloned()
+            .unwrap_or_else(|| format!("{prefix}{n}"))
     };
     for inner in &func.node {
         let mut inner = inner.clone();

@@ -96,24 +96,32 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Model
         .collect();
     for node in &nodes {
         let unsupported_op = errors.iter().any(|e| matches!(e, FrontendError::Unsupported { node: n, op, .. } if *n == node.name && *op == node.op_type));
-        // Nodes downstream of a failed node cannot be checked; the failure upstream explains why.
+        // Nodes downstream of a failed node cannot be checked unless the model declares the
+        // failed outputs' types (see `stand_in`); the failure upstream explains why.
         let blocked = unsupported_op || node.input.iter().any(|i| failed.contains(i.as_str()));
-        let missing = node
-            .input
-            .iter()
-            .find(|i| !i.is_empty() && !importer.names.contains_key(i.as_str()) && !failed.contains(i.as_str()));
+        let missing = node.input.iter().find(|i| {
+            !i.is_empty()
+                && !importer.names.contains_key(i.as_str())
+                && !failed.contains(i.as_str())
+        });
         let result = match (blocked, missing) {
             (true, _) => Err(None),
             (false, Some(name)) => Err(Some(FrontendError::Invalid {
                 node: node.name.clone(),
                 op: node.op_type.clone(),
-                reason: format!("input '{name}' is not produced by any node, initializer or graph input"),
+                reason: format!(
+                    "input '{name}' is not produced by any node, initializer or graph input"
+                ),
             })),
             (false, None) => importer.add_node(node, opset).map_err(Some),
         };
         if let Err(e) = result {
             errors.extend(e);
-            failed.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+            for output in node.output.iter().filter(|o| !o.is_empty()) {
+                if !importer.stand_in(graph_proto, output) {
+                    failed.insert(output.clone());
+                }
+            }
         }
     }
     if !errors.is_empty() {
@@ -241,10 +249,18 @@ fn value_info_type(
     };
     let tensor = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => t,
-        Some(type_proto::Value::SequenceType(_)) => return Err(err("sequence inputs are not supported".into())),
-        Some(type_proto::Value::MapType(_)) => return Err(err("map inputs are not supported".into())),
-        Some(type_proto::Value::OptionalType(_)) => return Err(err("optional inputs are not supported".into())),
-        Some(type_proto::Value::SparseTensorType(_)) => return Err(err("sparse tensors are not supported".into())),
+        Some(type_proto::Value::SequenceType(_)) => {
+            return Err(err("sequence inputs are not supported".into()))
+        }
+        Some(type_proto::Value::MapType(_)) => {
+            return Err(err("map inputs are not supported".into()))
+        }
+        Some(type_proto::Value::OptionalType(_)) => {
+            return Err(err("optional inputs are not supported".into()))
+        }
+        Some(type_proto::Value::SparseTensorType(_)) => {
+            return Err(err("sparse tensors are not supported".into()))
+        }
         Some(_) => return Err(err("has a type kiln does not know".into())),
         None => return Err(err("has no type".into())),
     };
@@ -353,6 +369,26 @@ impl Importer {
         errors
     }
 
+    /// After a node failed, stands in for its output `name` with a placeholder of the type the
+    /// model declares for it (`value_info`, as exporters and onnx shape inference write), so
+    /// that the nodes downstream are still checked and every problem is reported in one run.
+    /// The graph is discarded when any error was found. Returns false when no type is declared.
+    fn stand_in(&mut self, g: &GraphProto, name: &str) -> bool {
+        let declared = g
+            .value_info
+            .iter()
+            .chain(&g.output)
+            .find(|vi| vi.name == name);
+        match declared.map(|vi| value_info_type(vi, None)) {
+            Some(Ok(ty)) => {
+                let v = self.graph.add_input(name.to_string(), ty);
+                self.names.insert(name.to_string(), v);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn known_value(&self, v: ValueId) -> Option<Arc<Tensor>> {
         match &self.graph.value(v).def {
             ValueDef::Const(t) => Some(t.clone()),
@@ -413,13 +449,22 @@ impl Importer {
             let name = node.input.get(i).filter(|n| !n.is_empty());
             match name.and_then(|n| self.names.get(n)) {
                 Some(&v) => ir_inputs.push(v),
-                None => return Err(invalid(format!("internal: lowering used missing input {i}"))),
+                None => {
+                    return Err(invalid(format!(
+                        "internal: lowering used missing input {i}"
+                    )))
+                }
             }
         }
         let op = lowered.op;
         let id = self
             .graph
-            .add_node(node.name.clone(), op.clone(), ir_inputs.clone(), node.output.to_vec())
+            .add_node(
+                node.name.clone(),
+                op.clone(),
+                ir_inputs.clone(),
+                node.output.to_vec(),
+            )
             .map_err(|e| match e {
                 kiln_ir::IrError::Node { source, .. } => match source {
                     kiln_ir::OpError::Unsupported(r) => FrontendError::Unsupported {
@@ -459,7 +504,10 @@ impl Importer {
             // Shape reads only the static type: any tensor of that type will do.
             Op::Shape { .. } => inputs.first().map(|&v| {
                 let ty = &self.graph.value(v).ty;
-                vec![Arc::new(Tensor::zeros(&TensorType::new(ty.dtype, ty.shape.clone())))]
+                vec![Arc::new(Tensor::zeros(&TensorType::new(
+                    ty.dtype,
+                    ty.shape.clone(),
+                )))]
             }),
             _ => inputs.iter().map(|&v| self.known_value(v)).collect(),
         };
@@ -475,7 +523,9 @@ impl Importer {
             if let (Op::Shape { start, end }, Some(&v)) = (op, inputs.first()) {
                 let shape = &self.graph.value(v).ty.shape;
                 let dims: Vec<i64> = shape[*start..*end].iter().map(|&d| d as i64).collect();
-                if let (Ok(t), Some(&out)) = (Tensor::from_i64(vec![dims.len()], dims), outputs.first()) {
+                if let (Ok(t), Some(&out)) =
+                    (Tensor::from_i64(vec![dims.len()], dims), outputs.first())
+                {
                     self.known.insert(out, Arc::new(t));
                 }
             }
@@ -504,7 +554,9 @@ impl Importer {
             "value_float" => Tensor::scalar_f32(attr.f),
             "value_floats" => Tensor::from_f32(vec![attr.floats.len()], attr.floats.clone())
                 .map_err(|e| invalid(e.to_string()))?,
-            "value_int" => Tensor::from_i64(vec![], vec![attr.i]).map_err(|e| invalid(e.to_string()))?,
+            "value_int" => {
+                Tensor::from_i64(vec![], vec![attr.i]).map_err(|e| invalid(e.to_string()))?
+            }
             "value_ints" => Tensor::from_i64(vec![attr.ints.len()], attr.ints.clone())
                 .map_err(|e| invalid(e.to_string()))?,
             other => {
@@ -539,7 +591,9 @@ impl Importer {
                 if declared != *got {
                     return Err(FrontendError::Input {
                         name: vi.name.clone(),
-                        reason: format!("graph output is declared {declared} but kiln infers {got}"),
+                        reason: format!(
+                            "graph output is declared {declared} but kiln infers {got}"
+                        ),
                     });
                 }
             }
@@ -547,7 +601,8 @@ impl Importer {
         }
         self.graph.set_outputs(outputs);
         if cfg!(debug_assertions) {
-            kiln_ir::verify::verify(&self.graph).map_err(|e| FrontendError::Parse(format!("internal: {e}")))?;
+            kiln_ir::verify::verify(&self.graph)
+                .map_err(|e| FrontendError::Parse(format!("internal: {e}")))?;
         }
         Ok(())
     }

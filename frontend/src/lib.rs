@@ -12,5 +12,5 @@ pub mod tensor;
 pub use error::FrontendError;
 pub use import::{import_model, ImportOptions, Model};
 pub use ops::supported_ops;
-pub use tensor::load_tensor_pb;
 pub use survey::{survey, Survey};
+pub use tensor::load_tensor_pb;

@@ -35,7 +35,9 @@ impl Survey {
 
     /// True when every op and element type is in kiln's op set.
     pub fn is_supported(&self) -> bool {
-        self.unsupported_ops().is_empty() && self.unsupported_dtypes.is_empty() && !self.non_tensor_io
+        self.unsupported_ops().is_empty()
+            && self.unsupported_dtypes.is_empty()
+            && !self.non_tensor_io
     }
 }
 

@@ -68,7 +68,10 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, FrontendError> {
 fn decode_raw(dtype: DType, raw: &[u8], n: usize) -> Result<TensorData, String> {
     let need = n * dtype.size_bytes();
     if raw.len() != need {
-        return Err(format!("raw_data has {} bytes, shape needs {need}", raw.len()));
+        return Err(format!(
+            "raw_data has {} bytes, shape needs {need}",
+            raw.len()
+        ));
     }
     macro_rules! le {
         ($t:ty, $w:expr) => {
@@ -141,6 +144,7 @@ fn decode_typed(dtype: DType, t: &TensorProto, n: usize) -> Result<TensorData, S
 /// Parses a serialized `TensorProto` (the `.pb` files of the ONNX node tests).
 pub fn load_tensor_pb(bytes: &[u8]) -> Result<Tensor, FrontendError> {
     use protobuf::Message;
-    let t = TensorProto::parse_from_bytes(bytes).map_err(|e| FrontendError::Parse(e.to_string()))?;
+    let t =
+        TensorProto::parse_from_bytes(bytes).map_err(|e| FrontendError::Parse(e.to_string()))?;
     tensor_from_proto(&t)
 }

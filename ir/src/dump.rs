@@ -49,7 +49,13 @@ pub fn to_text(graph: &Graph) -> String {
     let _ = writeln!(s, "graph {} {{", quoted(graph.name()));
     for &v in graph.inputs() {
         let val = graph.value(v);
-        let _ = writeln!(s, "  %{} = input {}: {}", v.index(), quoted(&val.name), val.ty);
+        let _ = writeln!(
+            s,
+            "  %{} = input {}: {}",
+            v.index(),
+            quoted(&val.name),
+            val.ty
+        );
     }
     let order = graph.topo_order().unwrap_or_else(|_| graph.node_ids());
     // Constants first, in id order, limited to those something uses.
@@ -63,7 +69,13 @@ pub fn to_text(graph: &Graph) -> String {
     used_consts.dedup();
     for v in used_consts {
         let val = graph.value(v);
-        let _ = write!(s, "  @{} = const {}: {}", v.index(), quoted(&val.name), val.ty);
+        let _ = write!(
+            s,
+            "  @{} = const {}: {}",
+            v.index(),
+            quoted(&val.name),
+            val.ty
+        );
         if let Some(t) = val.const_tensor() {
             if t.numel() <= INLINE_CONST_ELEMENTS {
                 let _ = write!(s, " = {}", inline_values(t.data()));
@@ -79,7 +91,13 @@ pub fn to_text(graph: &Graph) -> String {
             .map(|&v| format!("%{}:{}", v.index(), graph.value(v).ty))
             .collect();
         let args: Vec<String> = node.inputs.iter().map(|&v| value_ref(graph, v)).collect();
-        let _ = write!(s, "  {} = {}({})", outs.join(", "), node.op.dump_name(), args.join(", "));
+        let _ = write!(
+            s,
+            "  {} = {}({})",
+            outs.join(", "),
+            node.op.dump_name(),
+            args.join(", ")
+        );
         let attrs = node.op.attrs();
         if !attrs.is_empty() {
             let items: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -126,7 +144,11 @@ pub fn to_dot(graph: &Graph) -> String {
             .filter(|&&v| graph.value(v).is_const())
             .map(|&v| graph.value(v).ty.to_string())
             .collect();
-        let mut label = format!("{}\\n{}", dot_escape(node.op.name()), dot_escape(&node.name));
+        let mut label = format!(
+            "{}\\n{}",
+            dot_escape(node.op.name()),
+            dot_escape(&node.name)
+        );
         if !consts.is_empty() {
             let _ = write!(label, "\\nconst {}", consts.join(", "));
         }
@@ -142,13 +164,23 @@ pub fn to_dot(graph: &Graph) -> String {
     for &n in &order {
         for &v in &graph.node(n).inputs {
             if let Some(src) = source(v) {
-                let _ = writeln!(s, "  {src} -> n{} [label=\"{}\"];", n.index(), graph.value(v).ty);
+                let _ = writeln!(
+                    s,
+                    "  {src} -> n{} [label=\"{}\"];",
+                    n.index(),
+                    graph.value(v).ty
+                );
             }
         }
     }
     for (i, &v) in graph.outputs().iter().enumerate() {
         let val = graph.value(v);
-        let _ = writeln!(s, "  out{i} [shape=ellipse, label=\"{}\\n{}\"];", dot_escape(&val.name), val.ty);
+        let _ = writeln!(
+            s,
+            "  out{i} [shape=ellipse, label=\"{}\\n{}\"];",
+            dot_escape(&val.name),
+            val.ty
+        );
         if let Some(src) = source(v) {
             let _ = writeln!(s, "  {src} -> out{i};");
         }

@@ -27,7 +27,10 @@ pub enum IrError {
         #[source]
         source: OpError,
     },
-    #[error("tensor {dtype}{shape:?} is too large (limit is {} bytes)", crate::tensor::MAX_TENSOR_BYTES)]
+    #[error(
+        "tensor {dtype}{shape:?} is too large (limit is {} bytes)",
+        crate::tensor::MAX_TENSOR_BYTES
+    )]
     TooLarge { shape: Vec<usize>, dtype: DType },
     #[error("tensor data has {len} elements but shape {shape:?} needs a different count")]
     DataLength { shape: Vec<usize>, len: usize },

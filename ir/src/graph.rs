@@ -4,8 +4,8 @@
 //! dependency queries (topological order, cycles) are graph algorithms; values live in a flat
 //! table indexed by [`ValueId`]. Neither petgraph type leaks out of this module.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -141,7 +141,11 @@ impl Graph {
     }
 
     /// Adds a constant value.
-    pub fn add_const(&mut self, name: impl Into<String>, tensor: impl Into<Arc<Tensor>>) -> ValueId {
+    pub fn add_const(
+        &mut self,
+        name: impl Into<String>,
+        tensor: impl Into<Arc<Tensor>>,
+    ) -> ValueId {
         let tensor = tensor.into();
         self.push_value(Value {
             name: name.into(),
@@ -161,10 +165,8 @@ impl Graph {
         output_names: Vec<String>,
     ) -> Result<NodeId, IrError> {
         let name = name.into();
-        let in_types: Vec<&TensorType> = inputs
-            .iter()
-            .map(|&v| &self.values[v.index()].ty)
-            .collect();
+        let in_types: Vec<&TensorType> =
+            inputs.iter().map(|&v| &self.values[v.index()].ty).collect();
         let out_types = ops::infer(&op, &in_types).map_err(|source| IrError::Node {
             node: name.clone(),
             op: op.name().to_string(),
@@ -342,10 +344,17 @@ mod tests {
     fn small_graph() -> (Graph, NodeId, NodeId) {
         let mut g = Graph::new("small");
         let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 4]));
-        let w = g.add_const("w", Tensor::from_f32(vec![4], vec![1.0, -2.0, 3.0, -4.0]).unwrap());
-        let relu = g.add_node("relu0", Op::Relu, vec![x], vec!["r".into()]).unwrap();
+        let w = g.add_const(
+            "w",
+            Tensor::from_f32(vec![4], vec![1.0, -2.0, 3.0, -4.0]).unwrap(),
+        );
+        let relu = g
+            .add_node("relu0", Op::Relu, vec![x], vec!["r".into()])
+            .unwrap();
         let r = g.node(relu).outputs[0];
-        let add = g.add_node("add0", Op::Add, vec![r, w], vec!["y".into()]).unwrap();
+        let add = g
+            .add_node("add0", Op::Add, vec![r, w], vec!["y".into()])
+            .unwrap();
         let y = g.node(add).outputs[0];
         g.set_outputs(vec![y]);
         (g, relu, add)
@@ -403,6 +412,9 @@ mod tests {
         let (mut g, relu, _) = small_graph();
         g.remove_node(relu);
         let err = crate::verify::verify(&g).unwrap_err().to_string();
-        assert!(err.contains("node 'add0' (Add): input 0 (%2) is not defined"), "{err}");
+        assert!(
+            err.contains("node 'add0' (Add): input 0 (%2) is not defined"),
+            "{err}"
+        );
     }
 }

@@ -53,7 +53,10 @@ pub fn write(t: &Tensor) -> Vec<u8> {
         [d] => format!("({d},)"),
         dims => format!(
             "({})",
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!(
@@ -71,12 +74,22 @@ pub fn write(t: &Tensor) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     match t.data() {
-        TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I8(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I8(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
     }
     out
@@ -105,7 +118,10 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, NpyError> {
         return Err(NpyError::BadMagic);
     }
     let (header_len, header_start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10usize),
+        1 => (
+            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+            10usize,
+        ),
         2 | 3 => {
             if bytes.len() < 12 {
                 return Err(NpyError::Truncated);
@@ -132,7 +148,10 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, NpyError> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| NpyError::Header(format!("bad shape {shape_text}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| NpyError::Header(format!("bad shape {shape_text}")))
+        })
         .collect::<Result<_, _>>()?;
     let ty = crate::tensor::TensorType::checked(dtype, shape)?;
     let body = &bytes[data_start..];
@@ -180,6 +199,9 @@ mod tests {
         assert!(matches!(read(b"hello world!"), Err(NpyError::BadMagic)));
         let t = Tensor::from_f32(vec![4], vec![1.0; 4]).unwrap();
         let bytes = write(&t);
-        assert!(matches!(read(&bytes[..bytes.len() - 1]), Err(NpyError::Truncated)));
+        assert!(matches!(
+            read(&bytes[..bytes.len() - 1]),
+            Err(NpyError::Truncated)
+        ));
     }
 }

@@ -27,14 +27,22 @@ pub fn verify(graph: &Graph) -> Result<(), IrError> {
     };
     for (pos, &v) in graph.inputs().iter().enumerate() {
         if v.index() >= n_values || graph.value(v).def != ValueDef::Input(pos) {
-            problems.push(format!("graph input {pos} (%{}) is not defined as that input", v.index()));
+            problems.push(format!(
+                "graph input {pos} (%{}) is not defined as that input",
+                v.index()
+            ));
         }
     }
     for v in graph.value_ids() {
         let value = graph.value(v);
         if let ValueDef::Const(t) = &value.def {
             if t.ty() != value.ty {
-                problems.push(format!("constant @{} has type {} but data {}", v.index(), value.ty, t.ty()));
+                problems.push(format!(
+                    "constant @{} has type {} but data {}",
+                    v.index(),
+                    value.ty,
+                    t.ty()
+                ));
             }
         }
     }
@@ -44,15 +52,21 @@ pub fn verify(graph: &Graph) -> Result<(), IrError> {
         let mut inputs_ok = true;
         for (slot, &v) in node.inputs.iter().enumerate() {
             if !defined(v) {
-                problems.push(format!("{here}: input {slot} (%{}) is not defined", v.index()));
+                problems.push(format!(
+                    "{here}: input {slot} (%{}) is not defined",
+                    v.index()
+                ));
                 inputs_ok = false;
             }
         }
         for (slot, &v) in node.outputs.iter().enumerate() {
-            let ok = v.index() < n_values
-                && graph.value(v).def == ValueDef::Node { node: id, slot };
+            let ok =
+                v.index() < n_values && graph.value(v).def == ValueDef::Node { node: id, slot };
             if !ok {
-                problems.push(format!("{here}: output {slot} (%{}) is not defined by this node", v.index()));
+                problems.push(format!(
+                    "{here}: output {slot} (%{}) is not defined by this node",
+                    v.index()
+                ));
             }
         }
         if !inputs_ok {

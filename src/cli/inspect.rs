@@ -70,7 +70,11 @@ fn table(graph: &Graph) -> anyhow::Result<(Vec<Row>, Totals)> {
     for id in order {
         let node = graph.node(id);
         let in_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
-        let outputs: Vec<TensorType> = node.outputs.iter().map(|&v| graph.value(v).ty.clone()).collect();
+        let outputs: Vec<TensorType> = node
+            .outputs
+            .iter()
+            .map(|&v| graph.value(v).ty.clone())
+            .collect();
         let macs = kiln_ir::ops::macs(&node.op, &in_types, &outputs);
         let params = node
             .inputs
@@ -78,7 +82,12 @@ fn table(graph: &Graph) -> anyhow::Result<(Vec<Row>, Totals)> {
             .filter(|&&v| graph.value(v).is_const())
             .map(|&v| graph.value(v).ty.numel())
             .sum();
-        consts.extend(node.inputs.iter().copied().filter(|&v| graph.value(v).is_const()));
+        consts.extend(
+            node.inputs
+                .iter()
+                .copied()
+                .filter(|&v| graph.value(v).is_const()),
+        );
         total_macs += macs;
         rows.push(Row {
             name: node.name.clone(),
@@ -98,7 +107,11 @@ fn table(graph: &Graph) -> anyhow::Result<(Vec<Row>, Totals)> {
 }
 
 fn shapes(types: &[TensorType]) -> String {
-    types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
+    types
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals, opset: i64) {
@@ -109,10 +122,23 @@ fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals,
     for &v in graph.outputs() {
         println!("output {}: {}", graph.value(v).name, graph.value(v).ty);
     }
-    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 48);
-    let shape_w = rows.iter().map(|r| shapes(&r.outputs).len()).max().unwrap_or(5).clamp(5, 40);
+    let name_w = rows
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
+    let shape_w = rows
+        .iter()
+        .map(|r| shapes(&r.outputs).len())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 40);
     println!();
-    println!("{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}", "node", "op", "output", "params", "MACs");
+    println!(
+        "{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}",
+        "node", "op", "output", "params", "MACs"
+    );
     for r in rows {
         println!(
             "{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}",
@@ -131,7 +157,13 @@ fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals,
     println!("supported: yes (every op, attribute and element type)");
 }
 
-fn print_json(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals, opset: i64) -> anyhow::Result<()> {
+fn print_json(
+    args: &InspectArgs,
+    graph: &Graph,
+    rows: &[Row],
+    totals: &Totals,
+    opset: i64,
+) -> anyhow::Result<()> {
     let io = |ids: &[kiln_ir::ValueId]| -> Vec<serde_json::Value> {
         ids.iter()
             .map(|&v| {
@@ -162,12 +194,18 @@ fn print_json(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals, 
         "nodes": nodes,
         "totals": {"nodes": totals.nodes, "params": totals.params, "weight_bytes": totals.weight_bytes, "macs": totals.macs},
     });
-    println!("{}", serde_json::to_string_pretty(&doc).context("serializing JSON")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).context("serializing JSON")?
+    );
     Ok(())
 }
 
 /// Prints every problem the importer found and returns exit code 2.
-fn report_problems(args: &InspectArgs, err: &kiln_frontend::FrontendError) -> anyhow::Result<ExitCode> {
+fn report_problems(
+    args: &InspectArgs,
+    err: &kiln_frontend::FrontendError,
+) -> anyhow::Result<ExitCode> {
     let problems: Vec<String> = err.flatten().iter().map(|e| e.to_string()).collect();
     if args.json {
         let doc = serde_json::json!({
@@ -177,7 +215,11 @@ fn report_problems(args: &InspectArgs, err: &kiln_frontend::FrontendError) -> an
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        eprintln!("{}: {} problem(s) prevent compiling this model:", args.model.model.display(), problems.len());
+        eprintln!(
+            "{}: {} problem(s) prevent compiling this model:",
+            args.model.model.display(),
+            problems.len()
+        );
         for p in &problems {
             eprintln!("error: {p}");
         }

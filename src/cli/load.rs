@@ -19,7 +19,9 @@ pub fn parse_input_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Ve
             .split(',')
             .map(|d| d.trim().parse::<usize>())
             .collect::<Result<_, _>>()
-            .with_context(|| format!("--input-shape '{spec}': dimensions must be non-negative integers"))?;
+            .with_context(|| {
+                format!("--input-shape '{spec}': dimensions must be non-negative integers")
+            })?;
         shapes.insert(name.to_string(), dims);
     }
     Ok(shapes)
@@ -44,7 +46,10 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
 /// Writes a file so that readers never see it half-written: to a temporary name in the same
 /// directory, then renamed into place.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .with_context(|| format!("'{}' is not a file path", path.display()))?;

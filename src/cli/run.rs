@@ -39,7 +39,13 @@ enum Backend {
 pub fn sanitize_file_name(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() || s == "." || s == ".." {
         format!("output{s}")
@@ -56,10 +62,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
     }
     let outputs = match args.backend {
-        Backend::Interp => kiln_ir::interp::run(graph, &inputs).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Backend::Interp => {
+            kiln_ir::interp::run(graph, &inputs).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
     };
-    std::fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("cannot create output directory '{}'", args.output_dir.display()))?;
+    std::fs::create_dir_all(&args.output_dir).with_context(|| {
+        format!(
+            "cannot create output directory '{}'",
+            args.output_dir.display()
+        )
+    })?;
     let mut described = Vec::new();
     let mut used_names = std::collections::HashSet::new();
     for (i, (&v, t)) in graph.outputs().iter().zip(&outputs).enumerate() {
@@ -93,13 +105,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn read_npy(path: &Path) -> anyhow::Result<Tensor> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read input '{}'", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read input '{}'", path.display()))?;
     kiln_ir::npy::read(&bytes).with_context(|| format!("cannot parse input '{}'", path.display()))
 }
 
 /// Binds `--input` options to graph inputs; returns the inputs and whether they are random.
 fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tensor>, bool)> {
-    let names: Vec<&str> = graph.inputs().iter().map(|&v| graph.value(v).name.as_str()).collect();
+    let names: Vec<&str> = graph
+        .inputs()
+        .iter()
+        .map(|&v| graph.value(v).name.as_str())
+        .collect();
     if specs.is_empty() {
         let inputs = graph
             .inputs()
@@ -115,7 +132,10 @@ fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tensor>, 
         let (slot, file) = match spec.split_once('=') {
             Some((name, file)) if !name.is_empty() && !Path::new(spec).exists() => {
                 let Some(slot) = names.iter().position(|n| *n == name) else {
-                    bail!("--input {spec}: the model has no input '{name}' (inputs: {})", names.join(", "));
+                    bail!(
+                        "--input {spec}: the model has no input '{name}' (inputs: {})",
+                        names.join(", ")
+                    );
                 };
                 (slot, file)
             }
@@ -126,7 +146,10 @@ fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tensor>, 
             }
         };
         if slot >= names.len() {
-            bail!("--input {spec}: the model has only {} input(s)", names.len());
+            bail!(
+                "--input {spec}: the model has only {} input(s)",
+                names.len()
+            );
         }
         if bound[slot].is_some() {
             bail!("--input {spec}: input '{}' is given twice", names[slot]);
@@ -138,10 +161,18 @@ fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tensor>, 
         let v = graph.inputs()[slot];
         let want = &graph.value(v).ty;
         let Some(t) = t else {
-            bail!("input '{}' ({want}) is not given: add --input {}=FILE.npy", names[slot], names[slot]);
+            bail!(
+                "input '{}' ({want}) is not given: add --input {}=FILE.npy",
+                names[slot],
+                names[slot]
+            );
         };
         if t.ty() != *want {
-            bail!("input '{}' expects {want} but the file holds {}", names[slot], t.ty());
+            bail!(
+                "input '{}' expects {want} but the file holds {}",
+                names[slot],
+                t.ty()
+            );
         }
         inputs.push(t);
     }
@@ -162,7 +193,11 @@ fn random_tensor(ty: &TensorType, stream: u64) -> Tensor {
     };
     let n = ty.numel();
     let data = match ty.dtype {
-        DType::F32 => TensorData::F32((0..n).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).collect()),
+        DType::F32 => TensorData::F32(
+            (0..n)
+                .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+                .collect(),
+        ),
         DType::I8 => TensorData::I8((0..n).map(|_| (next() % 8) as i8).collect()),
         DType::U8 => TensorData::U8((0..n).map(|_| (next() % 8) as u8).collect()),
         DType::I16 => TensorData::I16((0..n).map(|_| (next() % 8) as i16).collect()),

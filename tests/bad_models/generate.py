@@ -57,6 +57,21 @@ def main():
             [f32("y", [1, 4])],
         ),
     )
+    # Every problem at once: the unknown op's output type is declared (value_info), so the
+    # unsupported attribute downstream of it is found in the same run.
+    chained = model(
+        [
+            helper.make_node("FancyNewOp", ["x"], ["a"], name="fancy0"),
+            helper.make_node("LayerNormalization", ["a", "gamma"], ["b"], name="ln_stash", stash_type=0),
+            helper.make_node("Relu", ["b"], ["y"], name="relu0"),
+        ],
+        [f32("x", [1, 4])],
+        [f32("y", [1, 4])],
+        [numpy_helper.from_array(np.ones((4,), np.float32), "gamma")],
+        opset=17,
+    )
+    chained.graph.value_info.extend([f32("a", [1, 4]), f32("b", [1, 4])])
+    save("unknown_op_then_unsupported_attr.onnx", chained)
     save(
         "shape_mismatch.onnx",
         model(

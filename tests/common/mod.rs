@@ -33,10 +33,18 @@ pub fn read_npy(path: &Path) -> Tensor {
 /// mismatch.
 pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
     if got.dtype() != want.dtype() {
-        return Err(format!("dtype {} != expected {}", got.dtype(), want.dtype()));
+        return Err(format!(
+            "dtype {} != expected {}",
+            got.dtype(),
+            want.dtype()
+        ));
     }
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?} != expected {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?} != expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     match (got.data(), want.data()) {
         (TensorData::F32(g), TensorData::F32(w)) => {
@@ -58,8 +66,14 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), 
             if g == w {
                 Ok(())
             } else {
-                let i = (0..g.len()).find(|&i| g.get_f64(i) != w.get_f64(i)).unwrap_or(0);
-                Err(format!("element {i}: got {}, expected {}", g.get_f64(i), w.get_f64(i)))
+                let i = (0..g.len())
+                    .find(|&i| g.get_f64(i) != w.get_f64(i))
+                    .unwrap_or(0);
+                Err(format!(
+                    "element {i}: got {}, expected {}",
+                    g.get_f64(i),
+                    w.get_f64(i)
+                ))
             }
         }
     }
@@ -70,7 +84,11 @@ pub fn max_abs_diff(got: &Tensor, want: &Tensor) -> (f32, f32) {
     let (Some(g), Some(w)) = (got.as_f32(), want.as_f32()) else {
         return (f32::INFINITY, 0.0);
     };
-    let diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let diff = g
+        .iter()
+        .zip(w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     let mag = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     (diff, mag)
 }

@@ -84,7 +84,11 @@ impl NodeCtx<'_> {
         self.attr(name).is_some()
     }
 
-    fn typed(&self, name: &str, want: AttributeType) -> Result<Option<&AttributeProto>, LowerError> {
+    fn typed(
+        &self,
+        name: &str,
+        want: AttributeType,
+    ) -> Result<Option<&AttributeProto>, LowerError> {
         match self.attr(name) {
             None => Ok(None),
             Some(a) if a.type_.value() == want as i32 || a.type_.value() == 0 => Ok(Some(a)),
@@ -112,11 +116,15 @@ impl NodeCtx<'_> {
     }
 
     pub fn attr_ints(&self, name: &str) -> Result<Option<Vec<i64>>, LowerError> {
-        Ok(self.typed(name, AttributeType::INTS)?.map(|a| a.ints.clone()))
+        Ok(self
+            .typed(name, AttributeType::INTS)?
+            .map(|a| a.ints.clone()))
     }
 
     pub fn attr_floats(&self, name: &str) -> Result<Option<Vec<f32>>, LowerError> {
-        Ok(self.typed(name, AttributeType::FLOATS)?.map(|a| a.floats.clone()))
+        Ok(self
+            .typed(name, AttributeType::FLOATS)?
+            .map(|a| a.floats.clone()))
     }
 
     pub fn attr_string(&self, name: &str) -> Result<Option<String>, LowerError> {
@@ -126,7 +134,9 @@ impl NodeCtx<'_> {
     }
 
     pub fn attr_string_or(&self, name: &str, default: &str) -> Result<String, LowerError> {
-        Ok(self.attr_string(name)?.unwrap_or_else(|| default.to_string()))
+        Ok(self
+            .attr_string(name)?
+            .unwrap_or_else(|| default.to_string()))
     }
 
     /// A tensor-valued attribute (e.g. ConstantOfShape's `value`).
@@ -202,7 +212,11 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, LowerError> {
     if axis < -r || axis >= r.max(1) {
         return bad!("axis {axis} is out of range for rank {rank}");
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Every ONNX op kiln imports, and the family file that lowers it. Kept sorted by family.

@@ -53,25 +53,47 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
 pub fn macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
     let out_numel = outputs.first().map_or(0, |t| t.numel()) as u64;
     match op {
-        Op::Conv { kernel_shape, group, .. } => {
-            let in_ch = inputs.first().and_then(|t| t.shape.get(1)).copied().unwrap_or(0) as u64;
+        Op::Conv {
+            kernel_shape,
+            group,
+            ..
+        } => {
+            let in_ch = inputs
+                .first()
+                .and_then(|t| t.shape.get(1))
+                .copied()
+                .unwrap_or(0) as u64;
             let k: u64 = kernel_shape.iter().map(|&k| k as u64).product();
             out_numel * k * (in_ch / (*group).max(1) as u64)
         }
-        Op::ConvTranspose { kernel_shape, group, .. } => {
+        Op::ConvTranspose {
+            kernel_shape,
+            group,
+            ..
+        } => {
             // Every input element is scattered through a kernel into out_ch / group channels.
             let in_numel = inputs.first().map_or(0, |t| t.numel()) as u64;
-            let out_ch = outputs.first().and_then(|t| t.shape.get(1)).copied().unwrap_or(0) as u64;
+            let out_ch = outputs
+                .first()
+                .and_then(|t| t.shape.get(1))
+                .copied()
+                .unwrap_or(0) as u64;
             let k: u64 = kernel_shape.iter().map(|&k| k as u64).product();
             in_numel * k * (out_ch / (*group).max(1) as u64)
         }
         Op::MatMul => {
-            let k = inputs.first().and_then(|t| t.shape.last()).copied().unwrap_or(0) as u64;
+            let k = inputs
+                .first()
+                .and_then(|t| t.shape.last())
+                .copied()
+                .unwrap_or(0) as u64;
             out_numel * k
         }
         Op::Gemm { trans_a, .. } => {
             let a = inputs.first().map(|t| t.shape.as_slice()).unwrap_or(&[]);
-            let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(0) as u64;
+            let k = if *trans_a { a.first() } else { a.get(1) }
+                .copied()
+                .unwrap_or(0) as u64;
             out_numel * k
         }
         _ => 0,

@@ -23,8 +23,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError>
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -111,14 +119,16 @@ pub fn f32_input<'a>(op: &str, inputs: &[&'a Tensor], i: usize) -> Result<&'a [f
     let t = inputs
         .get(i)
         .ok_or_else(|| OpError::Invalid(format!("{op}: missing input {i}")))?;
-    t.as_f32().ok_or_else(|| {
-        OpError::Unsupported(format!("{op} on {} input {i}", t.dtype()))
-    })
+    t.as_f32()
+        .ok_or_else(|| OpError::Unsupported(format!("{op} on {} input {i}", t.dtype())))
 }
 
 /// Error for an op routed to a family file that does not handle it (a dispatch bug).
 pub fn wrong_family(op: &crate::op::Op) -> OpError {
-    OpError::Invalid(format!("internal: {} dispatched to the wrong op family", op.name()))
+    OpError::Invalid(format!(
+        "internal: {} dispatched to the wrong op family",
+        op.name()
+    ))
 }
 
 #[cfg(test)]
@@ -127,10 +137,16 @@ mod tests {
 
     #[test]
     fn broadcasting() {
-        assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]).ok(), Some(vec![2, 4, 3]));
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 3], &[4, 1]).ok(),
+            Some(vec![2, 4, 3])
+        );
         assert!(broadcast_shapes(&[2, 3], &[3, 2]).is_err());
         assert_eq!(broadcast_index_map(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
-        assert_eq!(broadcast_index_map(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(
+            broadcast_index_map(&[2, 1], &[2, 3]),
+            vec![0, 0, 0, 1, 1, 1]
+        );
         assert_eq!(broadcast_index_map(&[], &[2]), vec![0, 0]);
     }
 }
