@@ -10,20 +10,12 @@ use crate::dtype::DType;
 use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
-use crate::ops::util::{check_arity, f32_input, make, out_type, wrong_family};
+use crate::ops::util::{check_arity, f32_input, make, out_type, require_f32, wrong_family};
 use crate::tensor::{strides as row_major_strides, Tensor, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
     check_arity(op.name(), inputs.len(), 2, 3)?;
-    for (i, t) in inputs.iter().enumerate() {
-        if t.dtype != DType::F32 {
-            return Err(OpError::Unsupported(format!(
-                "{} on {} input {i}",
-                op.name(),
-                t.dtype
-            )));
-        }
-    }
+    require_f32(op, inputs)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     let geom = Geometry::new(op, &shapes)?;
     Ok(vec![out_type(DType::F32, geom.out_shape())?])

@@ -9,20 +9,13 @@ use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
 use crate::ops::util::{
-    broadcast_index_map, broadcast_shapes, check_arity, f32_input, make, out_type, wrong_family,
+    broadcast_index_map, broadcast_shapes, check_arity, f32_input, make, out_type, require_f32,
+    wrong_family,
 };
 use crate::tensor::{Tensor, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
-    for (i, t) in inputs.iter().enumerate() {
-        if t.dtype != DType::F32 {
-            return Err(OpError::Unsupported(format!(
-                "{} on {} input {i}",
-                op.name(),
-                t.dtype
-            )));
-        }
-    }
+    require_f32(op, inputs)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     check_shapes(op, &shapes)?;
     let x = shapes[0].to_vec();

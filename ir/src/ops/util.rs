@@ -123,6 +123,21 @@ pub fn f32_input<'a>(op: &str, inputs: &[&'a Tensor], i: usize) -> Result<&'a [f
         .ok_or_else(|| OpError::Unsupported(format!("{op} on {} input {i}", t.dtype())))
 }
 
+/// Checks that every input is f32 (for ops kiln defines on float only).
+pub fn require_f32(op: &crate::op::Op, inputs: &[&TensorType]) -> Result<(), OpError> {
+    match inputs
+        .iter()
+        .position(|t| t.dtype != crate::dtype::DType::F32)
+    {
+        Some(i) => Err(OpError::Unsupported(format!(
+            "{} on {} input {i}",
+            op.name(),
+            inputs[i].dtype
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Error for an op routed to a family file that does not handle it (a dispatch bug).
 pub fn wrong_family(op: &crate::op::Op) -> OpError {
     OpError::Invalid(format!(
