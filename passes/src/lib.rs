@@ -1,1 +1,6 @@
-//! kiln-passes: placeholder crate; its work arrives with later issues.
+//! kiln's graph passes and the static memory planner. Passes rewrite the IR graph; they never
+//! emit code.
+
+pub mod memory_plan;
+
+pub use memory_plan::{plan_memory, MemoryPlan, Storage};

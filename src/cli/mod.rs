@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and dispatch to one module per subcommand.
 
+mod compile;
 mod inspect;
 mod load;
 mod run;
@@ -22,6 +23,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Compile a model to C99 sources that link into firmware.
+    ///
+    /// Example: kiln compile model.onnx --emit c -o build/model --name kws
+    Compile(compile::CompileArgs),
     /// Run a model on this computer and write its outputs as .npy files.
     ///
     /// Example: kiln run model.onnx --input input=x.npy --output-dir out/
@@ -47,6 +52,7 @@ pub struct ModelArgs {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
         Command::Inspect(args) => inspect::inspect(&args),
     }

@@ -33,6 +33,8 @@ pub struct RunArgs {
 enum Backend {
     /// kiln's reference interpreter (defines the semantics every backend is tested against).
     Interp,
+    /// The generated C, built with the host compiler ($CC, default cc) at -O2.
+    C,
 }
 
 /// Output file name: characters outside `[A-Za-z0-9._-]` become `_`.
@@ -65,6 +67,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Backend::Interp => {
             kiln_ir::interp::run(graph, &inputs).map_err(|e| anyhow::anyhow!("{e}"))?
         }
+        Backend::C => {
+            kiln_backends::host::run_c(graph, &inputs, &Default::default(), &Default::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
     };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
         format!(
@@ -95,7 +101,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let doc = serde_json::json!({
             "model": args.model.model.display().to_string(),
-            "backend": "interp",
+            "backend": match args.backend {
+                Backend::Interp => "interp",
+                Backend::C => "c",
+            },
             "random_input": random,
             "outputs": described,
         });

@@ -1,0 +1,473 @@
+//! The C99 emitter: a graph, its memory plan and its kernels become `PREFIX.h`, `PREFIX.c` and
+//! the runtime header, a self-contained directory that `cc -c DIR/*.c` builds.
+//!
+//! Output is byte-deterministic for a given graph and options: no timestamps, paths or hashes.
+
+mod expr;
+mod writer;
+
+use std::collections::BTreeMap;
+
+use kiln_ir::{Graph, NodeId, TensorData, TensorType, ValueId};
+use kiln_passes::{plan_memory, MemoryPlan, Storage};
+
+use crate::error::BackendError;
+use crate::kernel::Kernel;
+use crate::lower::{copy_kernel, lower_op};
+use expr::{c_type, float_literal, int_literal, ExprPrinter};
+use writer::Writer;
+
+/// The runtime header shipped into every output directory.
+pub const RUNTIME_HEADER: &str = include_str!("../../../runtime/kiln_runtime.h");
+pub const RUNTIME_HEADER_NAME: &str = "kiln_runtime.h";
+
+/// Who provides the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ArenaMode {
+    /// The caller passes a buffer of at least `PREFIX_ARENA_BYTES` to `PREFIX_run`.
+    #[default]
+    Caller,
+    /// The generated code defines `PREFIX_arena` (checked at compile time) for the caller to pass.
+    Static,
+}
+
+#[derive(Clone, Debug)]
+pub struct COptions {
+    /// Prefix of every exported symbol and of the file names.
+    pub name: String,
+    pub arena: ArenaMode,
+    pub weights_section: Option<String>,
+    pub arena_section: Option<String>,
+    /// Use the runtime's own math approximations instead of libm.
+    pub no_libm: bool,
+    /// Arena alignment in bytes.
+    pub alignment: usize,
+}
+
+impl Default for COptions {
+    fn default() -> Self {
+        COptions {
+            name: "model".into(),
+            arena: ArenaMode::Caller,
+            weights_section: None,
+            arena_section: None,
+            no_libm: false,
+            alignment: 16,
+        }
+    }
+}
+
+/// One row of the per-layer report.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    pub node: String,
+    pub op: &'static str,
+    pub kernel: Option<String>,
+    pub output: TensorType,
+    pub macs: u64,
+    /// Arena placement of the first output, if it lives in the arena.
+    pub arena_offset: Option<usize>,
+    pub bytes: usize,
+}
+
+/// A compiled program: file contents plus the figures reports need.
+#[derive(Debug)]
+pub struct CProgram {
+    /// (file name, contents), in a fixed order.
+    pub files: Vec<(String, String)>,
+    pub plan: MemoryPlan,
+    pub layers: Vec<LayerInfo>,
+    pub weight_bytes: usize,
+}
+
+/// Checks that `name` can prefix C identifiers.
+fn check_prefix(name: &str) -> Result<(), BackendError> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::Lowering(format!(
+            "--name '{name}' is not a C identifier (letters, digits and '_', not starting with a digit)"
+        )))
+    }
+}
+
+/// Turns an arbitrary op/node name into a short C identifier fragment.
+fn ident(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(24);
+    out.trim_matches('_').to_string()
+}
+
+pub fn emit_c(graph: &Graph, opts: &COptions) -> Result<CProgram, BackendError> {
+    check_prefix(&opts.name)?;
+    let p = &opts.name;
+    let plan = plan_memory(graph, opts.alignment)?;
+    let mut kernels: Vec<(NodeId, Kernel)> = Vec::new();
+    let mut layers = Vec::new();
+    for (i, &n) in plan.schedule.iter().enumerate() {
+        let node = graph.node(n);
+        let in_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let out_types: Vec<&TensorType> =
+            node.outputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let name = format!("{p}_l{i}_{}", ident(&node.op.dump_name()));
+        let kernel = if plan.elided.contains(&n) {
+            None
+        } else if matches!(node.op, kiln_ir::Op::Reshape { .. } | kiln_ir::Op::Identity) {
+            Some(copy_kernel(&name, out_types[0]))
+        } else {
+            Some(
+                lower_op(&name, &node.op, &in_types, &out_types).map_err(|e| match e {
+                    BackendError::Lowering(reason) => BackendError::Unsupported {
+                        node: node.name.clone(),
+                        op: node.op.name().to_string(),
+                        backend: "C",
+                        reason,
+                    },
+                    other => other,
+                })?,
+            )
+        };
+        let owned: Vec<TensorType> = out_types.iter().map(|t| (*t).clone()).collect();
+        layers.push(LayerInfo {
+            node: node.name.clone(),
+            op: node.op.name(),
+            kernel: kernel.as_ref().map(|k| k.name.clone()),
+            output: owned
+                .first()
+                .cloned()
+                .unwrap_or_else(|| TensorType::new(kiln_ir::DType::F32, vec![])),
+            macs: kiln_ir::ops::macs(&node.op, &in_types, &owned),
+            arena_offset: node.outputs.first().and_then(|&v| plan.arena_offset(v)),
+            bytes: owned.first().map_or(0, |t| t.size_bytes()),
+        });
+        if let Some(k) = kernel {
+            kernels.push((n, k));
+        }
+    }
+    let weights = collect_weights(graph, &plan);
+    let weight_bytes = weights
+        .values()
+        .map(|&v| graph.value(v).ty.size_bytes())
+        .sum();
+    let header = emit_header(graph, &plan, opts);
+    let source = emit_source(graph, &plan, &kernels, &weights, opts);
+    Ok(CProgram {
+        files: vec![
+            (format!("{p}.h"), header),
+            (format!("{p}.c"), source),
+            (RUNTIME_HEADER_NAME.to_string(), RUNTIME_HEADER.to_string()),
+        ],
+        plan,
+        layers,
+        weight_bytes,
+    })
+}
+
+/// Constants the program reads, by C name, in value-id order.
+fn collect_weights(graph: &Graph, plan: &MemoryPlan) -> BTreeMap<ValueId, ValueId> {
+    let mut used = BTreeMap::new();
+    for &n in &plan.schedule {
+        for &v in &graph.node(n).inputs {
+            if graph.value(v).is_const() {
+                used.insert(v, v);
+            }
+        }
+    }
+    for &v in graph.outputs() {
+        if graph.value(v).is_const() {
+            used.insert(v, v);
+        }
+    }
+    used
+}
+
+fn io_param(graph: &Graph, v: ValueId, dir: &str, i: usize, constness: &str) -> String {
+    format!("{constness}{} *{dir}{i}", c_type(graph.value(v).ty.dtype))
+}
+
+fn run_signature(graph: &Graph, p: &str) -> String {
+    let mut params = vec!["void *arena".to_string()];
+    for (i, &v) in graph.inputs().iter().enumerate() {
+        params.push(io_param(graph, v, "in", i, "const "));
+    }
+    for (i, &v) in graph.outputs().iter().enumerate() {
+        params.push(io_param(graph, v, "out", i, ""));
+    }
+    format!("int {p}_run({})", params.join(", "))
+}
+
+fn shape_macro(ty: &TensorType) -> String {
+    let dims: Vec<String> = ty.shape.iter().map(|d| d.to_string()).collect();
+    format!("{{{}}}", dims.join(", "))
+}
+
+fn emit_header(graph: &Graph, plan: &MemoryPlan, opts: &COptions) -> String {
+    let p = &opts.name;
+    let up = p.to_ascii_uppercase();
+    let mut w = Writer::new();
+    w.line(format!(
+        "/* {p}.h: generated by kiln from graph \"{}\". Do not edit. */",
+        graph.name().replace("*/", "")
+    ));
+    w.line("/*");
+    w.line(" * Usage from firmware:");
+    w.line(format!(
+        " *   static uint8_t arena[{up}_ARENA_BYTES] __attribute__((aligned({up}_ARENA_ALIGN)));"
+    ));
+    w.line(format!(
+        " *   int status = {p}_run(arena, input0, ..., output0, ...);  // 0 on success"
+    ));
+    w.line(" * Buffers are row-major (the ONNX layout); element counts and shapes are below. The arena");
+    w.line(" * holds intermediates only: reuse it between models that never run at the same time.");
+    w.line(" * The code is reentrant for distinct arenas: it keeps no state of its own.");
+    w.line(" */");
+    w.line(format!("#ifndef {up}_H"));
+    w.line(format!("#define {up}_H"));
+    w.line("");
+    w.line("#include <stdint.h>");
+    if opts.no_libm {
+        w.line("#ifndef KILN_NO_LIBM");
+        w.line("#define KILN_NO_LIBM 1");
+        w.line("#endif");
+    }
+    w.line("");
+    w.line(format!(
+        "#define {up}_ARENA_BYTES {}",
+        plan.arena_bytes.max(1)
+    ));
+    w.line(format!("#define {up}_ARENA_ALIGN {}", plan.alignment));
+    w.line(format!("#define {up}_NUM_INPUTS {}", graph.inputs().len()));
+    w.line(format!(
+        "#define {up}_NUM_OUTPUTS {}",
+        graph.outputs().len()
+    ));
+    for (dir, ids) in [("IN", graph.inputs()), ("OUT", graph.outputs())] {
+        for (i, &v) in ids.iter().enumerate() {
+            let val = graph.value(v);
+            w.line(format!(
+                "/* {} {i}: \"{}\" {} */",
+                if dir == "IN" { "input" } else { "output" },
+                val.name.replace("*/", ""),
+                val.ty
+            ));
+            w.line(format!("#define {up}_{dir}{i}_ELEMS {}", val.ty.numel()));
+            w.line(format!("#define {up}_{dir}{i}_RANK {}", val.ty.rank()));
+            w.line(format!(
+                "#define {up}_{dir}{i}_SHAPE {}",
+                shape_macro(&val.ty)
+            ));
+        }
+    }
+    w.line("");
+    w.line(format!("/* A compile-time check that a caller's buffer is large enough: {up}_ARENA_CHECK(my_arena); */"));
+    w.line(format!("#define {up}_ARENA_CHECK(buf) typedef char {p}_arena_too_small_##buf[(sizeof(buf) >= {up}_ARENA_BYTES) ? 1 : -1]"));
+    if opts.arena == ArenaMode::Static {
+        w.line(format!(
+            "/* The arena kiln allocated (pass it to {p}_run). */"
+        ));
+        w.line(format!("extern uint8_t {p}_arena[{up}_ARENA_BYTES];"));
+    }
+    w.line("");
+    w.line("/* Runs one inference. Returns 0 on success, 1 if a pointer is NULL. */");
+    w.line(format!("{};", run_signature(graph, p)));
+    w.line("");
+    w.line(format!("#endif /* {up}_H */"));
+    w.finish()
+}
+
+fn weight_name(p: &str, v: ValueId) -> String {
+    format!("{p}_w{}", v.index())
+}
+
+fn emit_weights(
+    w: &mut Writer,
+    graph: &Graph,
+    weights: &BTreeMap<ValueId, ValueId>,
+    opts: &COptions,
+) {
+    let section = opts
+        .weights_section
+        .as_ref()
+        .map(|s| format!(" KILN_SECTION(\"{s}\")"))
+        .unwrap_or_default();
+    for &v in weights.keys() {
+        let val = graph.value(v);
+        let Some(t) = val.const_tensor() else {
+            continue;
+        };
+        let len = t.numel().max(1);
+        w.line(format!(
+            "/* \"{}\" {} */",
+            val.name.replace("*/", ""),
+            val.ty
+        ));
+        let items: Vec<String> = match t.data() {
+            TensorData::F32(d) => d.iter().map(|&x| float_literal(x)).collect(),
+            TensorData::I8(d) => d.iter().map(|&x| x.to_string()).collect(),
+            TensorData::U8(d) => d.iter().map(|&x| x.to_string()).collect(),
+            TensorData::I16(d) => d.iter().map(|&x| x.to_string()).collect(),
+            TensorData::I32(d) => d
+                .iter()
+                .map(|&x| int_literal(i64::from(x), kiln_ir::DType::I32))
+                .collect(),
+            TensorData::I64(d) => d
+                .iter()
+                .map(|&x| int_literal(x, kiln_ir::DType::I64))
+                .collect(),
+            TensorData::Bool(d) => d.iter().map(|&x| u8::from(x).to_string()).collect(),
+        };
+        let items = if items.is_empty() {
+            vec!["0".to_string()]
+        } else {
+            items
+        };
+        w.line(format!(
+            "static const {} {}[{len}] KILN_ALIGNED(16){section} = {{",
+            c_type(val.ty.dtype),
+            weight_name(&opts.name, v)
+        ));
+        w.indent();
+        for chunk in items.chunks(8) {
+            w.line(format!("{},", chunk.join(", ")));
+        }
+        w.dedent();
+        w.line("};");
+    }
+}
+
+fn emit_kernel(w: &mut Writer, k: &Kernel) {
+    let printer = ExprPrinter { kernel: k };
+    let params: Vec<String> = k
+        .params
+        .iter()
+        .map(|p| {
+            format!(
+                "{}{} *{}",
+                if p.output { "" } else { "const " },
+                c_type(p.dtype),
+                p.name
+            )
+        })
+        .collect();
+    w.block(
+        format!("static void {}({})", k.name, params.join(", ")),
+        "",
+        |w| {
+            let mut body = Writer::new();
+            printer.stmts(&mut body, &k.body);
+            let text = body.finish();
+            for p in &k.params {
+                if !text.contains(&format!("{}[", p.name)) {
+                    w.line(format!("(void){};", p.name));
+                }
+            }
+            for line in text.lines() {
+                w.line(line);
+            }
+        },
+    );
+}
+
+/// The C expression for the buffer holding value `v` inside `PREFIX_run`.
+fn buffer(graph: &Graph, plan: &MemoryPlan, p: &str, v: ValueId) -> String {
+    let ty = c_type(graph.value(v).ty.dtype);
+    match plan.resolve(v) {
+        Some(Storage::Input(i)) => format!("in{i}"),
+        Some(Storage::Output(i)) => format!("out{i}"),
+        Some(Storage::Arena { offset }) => format!("({ty} *)(void *)(a + {offset})"),
+        _ => {
+            // Constants (possibly through an alias).
+            let mut root = v;
+            while let Some(Storage::Alias(src)) = plan.storage.get(&root) {
+                root = *src;
+            }
+            weight_name(p, root)
+        }
+    }
+}
+
+fn emit_source(
+    graph: &Graph,
+    plan: &MemoryPlan,
+    kernels: &[(NodeId, Kernel)],
+    weights: &BTreeMap<ValueId, ValueId>,
+    opts: &COptions,
+) -> String {
+    let p = &opts.name;
+    let up = p.to_ascii_uppercase();
+    let mut w = Writer::new();
+    w.line(format!("/* {p}.c: generated by kiln. Do not edit. */"));
+    w.line(format!("#include \"{p}.h\""));
+    w.line(format!("#include \"{RUNTIME_HEADER_NAME}\""));
+    w.line("");
+    if opts.arena == ArenaMode::Static {
+        let section = opts
+            .arena_section
+            .as_ref()
+            .map(|s| format!(" KILN_SECTION(\"{s}\")"))
+            .unwrap_or_default();
+        w.line(format!(
+            "uint8_t {p}_arena[{up}_ARENA_BYTES] KILN_ALIGNED({up}_ARENA_ALIGN){section};"
+        ));
+        w.line(format!("{up}_ARENA_CHECK({p}_arena);"));
+        w.line("");
+    }
+    emit_weights(&mut w, graph, weights, opts);
+    w.line("");
+    for (_, k) in kernels {
+        emit_kernel(&mut w, k);
+        w.line("");
+    }
+    let graph_outputs = graph.outputs().to_vec();
+    w.block(run_signature(graph, p), "", |w| {
+        w.line("uint8_t *const a = (uint8_t *)arena;");
+        let mut nulls = vec!["arena == 0".to_string()];
+        nulls.extend((0..graph.inputs().len()).map(|i| format!("in{i} == 0")));
+        nulls.extend((0..graph_outputs.len()).map(|i| format!("out{i} == 0")));
+        w.line(format!("if ({}) {{", nulls.join(" || ")));
+        w.line("    return KILN_ERR_NULL_ARGUMENT;");
+        w.line("}");
+        w.line("(void)a;");
+        for (n, k) in kernels {
+            let node = graph.node(*n);
+            let args: Vec<String> = node
+                .inputs
+                .iter()
+                .chain(&node.outputs)
+                .map(|&v| buffer(graph, plan, p, v))
+                .collect();
+            w.line(format!(
+                "{}({}); /* {} */",
+                k.name,
+                args.join(", "),
+                node.name.replace("*/", "")
+            ));
+        }
+        // Outputs that no kernel wrote: graph inputs, constants, aliases or repeated values.
+        for (i, &v) in graph_outputs.iter().enumerate() {
+            let src = buffer(graph, plan, p, v);
+            if src != format!("out{i}") {
+                let bytes = graph.value(v).ty.size_bytes();
+                if bytes > 0 {
+                    w.line(format!("memcpy(out{i}, {src}, {bytes});"));
+                }
+            }
+        }
+        w.line("return KILN_OK;");
+    });
+    w.finish()
+}

@@ -1,0 +1,290 @@
+//! The kernel IR: one loop-level representation that every graph op lowers to, and that every
+//! emitter (C text today, Cranelift later) consumes. An op's semantics are written once, in its
+//! lowering under `lower/`; emitters only translate these constructs.
+//!
+//! A [`Kernel`] is a function over typed buffer parameters (the node's inputs, then its outputs)
+//! whose body is a tree of statements: counted loops with constant bounds, scalar locals,
+//! stores, and conditionals. Expressions are typed scalars: index arithmetic is `I32` (tensors
+//! never exceed 2^31 elements, and 32-bit math is what microcontrollers do fast), element math
+//! is in the tensor's type.
+
+use kiln_ir::DType;
+
+/// A scalar variable: a loop counter or a local. Ids are unique within a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u32);
+
+/// Scalar types of kernel expressions: the tensor element types, plus `I32` for indices.
+pub type ScalarType = DType;
+
+/// A buffer parameter of a kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// The ONNX name of the operand (`X`, `W`, `B`, `Y`, ...), used as the C parameter name.
+    pub name: String,
+    pub dtype: DType,
+    /// Number of elements.
+    pub len: usize,
+    /// True for outputs (written), false for inputs (read only).
+    pub output: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnOp {
+    Neg,
+    Abs,
+    Not,
+    /// Math library calls; emitters map them to libm or to the runtime's approximations.
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Erf,
+    Floor,
+    Ceil,
+    /// Round half to even (`rintf` in the default rounding mode).
+    RoundEven,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    /// Float division, or integer division truncating toward zero (division by zero gives 0).
+    Div,
+    /// Remainder with the sign of the dividend (C `%`), integers only.
+    Rem,
+    /// NaN-propagating for floats, as numpy's maximum.
+    Max,
+    Min,
+    Pow,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// An integer constant of type `I32`.
+    Int(i64),
+    /// A constant of the given type, held as f64 (exact for every type kiln uses, but i64
+    /// beyond 2^53, which kernels never need).
+    Const(f64, ScalarType),
+    Var(Var),
+    /// Element `index` (an `I32` expression) of parameter `param`.
+    Load {
+        param: usize,
+        index: Box<Expr>,
+    },
+    Unary(UnOp, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `cond ? then : otherwise`; `cond` is a bool expression.
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion with C semantics (float to int truncates).
+    Cast(ScalarType, Box<Expr>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for var in 0..extent` (an `I32` counter). `unroll` asks the emitter to unroll fully.
+    For {
+        var: Var,
+        extent: usize,
+        unroll: bool,
+        body: Vec<Stmt>,
+    },
+    /// Declares and initializes a local.
+    Let {
+        var: Var,
+        ty: ScalarType,
+        init: Expr,
+    },
+    Assign {
+        var: Var,
+        value: Expr,
+    },
+    Store {
+        param: usize,
+        index: Expr,
+        value: Expr,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        otherwise: Vec<Stmt>,
+    },
+}
+
+/// One layer's code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// A C identifier naming the layer (`conv_3`).
+    pub name: String,
+    /// Inputs first, then outputs, in the node's order.
+    pub params: Vec<Param>,
+    pub body: Vec<Stmt>,
+    /// Types of the kernel's variables, by id (loop counters are `I32`).
+    pub vars: Vec<ScalarType>,
+}
+
+// Expression constructors, so lowerings read like the math they implement.
+impl Expr {
+    pub fn int(v: i64) -> Expr {
+        Expr::Int(v)
+    }
+    pub fn f32(v: f32) -> Expr {
+        Expr::Const(f64::from(v), DType::F32)
+    }
+    pub fn load(param: usize, index: Expr) -> Expr {
+        Expr::Load {
+            param,
+            index: Box::new(index),
+        }
+    }
+    pub fn un(op: UnOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+    pub fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+    pub fn select(c: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+    pub fn cast(ty: ScalarType, a: Expr) -> Expr {
+        Expr::Cast(ty, Box::new(a))
+    }
+    pub fn add(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Add, self, b)
+    }
+    pub fn sub(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Sub, self, b)
+    }
+    pub fn mul(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Mul, self, b)
+    }
+    pub fn div(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Div, self, b)
+    }
+    pub fn rem(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Rem, self, b)
+    }
+    pub fn max(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Max, self, b)
+    }
+    pub fn min(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Min, self, b)
+    }
+    pub fn lt(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Lt, self, b)
+    }
+    pub fn ge(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::Ge, self, b)
+    }
+    pub fn and(self, b: Expr) -> Expr {
+        Expr::bin(BinOp::And, self, b)
+    }
+    /// `self * k + b` with the trivial cases folded, for readable index expressions.
+    pub fn affine(self, k: i64, b: i64) -> Expr {
+        let scaled = match (k, &self) {
+            (0, _) => return Expr::Int(b),
+            (1, _) => self,
+            _ => self.mul(Expr::Int(k)),
+        };
+        if b == 0 {
+            scaled
+        } else {
+            scaled.add(Expr::Int(b))
+        }
+    }
+}
+
+/// Builds a kernel: allocates variables and nests statements.
+#[derive(Debug)]
+pub struct KernelBuilder {
+    name: String,
+    params: Vec<Param>,
+    vars: Vec<ScalarType>,
+}
+
+impl KernelBuilder {
+    pub fn new(name: impl Into<String>) -> Self {
+        KernelBuilder {
+            name: name.into(),
+            params: Vec::new(),
+            vars: Vec::new(),
+        }
+    }
+
+    /// Adds a buffer parameter and returns its index.
+    pub fn param(&mut self, name: &str, dtype: DType, len: usize, output: bool) -> usize {
+        self.params.push(Param {
+            name: name.to_string(),
+            dtype,
+            len,
+            output,
+        });
+        self.params.len() - 1
+    }
+
+    /// A fresh variable of type `ty`.
+    pub fn var(&mut self, ty: ScalarType) -> Var {
+        self.vars.push(ty);
+        Var(self.vars.len() as u32 - 1)
+    }
+
+    /// A fresh loop counter.
+    pub fn counter(&mut self) -> Var {
+        self.var(DType::I32)
+    }
+
+    pub fn finish(self, body: Vec<Stmt>) -> Kernel {
+        Kernel {
+            name: self.name,
+            params: self.params,
+            body,
+            vars: self.vars,
+        }
+    }
+}
+
+/// `for v in 0..extent { body }`.
+pub fn for_loop(var: Var, extent: usize, body: Vec<Stmt>) -> Stmt {
+    Stmt::For {
+        var,
+        extent,
+        unroll: false,
+        body,
+    }
+}
+
+/// Nested loops over `extents` (outermost first) around `body`; `vars` are their counters.
+pub fn loop_nest(vars: &[Var], extents: &[usize], body: Vec<Stmt>) -> Vec<Stmt> {
+    let mut stmts = body;
+    for (&v, &e) in vars.iter().zip(extents).rev() {
+        stmts = vec![for_loop(v, e, stmts)];
+    }
+    stmts
+}
+
+/// Row-major flat index of the multi-index `idx` in a tensor of `shape`.
+pub fn flat_index(idx: &[Expr], shape: &[usize]) -> Expr {
+    let strides = kiln_ir::tensor::strides(shape);
+    let mut acc: Option<Expr> = None;
+    for (e, (&s, &d)) in idx.iter().zip(strides.iter().zip(shape)) {
+        if d == 1 {
+            continue; // the index along a unit dimension is always 0
+        }
+        let term = e.clone().affine(s as i64, 0);
+        acc = Some(match acc {
+            None => term,
+            Some(a) => a.add(term),
+        });
+    }
+    acc.unwrap_or(Expr::Int(0))
+}

@@ -1,0 +1,139 @@
+//! Lowering of graph ops to kernels, one file per op family. This is the only place an op's
+//! computation is written for code generation; every emitter consumes the resulting kernels.
+//!
+//! Each family file exposes `lower(op, &mut Lowering) -> Result<Vec<Stmt>, BackendError>`.
+//! [`Lowering`] has already declared one buffer parameter per node input (params `0..n_in`)
+//! and per output (params `n_in..`), named as the ONNX spec names the operands.
+
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod movement;
+pub mod norm;
+pub mod pool;
+pub mod quant;
+pub mod reduce;
+
+use kiln_ir::op::OpFamily;
+use kiln_ir::{Op, TensorType};
+
+use crate::error::BackendError;
+use crate::kernel::{Kernel, KernelBuilder, ScalarType, Stmt, Var};
+
+/// The context a family lowering works in.
+#[derive(Debug)]
+pub struct Lowering<'a> {
+    pub kb: KernelBuilder,
+    pub inputs: Vec<&'a TensorType>,
+    pub outputs: Vec<&'a TensorType>,
+}
+
+impl Lowering<'_> {
+    /// Parameter index of input `i`.
+    pub fn input(&self, i: usize) -> usize {
+        i
+    }
+
+    /// Parameter index of output `i`.
+    pub fn output(&self, i: usize) -> usize {
+        self.inputs.len() + i
+    }
+
+    pub fn var(&mut self, ty: ScalarType) -> Var {
+        self.kb.var(ty)
+    }
+
+    /// Fresh loop counters, one per extent.
+    pub fn counters(&mut self, n: usize) -> Vec<Var> {
+        (0..n).map(|_| self.kb.counter()).collect()
+    }
+}
+
+/// ONNX operand names for an op's inputs and outputs, used as C parameter names.
+fn operand_names(op: &Op, n_in: usize, n_out: usize) -> (Vec<String>, Vec<String>) {
+    let fixed: &[&str] = match op {
+        Op::Conv { .. } | Op::ConvTranspose { .. } => &["X", "W", "B"],
+        Op::Gemm { .. } => &["A", "B", "C"],
+        Op::MatMul => &["A", "B"],
+        Op::BatchNormalization { .. } => &["X", "scale", "B", "mean", "var"],
+        Op::InstanceNormalization { .. } => &["input", "scale", "B"],
+        Op::LayerNormalization { .. } => &["X", "Scale", "B"],
+        Op::Where => &["condition", "X", "Y"],
+        Op::PRelu => &["X", "slope"],
+        Op::Gather { .. } => &["data", "indices"],
+        Op::QuantizeLinear { .. } => &["x", "y_scale", "y_zero_point"],
+        Op::DequantizeLinear { .. } => &["x", "x_scale", "x_zero_point"],
+        _ if op.family() == OpFamily::Binary => &["A", "B"],
+        _ => &["X"],
+    };
+    let ins = (0..n_in)
+        .map(|i| {
+            fixed
+                .get(i)
+                .map_or_else(|| format!("X{i}"), |s| s.to_string())
+        })
+        .collect();
+    let outs = (0..n_out)
+        .map(|i| {
+            if n_out == 1 {
+                "Y".to_string()
+            } else {
+                format!("Y{i}")
+            }
+        })
+        .collect();
+    (ins, outs)
+}
+
+/// Lowers one node to a kernel named `name`.
+pub fn lower_op(
+    name: &str,
+    op: &Op,
+    inputs: &[&TensorType],
+    outputs: &[&TensorType],
+) -> Result<Kernel, BackendError> {
+    let mut kb = KernelBuilder::new(name);
+    let (in_names, out_names) = operand_names(op, inputs.len(), outputs.len());
+    for (t, n) in inputs.iter().zip(&in_names) {
+        kb.param(n, t.dtype, t.numel(), false);
+    }
+    for (t, n) in outputs.iter().zip(&out_names) {
+        kb.param(n, t.dtype, t.numel(), true);
+    }
+    let mut cx = Lowering {
+        kb,
+        inputs: inputs.to_vec(),
+        outputs: outputs.to_vec(),
+    };
+    let body: Vec<Stmt> = match op.family() {
+        OpFamily::Unary | OpFamily::Binary => elementwise::lower(op, &mut cx)?,
+        OpFamily::Conv => conv::lower(op, &mut cx)?,
+        OpFamily::MatMul => matmul::lower(op, &mut cx)?,
+        OpFamily::Pool => pool::lower(op, &mut cx)?,
+        OpFamily::Norm => norm::lower(op, &mut cx)?,
+        OpFamily::Reduce => reduce::lower(op, &mut cx)?,
+        OpFamily::Movement => movement::lower(op, &mut cx)?,
+        OpFamily::Quant => quant::lower(op, &mut cx)?,
+    };
+    Ok(cx.kb.finish(body))
+}
+
+/// A kernel that copies input 0 to output 0 element by element (for aliases that must
+/// materialize: a Reshape or Identity whose result is a graph output).
+pub fn copy_kernel(name: &str, ty: &TensorType) -> Kernel {
+    use crate::kernel::{for_loop, Expr};
+    let mut kb = KernelBuilder::new(name);
+    let x = kb.param("X", ty.dtype, ty.numel(), false);
+    let y = kb.param("Y", ty.dtype, ty.numel(), true);
+    let i = kb.counter();
+    let body = vec![for_loop(
+        i,
+        ty.numel(),
+        vec![Stmt::Store {
+            param: y,
+            index: Expr::Var(i),
+            value: Expr::load(x, Expr::Var(i)),
+        }],
+    )];
+    kb.finish(body)
+}

@@ -1,0 +1,264 @@
+//! The static memory planner: one schedule, the lifetime of every intermediate tensor, and its
+//! offset in ONE arena. The plan is data (an offset table) that backends print.
+//!
+//! - Graph inputs live in the caller's input buffers, constants in flash, graph outputs in the
+//!   caller's output buffers; only the other node results take arena space.
+//! - Reshape, Identity and Dropout's data output are aliases: they share their input's storage
+//!   and cost no code (unless they produce a graph output, which needs a copy).
+//! - An element-wise node whose input dies there and has the output's size works in place.
+//! - Offsets come from greedy-by-size placement (largest first, lowest free offset among the
+//!   tensors whose lifetimes overlap), which in practice lands within a few percent of the lower
+//!   bound: the largest sum of sizes of tensors live at one step of the schedule.
+
+use std::collections::HashMap;
+
+use kiln_ir::op::OpFamily;
+use kiln_ir::{Graph, IrError, NodeId, Op, ValueDef, ValueId};
+
+/// Where a value lives at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Graph input at this position.
+    Input(usize),
+    /// Graph output at this position.
+    Output(usize),
+    /// A constant (weights in flash).
+    Const,
+    /// `offset` bytes into the arena.
+    Arena { offset: usize },
+    /// The same bytes as another value (zero-copy reshape).
+    Alias(ValueId),
+}
+
+/// The memory plan of a graph.
+#[derive(Clone, Debug)]
+pub struct MemoryPlan {
+    /// Nodes in execution order.
+    pub schedule: Vec<NodeId>,
+    /// Storage of every value the schedule touches.
+    pub storage: HashMap<ValueId, Storage>,
+    /// Nodes that need no code because their output aliases their input.
+    pub elided: Vec<NodeId>,
+    pub arena_bytes: usize,
+    /// The largest sum of sizes (aligned) of arena tensors live at one step of the schedule.
+    pub lower_bound_bytes: usize,
+    /// The sum of sizes of all arena tensors, as if nothing were reused.
+    pub naive_bytes: usize,
+    pub alignment: usize,
+}
+
+impl MemoryPlan {
+    /// The storage a value resolves to after following aliases.
+    pub fn resolve(&self, mut v: ValueId) -> Option<&Storage> {
+        for _ in 0..self.storage.len() + 1 {
+            match self.storage.get(&v)? {
+                Storage::Alias(src) => v = *src,
+                s => return Some(s),
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `v` in the arena, if it lives there.
+    pub fn arena_offset(&self, v: ValueId) -> Option<usize> {
+        match self.resolve(v) {
+            Some(Storage::Arena { offset }) => Some(*offset),
+            _ => None,
+        }
+    }
+}
+
+fn align_up(n: usize, a: usize) -> usize {
+    n.div_ceil(a) * a
+}
+
+/// True for ops whose output is their first input's bytes under another shape.
+fn is_alias_op(op: &Op) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Identity | Op::Dropout { .. })
+}
+
+/// True for ops that may write their output over a dying input of the same size: each output
+/// element depends only on the input element at the same index.
+fn may_work_in_place(graph: &Graph, node: NodeId, input: ValueId) -> bool {
+    let n = graph.node(node);
+    let elementwise = matches!(n.op.family(), OpFamily::Unary | OpFamily::Binary)
+        && !matches!(n.op, Op::Cast { .. } | Op::Dropout { .. });
+    let Some(&out) = n.outputs.first() else {
+        return false;
+    };
+    let (i, o) = (&graph.value(input).ty, &graph.value(out).ty);
+    elementwise
+        && n.outputs.len() == 1
+        && i.shape == o.shape
+        && i.dtype.size_bytes() == o.dtype.size_bytes()
+}
+
+/// A set of values sharing one arena buffer, with the schedule steps it is live.
+#[derive(Debug)]
+struct Group {
+    bytes: usize,
+    first: usize,
+    last: usize,
+    members: Vec<ValueId>,
+}
+
+pub fn plan_memory(graph: &Graph, alignment: usize) -> Result<MemoryPlan, IrError> {
+    let schedule = graph.topo_order()?;
+    let mut storage: HashMap<ValueId, Storage> = HashMap::new();
+    for (i, &v) in graph.inputs().iter().enumerate() {
+        storage.insert(v, Storage::Input(i));
+    }
+    let mut output_taken = vec![false; graph.outputs().len()];
+    let mut elided = Vec::new();
+    // Storage roots: each arena value and what aliases it.
+    for &n in &schedule {
+        let node = graph.node(n);
+        for (slot, &v) in node.outputs.iter().enumerate() {
+            if let Some(pos) = graph.outputs().iter().position(|&o| o == v) {
+                if !output_taken[pos] {
+                    output_taken[pos] = true;
+                    storage.insert(v, Storage::Output(pos));
+                    continue;
+                }
+            }
+            if slot == 0 && is_alias_op(&node.op) {
+                storage.insert(v, Storage::Alias(node.inputs[0]));
+                elided.push(n);
+                continue;
+            }
+            storage.insert(v, Storage::Arena { offset: 0 });
+        }
+        for &v in &node.inputs {
+            if let ValueDef::Const(_) = graph.value(v).def {
+                storage.insert(v, Storage::Const);
+            }
+        }
+    }
+    // Lifetimes: a value is live from its producer's step to its last reader's step, where
+    // readers of aliases count as readers of the aliased value.
+    let root = |storage: &HashMap<ValueId, Storage>, mut v: ValueId| -> ValueId {
+        while let Some(Storage::Alias(src)) = storage.get(&v) {
+            v = *src;
+        }
+        v
+    };
+    let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+    for (step, &n) in schedule.iter().enumerate() {
+        if elided.contains(&n) {
+            continue;
+        }
+        for &v in &graph.node(n).inputs {
+            let r = root(&storage, v);
+            let e = last_use.entry(r).or_insert(step);
+            *e = (*e).max(step);
+        }
+    }
+    // Graph outputs that alias an arena value must be copied out at the end: keep it live.
+    let end = schedule.len();
+    for &v in graph.outputs() {
+        let r = root(&storage, v);
+        if matches!(storage.get(&r), Some(Storage::Arena { .. })) {
+            last_use.insert(r, end);
+        }
+    }
+    // Groups: one per arena value, merged when a node works in place over a dying input.
+    let mut group_of: HashMap<ValueId, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (step, &n) in schedule.iter().enumerate() {
+        let node = graph.node(n);
+        for &v in &node.outputs {
+            if !matches!(storage.get(&v), Some(Storage::Arena { .. })) {
+                continue;
+            }
+            let bytes = align_up(graph.value(v).ty.size_bytes().max(1), alignment);
+            let last = last_use.get(&v).copied().unwrap_or(step);
+            let in_place = node.inputs.iter().map(|&i| root(&storage, i)).find(|&i| {
+                group_of
+                    .get(&i)
+                    .is_some_and(|&g| groups[g].last == step && groups[g].bytes == bytes)
+                    && last_use.get(&i) == Some(&step)
+                    && may_work_in_place(graph, n, i)
+            });
+            match in_place.and_then(|i| group_of.get(&i).copied()) {
+                Some(g) => {
+                    groups[g].last = last.max(step);
+                    groups[g].members.push(v);
+                    group_of.insert(v, g);
+                }
+                None => {
+                    groups.push(Group {
+                        bytes,
+                        first: step,
+                        last,
+                        members: vec![v],
+                    });
+                    group_of.insert(v, groups.len() - 1);
+                }
+            }
+        }
+    }
+    let overlaps = |a: &Group, b: &Group| a.first <= b.last && b.first <= a.last;
+    let lower_bound_bytes = (0..=end)
+        .map(|s| {
+            groups
+                .iter()
+                .filter(|g| g.first <= s && s <= g.last)
+                .map(|g| g.bytes)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    let naive_bytes = groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .map(|&v| align_up(graph.value(v).ty.size_bytes().max(1), alignment))
+        .sum();
+    // Greedy by size: largest first; ties by first use, then by value id, for determinism.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| {
+        (
+            std::cmp::Reverse(groups[g].bytes),
+            groups[g].first,
+            groups[g].members[0],
+        )
+    });
+    let mut offsets: Vec<Option<usize>> = vec![None; groups.len()];
+    let mut arena_bytes = 0;
+    for &g in &order {
+        let mut busy: Vec<(usize, usize)> = order
+            .iter()
+            .filter_map(|&h| offsets[h].map(|o| (h, o)))
+            .filter(|&(h, _)| overlaps(&groups[g], &groups[h]))
+            .map(|(h, o)| (o, o + groups[h].bytes))
+            .collect();
+        busy.sort();
+        let mut offset = 0;
+        for (start, stop) in busy {
+            if offset + groups[g].bytes <= start {
+                break;
+            }
+            offset = offset.max(stop);
+        }
+        offsets[g] = Some(offset);
+        arena_bytes = arena_bytes.max(offset + groups[g].bytes);
+    }
+    for (g, group) in groups.iter().enumerate() {
+        for &v in &group.members {
+            storage.insert(
+                v,
+                Storage::Arena {
+                    offset: offsets[g].unwrap_or(0),
+                },
+            );
+        }
+    }
+    Ok(MemoryPlan {
+        schedule,
+        storage,
+        elided,
+        arena_bytes,
+        lower_bound_bytes,
+        naive_bytes,
+        alignment,
+    })
+}

@@ -1,0 +1,187 @@
+/*
+ * kiln_runtime.h: the runtime every kiln-generated model includes. Freestanding C99: no malloc,
+ * no stdio, no state. Only static inline helpers and macros, so unused parts cost no flash.
+ *
+ * Math: by default the generated code calls libm (expf, logf, sqrtf, tanhf, erff, powf, floorf,
+ * ceilf, rintf), which newlib and picolibc provide. Compile with -DKILN_NO_LIBM (kiln compile
+ * --no-libm defines it in the generated header) to use the approximations below instead; their
+ * maximum errors are documented next to each one.
+ */
+#ifndef KILN_RUNTIME_H
+#define KILN_RUNTIME_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* Status codes returned by <prefix>_run. */
+#define KILN_OK 0
+#define KILN_ERR_NULL_ARGUMENT 1
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KILN_ALIGNED(n) __attribute__((aligned(n)))
+#define KILN_SECTION(s) __attribute__((section(s)))
+#define KILN_INFF (__builtin_inff())
+#define KILN_NANF (__builtin_nanf(""))
+#else
+#define KILN_ALIGNED(n)
+#define KILN_SECTION(s)
+#define KILN_INFF (1.0f / 0.0f)
+#define KILN_NANF (0.0f / 0.0f)
+#endif
+
+/* NaN-propagating max/min, as numpy's maximum/minimum (and kiln's interpreter). */
+static inline float kiln_max_f32(float a, float b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
+static inline float kiln_min_f32(float a, float b) { return (a != a || b != b) ? a + b : (a < b ? a : b); }
+static inline float kiln_abs_f32(float a) { return a < 0.0f ? -a : (a == 0.0f ? 0.0f : a); }
+
+#define KILN_INT_HELPERS(T, S)                                                                   \
+    static inline T kiln_max_##S(T a, T b) { return a > b ? a : b; }                             \
+    static inline T kiln_min_##S(T a, T b) { return a < b ? a : b; }                             \
+    static inline T kiln_abs_##S(T a) { return a < 0 ? (T)(0 - a) : a; }                         \
+    /* Truncating division; division by zero gives 0 (kiln's defined behaviour). */             \
+    static inline T kiln_div_##S(T a, T b) { return b == 0 ? (T)0 : (T)(a / b); }                \
+    static inline T kiln_rem_##S(T a, T b) { return b == 0 ? (T)0 : (T)(a % b); }
+KILN_INT_HELPERS(int8_t, i8)
+KILN_INT_HELPERS(uint8_t, u8)
+KILN_INT_HELPERS(int16_t, i16)
+KILN_INT_HELPERS(int32_t, i32)
+KILN_INT_HELPERS(int64_t, i64)
+#undef KILN_INT_HELPERS
+
+/* Integer power by squaring, wrapping; negative exponents give the truncated real result. */
+static inline int64_t kiln_pow_i64(int64_t base, int64_t e) {
+    uint64_t result = 1u, b = (uint64_t)base;
+    if (e < 0) {
+        return base == 1 ? 1 : (base == -1 ? ((e & 1) ? -1 : 1) : 0);
+    }
+    while (e > 0) {
+        if (e & 1) {
+            result *= b;
+        }
+        b *= b;
+        e >>= 1;
+    }
+    return (int64_t)result;
+}
+
+#ifndef KILN_NO_LIBM
+#include <math.h>
+#define KILN_EXPF(x) expf(x)
+#define KILN_LOGF(x) logf(x)
+#define KILN_SQRTF(x) sqrtf(x)
+#define KILN_TANHF(x) tanhf(x)
+#define KILN_ERFF(x) erff(x)
+#define KILN_POWF(x, y) powf(x, y)
+#define KILN_FLOORF(x) floorf(x)
+#define KILN_CEILF(x) ceilf(x)
+#define KILN_RINTF(x) rintf(x)
+#else
+/* Approximations for builds without libm. Errors are measured over the whole float range
+ * against double-precision references (see tests): */
+
+/* floor/ceil/rint: exact for |x| < 2^23 (larger floats are already integers). */
+static inline float kiln_floorf(float x) {
+    if (!(x > -8388608.0f && x < 8388608.0f)) return x;
+    { float t = (float)(int32_t)x; return t > x ? t - 1.0f : t; }
+}
+static inline float kiln_ceilf(float x) {
+    if (!(x > -8388608.0f && x < 8388608.0f)) return x;
+    { float t = (float)(int32_t)x; return t < x ? t + 1.0f : t; }
+}
+static inline float kiln_rintf(float x) {
+    if (!(x > -8388608.0f && x < 8388608.0f)) return x;
+    {
+        float f = kiln_floorf(x), d = x - f;
+        if (d > 0.5f || (d == 0.5f && ((int32_t)f & 1))) f += 1.0f;
+        return f;
+    }
+}
+/* expf: range reduction by ln2 and a degree-6 polynomial; max relative error 2e-7. */
+static inline float kiln_expf(float x) {
+    if (x != x) return x;
+    if (x > 88.72f) return KILN_INFF;
+    if (x < -103.9f) return 0.0f;
+    {
+        float k = kiln_rintf(x * 1.44269504f);
+        float r = (x - k * 0.693359375f) + k * 2.12194440e-4f;
+        float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f + r * (4.16666344e-2f + r * (8.33336819e-3f + r * 1.38925619e-3f)))));
+        int32_t e = (int32_t)k;
+        union { float f; uint32_t u; } s;
+        if (e < -126) { p *= 1.17549435e-38f; e += 126; }
+        s.u = (uint32_t)(e + 127) << 23;
+        return p * s.f;
+    }
+}
+/* logf: mantissa/exponent split and an atanh series; max relative error 3e-7. */
+static inline float kiln_logf(float x) {
+    if (x != x || x < 0.0f) return KILN_NANF;
+    if (x == 0.0f) return -KILN_INFF;
+    if (x == KILN_INFF) return x;
+    {
+        union { float f; uint32_t u; } v;
+        int32_t e;
+        float m, s, s2;
+        v.f = x;
+        if (v.u < 0x00800000u) { v.f *= 8388608.0f; e = -23; } else { e = 0; }
+        e += (int32_t)(v.u >> 23) - 127;
+        v.u = (v.u & 0x007fffffu) | 0x3f800000u;
+        m = v.f;
+        if (m > 1.41421356f) { m *= 0.5f; e += 1; }
+        s = (m - 1.0f) / (m + 1.0f);
+        s2 = s * s;
+        return 2.0f * s * (1.0f + s2 * (0.333333333f + s2 * (0.2f + s2 * (0.142857143f + s2 * 0.111111111f)))) + (float)e * 0.693147181f;
+    }
+}
+/* sqrtf: Newton iterations from a bit-level estimate; max relative error 1 ulp. */
+static inline float kiln_sqrtf(float x) {
+    if (!(x > 0.0f) || x == KILN_INFF) return x == 0.0f || x == KILN_INFF ? x : KILN_NANF;
+    {
+        union { float f; uint32_t u; } v;
+        float y;
+        v.f = x;
+        v.u = (v.u >> 1) + 0x1fc00000u;
+        y = v.f;
+        y = 0.5f * (y + x / y);
+        y = 0.5f * (y + x / y);
+        y = 0.5f * (y + x / y);
+        return y;
+    }
+}
+/* tanhf via expf; max absolute error 3e-7. */
+static inline float kiln_tanhf(float x) {
+    if (x > 9.0f) return 1.0f;
+    if (x < -9.0f) return -1.0f;
+    if (x > -0.0005f && x < 0.0005f) return x;
+    { float e = kiln_expf(2.0f * x); return (e - 1.0f) / (e + 1.0f); }
+}
+/* erff: Abramowitz-Stegun 7.1.26 refined; max absolute error 1.5e-7. */
+static inline float kiln_erff(float x) {
+    float s = x < 0.0f ? -1.0f : 1.0f, a = x < 0.0f ? -x : x;
+    if (a > 4.0f) return s;
+    {
+        float t = 1.0f / (1.0f + 0.3275911f * a);
+        float y = 1.0f - t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f)))) * kiln_expf(-a * a);
+        return s * y;
+    }
+}
+/* powf = exp(y log x), with integer exponents of negative bases handled; relative error 1e-6. */
+static inline float kiln_powf(float x, float y) {
+    if (y == 0.0f) return 1.0f;
+    if (x < 0.0f) {
+        if (kiln_floorf(y) != y) return KILN_NANF;
+        { float r = kiln_expf(y * kiln_logf(-x)); return ((int64_t)y & 1) ? -r : r; }
+    }
+    return kiln_expf(y * kiln_logf(x));
+}
+#define KILN_EXPF(x) kiln_expf(x)
+#define KILN_LOGF(x) kiln_logf(x)
+#define KILN_SQRTF(x) kiln_sqrtf(x)
+#define KILN_TANHF(x) kiln_tanhf(x)
+#define KILN_ERFF(x) kiln_erff(x)
+#define KILN_POWF(x, y) kiln_powf(x, y)
+#define KILN_FLOORF(x) kiln_floorf(x)
+#define KILN_CEILF(x) kiln_ceilf(x)
+#define KILN_RINTF(x) kiln_rintf(x)
+#endif
+
+#endif /* KILN_RUNTIME_H */

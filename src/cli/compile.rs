@@ -1,0 +1,159 @@
+//! `kiln compile`: ONNX model to C99 sources, with a report of memory and compute.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kiln_backends::c::{emit_c, ArenaMode, COptions, CProgram};
+
+use super::load::{load_model, write_atomically};
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// What to generate.
+    #[arg(long, value_enum, default_value_t = Emit::C)]
+    emit: Emit,
+    /// Output directory (created if missing). It is self-contained: `cc -c DIR/*.c` builds it.
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    output_dir: PathBuf,
+    /// Prefix of every exported symbol and file name, so several models link into one firmware.
+    #[arg(long, value_name = "PREFIX", default_value = "model")]
+    name: String,
+    /// Who provides the arena: the caller passes a buffer (`caller`), or the generated code
+    /// defines one, size-checked at compile time (`static`).
+    #[arg(long, value_enum, default_value_t = Arena::Caller)]
+    arena: Arena,
+    /// Put the weights in this linker section (e.g. .extflash).
+    #[arg(long, value_name = "NAME")]
+    weights_section: Option<String>,
+    /// Put the static arena in this linker section (e.g. .dtcm); needs --arena static.
+    #[arg(long, value_name = "NAME")]
+    arena_section: Option<String>,
+    /// Use kiln's own math approximations instead of libm (documented in kiln_runtime.h).
+    #[arg(long)]
+    no_libm: bool,
+    /// Also write PREFIX.report.json.
+    #[arg(long, value_enum)]
+    report: Option<Report>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Emit {
+    /// Portable C99 sources.
+    C,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Arena {
+    Caller,
+    Static,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Report {
+    Json,
+}
+
+pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+    if args.arena_section.is_some() && args.arena == Arena::Caller {
+        anyhow::bail!(
+            "--arena-section needs --arena static (with --arena caller, place your own buffer)"
+        );
+    }
+    let model = load_model(&args.model)?;
+    let options = COptions {
+        name: args.name.clone(),
+        arena: match args.arena {
+            Arena::Caller => ArenaMode::Caller,
+            Arena::Static => ArenaMode::Static,
+        },
+        weights_section: args.weights_section.clone(),
+        arena_section: args.arena_section.clone(),
+        no_libm: args.no_libm,
+        ..COptions::default()
+    };
+    let Emit::C = args.emit;
+    let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&args.output_dir).with_context(|| {
+        format!(
+            "cannot create output directory '{}'",
+            args.output_dir.display()
+        )
+    })?;
+    for (name, text) in &program.files {
+        write_atomically(&args.output_dir.join(name), text.as_bytes())?;
+    }
+    let report = report_json(&program, &args.name);
+    if args.report == Some(Report::Json) {
+        let path = args.output_dir.join(format!("{}.report.json", args.name));
+        write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    print_report(&program, &args.output_dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_json(program: &CProgram, name: &str) -> serde_json::Value {
+    let plan = &program.plan;
+    let layers: Vec<serde_json::Value> = program
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "node": l.node,
+                "op": l.op,
+                "kernel": l.kernel,
+                "shape": l.output.shape,
+                "dtype": l.output.dtype.name(),
+                "macs": l.macs,
+                "arena_offset": l.arena_offset,
+                "bytes": l.bytes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": name,
+        "arena_bytes": plan.arena_bytes,
+        "arena_lower_bound_bytes": plan.lower_bound_bytes,
+        "arena_naive_bytes": plan.naive_bytes,
+        "weight_bytes": program.weight_bytes,
+        "macs": program.layers.iter().map(|l| l.macs).sum::<u64>(),
+        "layers": layers,
+    })
+}
+
+fn print_report(program: &CProgram, dir: &std::path::Path) {
+    let plan = &program.plan;
+    println!(
+        "{:<40}  {:<18}  {:<20}  {:>12}  {:>10}  {:>9}",
+        "node", "op", "output", "MACs", "arena off", "bytes"
+    );
+    for l in &program.layers {
+        let offset = l
+            .arena_offset
+            .map_or_else(|| "-".to_string(), |o| o.to_string());
+        let node: String = l.node.chars().take(40).collect();
+        println!(
+            "{node:<40}  {:<18}  {:<20}  {:>12}  {offset:>10}  {:>9}",
+            l.op,
+            l.output.to_string(),
+            l.macs,
+            l.bytes
+        );
+    }
+    println!();
+    println!(
+        "arena: {} bytes (lower bound for this schedule {}, naive sum {})",
+        plan.arena_bytes, plan.lower_bound_bytes, plan.naive_bytes
+    );
+    println!("weights: {} bytes", program.weight_bytes);
+    println!(
+        "MACs: {}",
+        program.layers.iter().map(|l| l.macs).sum::<u64>()
+    );
+    let files: Vec<&str> = program.files.iter().map(|(n, _)| n.as_str()).collect();
+    println!("wrote {} to {}", files.join(", "), dir.display());
+}
