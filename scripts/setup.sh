@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-python.sh
+bash scripts/setup-toolchains.sh
 cargo build --release
 model=tests/models/digits_cnn
 ./target/release/kiln inspect "$model/model.onnx"

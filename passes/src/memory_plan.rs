@@ -197,7 +197,6 @@ pub fn plan_memory(graph: &Graph, alignment: usize) -> Result<MemoryPlan, IrErro
             }
         }
     }
-    let overlaps = |a: &Group, b: &Group| a.first <= b.last && b.first <= a.last;
     let lower_bound_bytes = (0..=end)
         .map(|s| {
             groups
@@ -213,41 +212,24 @@ pub fn plan_memory(graph: &Graph, alignment: usize) -> Result<MemoryPlan, IrErro
         .flat_map(|g| g.members.iter())
         .map(|&v| align_up(graph.value(v).ty.size_bytes().max(1), alignment))
         .sum();
-    // Greedy by size: largest first; ties by first use, then by value id, for determinism.
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&g| {
-        (
-            std::cmp::Reverse(groups[g].bytes),
-            groups[g].first,
-            groups[g].members[0],
-        )
-    });
-    let mut offsets: Vec<Option<usize>> = vec![None; groups.len()];
-    let mut arena_bytes = 0;
-    for &g in &order {
-        let mut busy: Vec<(usize, usize)> = order
-            .iter()
-            .filter_map(|&h| offsets[h].map(|o| (h, o)))
-            .filter(|&(h, _)| overlaps(&groups[g], &groups[h]))
-            .map(|(h, o)| (o, o + groups[h].bytes))
-            .collect();
-        busy.sort();
-        let mut offset = 0;
-        for (start, stop) in busy {
-            if offset + groups[g].bytes <= start {
-                break;
+    // Several greedy placements (different orders, first fit or best fit); keep the smallest.
+    // Each is deterministic, and so is the choice (first minimum wins).
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for order in placement_orders(&groups) {
+        for best_fit in [false, true] {
+            let (size, offsets) = place(&groups, &order, best_fit);
+            if best.as_ref().is_none_or(|(b, _)| size < *b) {
+                best = Some((size, offsets));
             }
-            offset = offset.max(stop);
         }
-        offsets[g] = Some(offset);
-        arena_bytes = arena_bytes.max(offset + groups[g].bytes);
     }
+    let (arena_bytes, offsets) = best.unwrap_or_default();
     for (g, group) in groups.iter().enumerate() {
         for &v in &group.members {
             storage.insert(
                 v,
                 Storage::Arena {
-                    offset: offsets[g].unwrap_or(0),
+                    offset: offsets.get(g).copied().unwrap_or(0),
                 },
             );
         }
@@ -261,4 +243,106 @@ pub fn plan_memory(graph: &Graph, alignment: usize) -> Result<MemoryPlan, IrErro
         naive_bytes,
         alignment,
     })
+}
+
+fn overlaps(a: &Group, b: &Group) -> bool {
+    a.first <= b.last && b.first <= a.last
+}
+
+/// Candidate orders in which to place groups: by size (the classic greedy-by-size), by size
+/// times lifetime, and by first use. Ties break by first use and value id.
+fn placement_orders(groups: &[Group]) -> Vec<Vec<usize>> {
+    let key = |g: &Group| (g.first, g.members[0]);
+    let mut by_size: Vec<usize> = (0..groups.len()).collect();
+    by_size.sort_by_key(|&g| (std::cmp::Reverse(groups[g].bytes), key(&groups[g])));
+    let mut by_area: Vec<usize> = (0..groups.len()).collect();
+    by_area.sort_by_key(|&g| {
+        let span = groups[g].last - groups[g].first + 1;
+        (std::cmp::Reverse(groups[g].bytes * span), key(&groups[g]))
+    });
+    let mut by_start: Vec<usize> = (0..groups.len()).collect();
+    by_start.sort_by_key(|&g| {
+        (
+            groups[g].first,
+            std::cmp::Reverse(groups[g].bytes),
+            groups[g].members[0],
+        )
+    });
+    let mut by_span: Vec<usize> = (0..groups.len()).collect();
+    by_span.sort_by_key(|&g| {
+        (
+            std::cmp::Reverse(groups[g].last - groups[g].first),
+            std::cmp::Reverse(groups[g].bytes),
+            key(&groups[g]),
+        )
+    });
+    let mut orders = vec![by_size, by_area, by_start, by_span];
+    // Seeded shuffles of the size order within runs of equal size: many graphs have dozens of
+    // same-sized tensors, and the tie order decides whether they pack into the bound. The seed
+    // is fixed, so the plan stays deterministic.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..RESTARTS {
+        let mut order = orders[0].clone();
+        let mut i = 0;
+        while i < order.len() {
+            let j = (i..order.len())
+                .find(|&j| groups[order[j]].bytes != groups[order[i]].bytes)
+                .unwrap_or(order.len());
+            for k in (i + 1..j).rev() {
+                let r = i + (next() % (k - i + 1) as u64) as usize;
+                order.swap(k, r);
+            }
+            i = j;
+        }
+        orders.push(order);
+    }
+    orders
+}
+
+/// Extra shuffled placement orders tried per plan.
+const RESTARTS: usize = 24;
+
+/// Places groups in `order`, each at the lowest free offset (first fit) or in the smallest gap
+/// that holds it (best fit) among the groups already placed whose lifetimes overlap it.
+/// Returns the arena size and each group's offset.
+fn place(groups: &[Group], order: &[usize], best_fit: bool) -> (usize, Vec<usize>) {
+    let mut offsets: Vec<Option<usize>> = vec![None; groups.len()];
+    let mut arena = 0;
+    for &g in order {
+        let mut busy: Vec<(usize, usize)> = order
+            .iter()
+            .filter_map(|&h| offsets[h].map(|o| (h, o)))
+            .filter(|&(h, _)| overlaps(&groups[g], &groups[h]))
+            .map(|(h, o)| (o, o + groups[h].bytes))
+            .collect();
+        busy.sort();
+        let need = groups[g].bytes;
+        // Gaps between busy ranges, then the open end.
+        let mut gaps: Vec<(usize, usize)> = Vec::new();
+        let mut cursor = 0;
+        for (start, stop) in busy {
+            if start > cursor {
+                gaps.push((cursor, start - cursor));
+            }
+            cursor = cursor.max(stop);
+        }
+        let fitting = gaps.iter().filter(|&&(_, len)| len >= need);
+        let chosen = if best_fit {
+            fitting
+                .min_by_key(|&&(start, len)| (len, start))
+                .map(|&(start, _)| start)
+        } else {
+            fitting.map(|&(start, _)| start).next()
+        };
+        let offset = chosen.unwrap_or(cursor);
+        offsets[g] = Some(offset);
+        arena = arena.max(offset + need);
+    }
+    (arena, offsets.into_iter().map(|o| o.unwrap_or(0)).collect())
 }

@@ -1,0 +1,47 @@
+//! Benchmark: the static memory plan of every model, printed as a table of arena size, the
+//! schedule's lower bound and the naive sum of all intermediates. Run with
+//! `cargo bench --bench arena`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").exists()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+fn main() {
+    let mut dirs = model_dirs(&common::repo_root().join("tests/models"));
+    if let Some(shared) = common::shared_models_dir() {
+        dirs.extend(model_dirs(&shared).into_iter().filter(|d| !d.to_string_lossy().ends_with("_int8")));
+    }
+    println!("| model | arena bytes | lower bound | arena / bound | naive sum | naive / arena |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for dir in dirs {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else { continue };
+        let graph = match kiln_frontend::import_model(&bytes, &Default::default()) {
+            Ok(m) => m.graph,
+            Err(e) => {
+                println!("| {name} | import failed: {e} |");
+                continue;
+            }
+        };
+        match kiln_passes::plan_memory(&graph, 16) {
+            Ok(p) => println!(
+                "| {name} | {} | {} | {:.3} | {} | {:.2}x |",
+                p.arena_bytes,
+                p.lower_bound_bytes,
+                p.arena_bytes as f64 / p.lower_bound_bytes.max(1) as f64,
+                p.naive_bytes,
+                p.naive_bytes as f64 / p.arena_bytes.max(1) as f64
+            ),
+            Err(e) => println!("| {name} | plan failed: {e} |"),
+        }
+    }
+}
