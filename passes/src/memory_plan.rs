@@ -172,13 +172,19 @@ pub fn plan_memory(graph: &Graph, alignment: usize) -> Result<MemoryPlan, IrErro
             }
             let bytes = align_up(graph.value(v).ty.size_bytes().max(1), alignment);
             let last = last_use.get(&v).copied().unwrap_or(step);
-            let in_place = node.inputs.iter().map(|&i| root(&storage, i)).find(|&i| {
-                group_of
-                    .get(&i)
-                    .is_some_and(|&g| groups[g].last == step && groups[g].bytes == bytes)
-                    && last_use.get(&i) == Some(&step)
-                    && may_work_in_place(graph, n, i)
-            });
+            // The input as the node sees it decides safety (same shape: the kernel reads it at
+            // the output's own index); its storage root decides which buffer is reused.
+            let in_place = node
+                .inputs
+                .iter()
+                .filter(|&&i| may_work_in_place(graph, n, i))
+                .map(|&i| root(&storage, i))
+                .find(|&r| {
+                    group_of
+                        .get(&r)
+                        .is_some_and(|&g| groups[g].last == step && groups[g].bytes == bytes)
+                        && last_use.get(&r) == Some(&step)
+                });
             match in_place.and_then(|i| group_of.get(&i).copied()) {
                 Some(g) => {
                     groups[g].last = last.max(step);
@@ -345,4 +351,75 @@ fn place(groups: &[Group], order: &[usize], best_fit: bool) -> (usize, Vec<usize
         arena = arena.max(offset + need);
     }
     (arena, offsets.into_iter().map(|o| o.unwrap_or(0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{DType, Tensor, TensorType};
+
+    /// x -> relu -> reshape -> sigmoid -> add(x_relu_reshaped, sigmoid) -> out
+    fn chain() -> Graph {
+        let mut g = Graph::new("chain");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![4, 8]));
+        let r = g.add_node("relu", Op::Relu, vec![x], vec![]).unwrap();
+        let r = g.node(r).outputs[0];
+        let s = g
+            .add_node("flat", Op::Reshape { shape: vec![32] }, vec![r], vec![])
+            .unwrap();
+        let s = g.node(s).outputs[0];
+        let t = g.add_node("tanh", Op::Tanh, vec![s], vec![]).unwrap();
+        let t = g.node(t).outputs[0];
+        let e = g.add_node("exp", Op::Exp, vec![t], vec![]).unwrap();
+        let e = g.node(e).outputs[0];
+        let b = g.add_const("b", Tensor::from_f32(vec![32], vec![1.0; 32]).unwrap());
+        let y = g.add_node("add", Op::Add, vec![e, b], vec![]).unwrap();
+        let y = g.node(y).outputs[0];
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    #[test]
+    fn reshape_is_an_alias_and_elementwise_ops_work_in_place() {
+        let g = chain();
+        let plan = plan_memory(&g, 16).unwrap();
+        let order = &plan.schedule;
+        let relu_out = g.node(order[0]).outputs[0];
+        let flat = order[1];
+        let tanh_out = g.node(order[2]).outputs[0];
+        let exp_out = g.node(order[3]).outputs[0];
+        assert_eq!(plan.elided, vec![flat]);
+        assert_eq!(
+            plan.storage[&g.node(flat).outputs[0]],
+            Storage::Alias(relu_out)
+        );
+        // relu's output dies in tanh (through the alias), tanh's in exp: one buffer for all.
+        assert_eq!(plan.arena_offset(relu_out), Some(0));
+        assert_eq!(plan.arena_offset(tanh_out), Some(0));
+        assert_eq!(plan.arena_offset(exp_out), Some(0));
+        assert_eq!(plan.arena_bytes, 128);
+        assert_eq!(plan.lower_bound_bytes, 128);
+        assert_eq!(plan.naive_bytes, 3 * 128);
+        assert_eq!(plan.resolve(g.outputs()[0]), Some(&Storage::Output(0)));
+    }
+
+    #[test]
+    fn live_tensors_never_overlap() {
+        // Two branches from x both live until the final add.
+        let mut g = Graph::new("branches");
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![16]));
+        let a = g.add_node("a", Op::Relu, vec![x], vec![]).unwrap();
+        let a = g.node(a).outputs[0];
+        let b = g.add_node("b", Op::Sigmoid, vec![x], vec![]).unwrap();
+        let b = g.node(b).outputs[0];
+        let c = g.add_node("c", Op::Tanh, vec![b], vec![]).unwrap();
+        let c = g.node(c).outputs[0];
+        let y = g.add_node("y", Op::Add, vec![a, c], vec![]).unwrap();
+        let y = g.node(y).outputs[0];
+        g.set_outputs(vec![y]);
+        let plan = plan_memory(&g, 16).unwrap();
+        let (oa, oc) = (plan.arena_offset(a).unwrap(), plan.arena_offset(c).unwrap());
+        assert!(oa.abs_diff(oc) >= 64, "a and c are live together");
+        assert_eq!(plan.arena_bytes, plan.lower_bound_bytes);
+    }
 }
