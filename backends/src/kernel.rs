@@ -133,7 +133,9 @@ pub struct Kernel {
     pub vars: Vec<ScalarType>,
 }
 
-// Expression constructors, so lowerings read like the math they implement.
+// Expression constructors, so lowerings read like the math they implement. They are named after
+// the `BinOp`s they build; operator traits would make building IR nodes look like arithmetic.
+#[allow(clippy::should_implement_trait)]
 impl Expr {
     pub fn int(v: i64) -> Expr {
         Expr::Int(v)
