@@ -37,7 +37,6 @@ static inline float kiln_abs_f32(float a) { return a < 0.0f ? -a : (a == 0.0f ? 
 #define KILN_INT_HELPERS(T, S)                                                                   \
     static inline T kiln_max_##S(T a, T b) { return a > b ? a : b; }                             \
     static inline T kiln_min_##S(T a, T b) { return a < b ? a : b; }                             \
-    static inline T kiln_abs_##S(T a) { return a < 0 ? (T)(0 - a) : a; }                         \
     /* Truncating division; division by zero gives 0 (kiln's defined behaviour). */             \
     static inline T kiln_div_##S(T a, T b) { return b == 0 ? (T)0 : (T)(a / b); }                \
     static inline T kiln_rem_##S(T a, T b) { return b == 0 ? (T)0 : (T)(a % b); }
@@ -47,6 +46,13 @@ KILN_INT_HELPERS(int16_t, i16)
 KILN_INT_HELPERS(int32_t, i32)
 KILN_INT_HELPERS(int64_t, i64)
 #undef KILN_INT_HELPERS
+
+/* Wrapping absolute values (abs of the minimum wraps to itself, as in the interpreter). */
+static inline int8_t kiln_abs_i8(int8_t a) { return a < 0 ? (int8_t)(0u - (uint8_t)a) : a; }
+static inline uint8_t kiln_abs_u8(uint8_t a) { return a; }
+static inline int16_t kiln_abs_i16(int16_t a) { return a < 0 ? (int16_t)(0u - (uint16_t)a) : a; }
+static inline int32_t kiln_abs_i32(int32_t a) { return a < 0 ? (int32_t)(0u - (uint32_t)a) : a; }
+static inline int64_t kiln_abs_i64(int64_t a) { return a < 0 ? (int64_t)(0u - (uint64_t)a) : a; }
 
 /* Integer power by squaring, wrapping; negative exponents give the truncated real result. */
 static inline int64_t kiln_pow_i64(int64_t base, int64_t e) {

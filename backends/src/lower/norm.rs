@@ -1,11 +1,433 @@
-//! Kernel lowering of the `norm` ops. (Placeholder: not implemented yet.)
+//! Kernel lowering of the `norm` ops: BatchNormalization (inference), InstanceNormalization,
+//! LayerNormalization, Softmax and LogSoftmax.
+//!
+//! The reference (`kiln_ir::ops::norm`) accumulates statistics in f64; kernels have no f64, so
+//! they use the same formulas and order of passes in f32 (within the conformance tolerance).
+//! Kernels have no scratch buffers: every multi-pass algorithm keeps its statistics in scalar
+//! locals and re-reads (or recomputes) the row in each pass.
 
-use kiln_ir::Op;
+use kiln_ir::{DType, Op};
 
+use super::elementwise::broadcast_index;
 use super::Lowering;
 use crate::error::BackendError;
-use crate::kernel::Stmt;
+use crate::kernel::{for_loop, loop_nest, BinOp, Expr, Stmt, UnOp, Var};
 
-pub fn lower(op: &Op, _cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
-    crate::cannot!("{} has no kernel lowering yet", op.name())
+pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
+    if cx
+        .inputs
+        .iter()
+        .chain(&cx.outputs)
+        .any(|t| t.dtype != DType::F32)
+    {
+        return crate::cannot!("{} supports only f32 tensors", op.name());
+    }
+    match op {
+        Op::BatchNormalization { epsilon } => batch_norm(cx, *epsilon),
+        Op::InstanceNormalization { epsilon } => instance_norm(cx, *epsilon),
+        Op::LayerNormalization { axis, epsilon, .. } => layer_norm(cx, *axis, *epsilon),
+        Op::Softmax { axis, coerce_2d } => softmax(cx, *axis, *coerce_2d, false),
+        Op::LogSoftmax { axis, coerce_2d } => softmax(cx, *axis, *coerce_2d, true),
+        _ => crate::cannot!("{} is not a norm op", op.name()),
+    }
+}
+
+/// The shape of input 0 (X).
+fn x_shape(cx: &Lowering) -> Result<Vec<usize>, BackendError> {
+    match cx.inputs.first() {
+        Some(t) => Ok(t.shape.clone()),
+        None => crate::cannot!("missing input X"),
+    }
+}
+
+/// Shape of X split as (batch, channels, elements per channel plane).
+fn batch_channel_plane(cx: &Lowering) -> Result<(usize, usize, usize), BackendError> {
+    let shape = x_shape(cx)?;
+    let Some(&channels) = shape.get(1) else {
+        return crate::cannot!("input must have rank 2 or more, got shape {shape:?}");
+    };
+    let batch = shape.first().copied().unwrap_or(1);
+    Ok((batch, channels, shape.iter().skip(2).product()))
+}
+
+/// Per channel `k = scale / sqrt(var + epsilon)`, then `y = (x - mean) * k + B`, as the
+/// reference computes it (all in f32).
+fn batch_norm(cx: &mut Lowering, epsilon: f32) -> Result<Vec<Stmt>, BackendError> {
+    let (batch, channels, plane) = batch_channel_plane(cx)?;
+    if batch * channels * plane == 0 {
+        return Ok(Vec::new());
+    }
+    let [x, scale, bias, mean, var] = [0, 1, 2, 3, 4].map(|i| cx.input(i));
+    let y = cx.output(0);
+    let (n, c, p) = (cx.kb.counter(), cx.kb.counter(), cx.kb.counter());
+    let (k, m, b, base) = (
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+        cx.var(DType::I32),
+    );
+    let at_c = |param: usize| Expr::load(param, Expr::Var(c));
+    let k_init = at_c(scale).div(Expr::un(UnOp::Sqrt, at_c(var).add(Expr::f32(epsilon))));
+    let idx = Expr::Var(base).add(Expr::Var(p));
+    let value = Expr::load(x, idx.clone())
+        .sub(Expr::Var(m))
+        .mul(Expr::Var(k))
+        .add(Expr::Var(b));
+    let per_channel = vec![
+        Stmt::Let {
+            var: k,
+            ty: DType::F32,
+            init: k_init,
+        },
+        Stmt::Let {
+            var: m,
+            ty: DType::F32,
+            init: at_c(mean),
+        },
+        Stmt::Let {
+            var: b,
+            ty: DType::F32,
+            init: at_c(bias),
+        },
+        Stmt::Let {
+            var: base,
+            ty: DType::I32,
+            init: Expr::Var(n)
+                .affine(channels as i64, 0)
+                .add(Expr::Var(c))
+                .affine(plane as i64, 0),
+        },
+        for_loop(
+            p,
+            plane,
+            vec![Stmt::Store {
+                param: y,
+                index: idx,
+                value,
+            }],
+        ),
+    ];
+    Ok(vec![for_loop(
+        n,
+        batch,
+        vec![for_loop(c, channels, per_channel)],
+    )])
+}
+
+/// Locals holding the statistics of one row of `len` elements of X starting at `base`.
+struct RowStats {
+    mean: Var,
+    inv_std: Var,
+}
+
+/// Statements computing the mean, the biased variance (second pass over the row, as the
+/// reference does) and `1 / sqrt(var + epsilon)` of the row `x[base .. base + len]`.
+fn row_stats(
+    cx: &mut Lowering,
+    x: usize,
+    base: Var,
+    len: usize,
+    epsilon: f32,
+) -> (Vec<Stmt>, RowStats) {
+    let (sum, mean, sq, diff, inv_std) = (
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+    );
+    let (j1, j2) = (cx.kb.counter(), cx.kb.counter());
+    let at = |j: Var| Expr::load(x, Expr::Var(base).add(Expr::Var(j)));
+    let n = Expr::f32(len as f32);
+    let stmts = vec![
+        Stmt::Let {
+            var: sum,
+            ty: DType::F32,
+            init: Expr::f32(0.0),
+        },
+        for_loop(
+            j1,
+            len,
+            vec![Stmt::Assign {
+                var: sum,
+                value: Expr::Var(sum).add(at(j1)),
+            }],
+        ),
+        Stmt::Let {
+            var: mean,
+            ty: DType::F32,
+            init: Expr::Var(sum).div(n.clone()),
+        },
+        Stmt::Let {
+            var: sq,
+            ty: DType::F32,
+            init: Expr::f32(0.0),
+        },
+        for_loop(
+            j2,
+            len,
+            vec![
+                Stmt::Let {
+                    var: diff,
+                    ty: DType::F32,
+                    init: at(j2).sub(Expr::Var(mean)),
+                },
+                Stmt::Assign {
+                    var: sq,
+                    value: Expr::Var(sq).add(Expr::Var(diff).mul(Expr::Var(diff))),
+                },
+            ],
+        ),
+        Stmt::Let {
+            var: inv_std,
+            ty: DType::F32,
+            init: Expr::f32(1.0).div(Expr::un(
+                UnOp::Sqrt,
+                Expr::Var(sq).div(n).add(Expr::f32(epsilon)),
+            )),
+        },
+    ];
+    (stmts, RowStats { mean, inv_std })
+}
+
+/// Normalizes every (N, C) plane by its own statistics:
+/// `y = (x - mean) * inv_std * scale + B`.
+fn instance_norm(cx: &mut Lowering, epsilon: f32) -> Result<Vec<Stmt>, BackendError> {
+    let (batch, channels, plane) = batch_channel_plane(cx)?;
+    if batch * channels * plane == 0 {
+        return Ok(Vec::new());
+    }
+    let (x, scale, bias, y) = (cx.input(0), cx.input(1), cx.input(2), cx.output(0));
+    let (n, c, p) = (cx.kb.counter(), cx.kb.counter(), cx.kb.counter());
+    let base = cx.var(DType::I32);
+    let (stats_stmts, st) = row_stats(cx, x, base, plane, epsilon);
+    let idx = Expr::Var(base).add(Expr::Var(p));
+    let value = Expr::load(x, idx.clone())
+        .sub(Expr::Var(st.mean))
+        .mul(Expr::Var(st.inv_std))
+        .mul(Expr::load(scale, Expr::Var(c)))
+        .add(Expr::load(bias, Expr::Var(c)));
+    let mut body = vec![Stmt::Let {
+        var: base,
+        ty: DType::I32,
+        init: Expr::Var(n)
+            .affine(channels as i64, 0)
+            .add(Expr::Var(c))
+            .affine(plane as i64, 0),
+    }];
+    body.extend(stats_stmts);
+    body.push(for_loop(
+        p,
+        plane,
+        vec![Stmt::Store {
+            param: y,
+            index: idx,
+            value,
+        }],
+    ));
+    Ok(vec![for_loop(n, batch, vec![for_loop(c, channels, body)])])
+}
+
+/// Normalizes over dimensions `axis..`: `y = ((x - mean) * inv_std) * Scale + B`, with Scale
+/// and B broadcast to those dimensions; optional outputs Mean and InvStdDev per row.
+fn layer_norm(cx: &mut Lowering, axis: usize, epsilon: f32) -> Result<Vec<Stmt>, BackendError> {
+    let shape = x_shape(cx)?;
+    let Some(normalized) = shape.get(axis..).map(<[usize]>::to_vec) else {
+        return crate::cannot!("axis {axis} is out of range for shape {shape:?}");
+    };
+    let inner: usize = normalized.iter().product();
+    let outer: usize = shape.iter().take(axis).product();
+    let x = cx.input(0);
+    let has_bias = cx.inputs.len() > 2;
+    let stat_outputs: Vec<usize> = (1..cx.outputs.len()).map(|j| cx.output(j)).collect();
+    if outer == 0 {
+        return Ok(Vec::new());
+    }
+    let r = cx.kb.counter();
+    if inner == 0 {
+        // No elements to normalize: the statistics are 0 / 0.
+        let stores = stat_outputs
+            .iter()
+            .map(|&param| Stmt::Store {
+                param,
+                index: Expr::Var(r),
+                value: Expr::Const(f64::NAN, DType::F32),
+            })
+            .collect();
+        return Ok(vec![for_loop(r, outer, stores)]);
+    }
+    let base = cx.var(DType::I32);
+    let (mut body, st) = row_stats(cx, x, base, inner, epsilon);
+    body.insert(
+        0,
+        Stmt::Let {
+            var: base,
+            ty: DType::I32,
+            init: Expr::Var(r).affine(inner as i64, 0),
+        },
+    );
+    body.extend(layer_norm_store(cx, &normalized, base, &st, has_bias));
+    for (&param, v) in stat_outputs.iter().zip([st.mean, st.inv_std]) {
+        body.push(Stmt::Store {
+            param,
+            index: Expr::Var(r),
+            value: Expr::Var(v),
+        });
+    }
+    Ok(vec![for_loop(r, outer, body)])
+}
+
+/// The final pass of LayerNormalization over one row. A flat loop when Scale and B hold one
+/// value per row element (the usual case), else a nest over the normalized dimensions so they
+/// can broadcast.
+fn layer_norm_store(
+    cx: &mut Lowering,
+    normalized: &[usize],
+    base: Var,
+    st: &RowStats,
+    has_bias: bool,
+) -> Vec<Stmt> {
+    let inner: usize = normalized.iter().product();
+    let (x, y) = (cx.input(0), cx.output(0));
+    let params: Vec<usize> = if has_bias { vec![1, 2] } else { vec![1] };
+    let flat = params
+        .iter()
+        .all(|&i| cx.inputs.get(i).is_some_and(|t| t.numel() == inner));
+    let (vars, extents, offset) = if flat {
+        let j = cx.kb.counter();
+        (vec![j], vec![inner], Expr::Var(j))
+    } else {
+        let vars = cx.counters(normalized.len());
+        let idx: Vec<Expr> = vars.iter().map(|&v| Expr::Var(v)).collect();
+        let off = crate::kernel::flat_index(&idx, normalized);
+        (vars, normalized.to_vec(), off)
+    };
+    let idx: Vec<Expr> = vars.iter().map(|&v| Expr::Var(v)).collect();
+    let param_at = |i: usize| {
+        let index = if flat {
+            offset.clone()
+        } else {
+            let shape = cx.inputs.get(i).map_or(&[][..], |t| t.shape.as_slice());
+            broadcast_index(&idx, shape, normalized.len())
+        };
+        Expr::load(cx.input(i), index)
+    };
+    let at = Expr::Var(base).add(offset.clone());
+    let mut value = Expr::load(x, at.clone())
+        .sub(Expr::Var(st.mean))
+        .mul(Expr::Var(st.inv_std))
+        .mul(param_at(1));
+    if has_bias {
+        value = value.add(param_at(2));
+    }
+    let store = Stmt::Store {
+        param: y,
+        index: at,
+        value,
+    };
+    loop_nest(&vars, &extents, vec![store])
+}
+
+/// Softmax / LogSoftmax of `len` elements `stride` apart, for every (outer, stride) position:
+/// the max (ignoring NaN, as the reference's `f32::max` fold), the sum of `exp(x - max)`, then
+/// `exp(x - max) / sum` or `(x - max) - log(sum)`.
+fn softmax(
+    cx: &mut Lowering,
+    axis: usize,
+    coerce_2d: bool,
+    log: bool,
+) -> Result<Vec<Stmt>, BackendError> {
+    let shape = x_shape(cx)?;
+    if axis >= shape.len() {
+        return crate::cannot!("axis {axis} is out of range for shape {shape:?}");
+    }
+    let outer: usize = shape.iter().take(axis).product();
+    let (len, stride): (usize, usize) = if coerce_2d {
+        (shape.iter().skip(axis).product(), 1)
+    } else {
+        (
+            shape.get(axis).copied().unwrap_or(1),
+            shape.iter().skip(axis + 1).product(),
+        )
+    };
+    if outer * len * stride == 0 {
+        return Ok(Vec::new());
+    }
+    let (x, y) = (cx.input(0), cx.output(0));
+    let (o, i, j1, j2, j3) = (
+        cx.kb.counter(),
+        cx.kb.counter(),
+        cx.kb.counter(),
+        cx.kb.counter(),
+        cx.kb.counter(),
+    );
+    let (base, max, sum, e) = (
+        cx.var(DType::I32),
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+        cx.var(DType::F32),
+    );
+    let at = |j: Var| Expr::Var(base).add(Expr::Var(j).affine(stride as i64, 0));
+    let shifted = |j: Var| Expr::load(x, at(j)).sub(Expr::Var(max));
+    let result = if log {
+        shifted(j3).sub(Expr::un(UnOp::Log, Expr::Var(sum)))
+    } else {
+        Expr::un(UnOp::Exp, shifted(j3)).div(Expr::Var(sum))
+    };
+    let body = vec![
+        Stmt::Let {
+            var: base,
+            ty: DType::I32,
+            init: Expr::Var(o)
+                .affine((len * stride) as i64, 0)
+                .add(Expr::Var(i)),
+        },
+        Stmt::Let {
+            var: max,
+            ty: DType::F32,
+            init: Expr::Const(f64::NEG_INFINITY, DType::F32),
+        },
+        for_loop(
+            j1,
+            len,
+            vec![
+                Stmt::Let {
+                    var: e,
+                    ty: DType::F32,
+                    init: Expr::load(x, at(j1)),
+                },
+                Stmt::Assign {
+                    var: max,
+                    value: Expr::select(
+                        Expr::bin(BinOp::Gt, Expr::Var(e), Expr::Var(max)),
+                        Expr::Var(e),
+                        Expr::Var(max),
+                    ),
+                },
+            ],
+        ),
+        Stmt::Let {
+            var: sum,
+            ty: DType::F32,
+            init: Expr::f32(0.0),
+        },
+        for_loop(
+            j2,
+            len,
+            vec![Stmt::Assign {
+                var: sum,
+                value: Expr::Var(sum).add(Expr::un(UnOp::Exp, shifted(j2))),
+            }],
+        ),
+        for_loop(
+            j3,
+            len,
+            vec![Stmt::Store {
+                param: y,
+                index: at(j3),
+                value: result,
+            }],
+        ),
+    ];
+    Ok(vec![for_loop(o, outer, vec![for_loop(i, stride, body)])])
 }
