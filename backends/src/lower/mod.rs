@@ -66,19 +66,27 @@ fn operand_names(op: &Op, n_in: usize, n_out: usize) -> (Vec<String>, Vec<String
         _ if op.family() == OpFamily::Binary => &["A", "B"],
         _ => &["X"],
     };
-    let ins = (0..n_in)
+    let ins: Vec<String> = (0..n_in)
         .map(|i| {
             fixed
                 .get(i)
                 .map_or_else(|| format!("X{i}"), |s| s.to_string())
         })
         .collect();
+    // Where's inputs are (condition, X, Y): an output never takes an input's name.
     let outs = (0..n_out)
         .map(|i| {
             if n_out == 1 {
                 "Y".to_string()
             } else {
                 format!("Y{i}")
+            }
+        })
+        .map(|o| {
+            if ins.contains(&o) {
+                format!("{o}_out")
+            } else {
+                o
             }
         })
         .collect();
