@@ -9,7 +9,11 @@ use std::path::PathBuf;
 
 fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").exists()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("model.onnx").exists())
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     dirs
@@ -18,13 +22,22 @@ fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
 fn main() {
     let mut dirs = model_dirs(&common::repo_root().join("tests/models"));
     if let Some(shared) = common::shared_models_dir() {
-        dirs.extend(model_dirs(&shared).into_iter().filter(|d| !d.to_string_lossy().ends_with("_int8")));
+        dirs.extend(
+            model_dirs(&shared)
+                .into_iter()
+                .filter(|d| !d.to_string_lossy().ends_with("_int8")),
+        );
     }
     println!("| model | arena bytes | lower bound | arena / bound | naive sum | naive / arena |");
     println!("|---|---:|---:|---:|---:|---:|");
     for dir in dirs {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else { continue };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else {
+            continue;
+        };
         let graph = match kiln_frontend::import_model(&bytes, &Default::default()) {
             Ok(m) => m.graph,
             Err(e) => {

@@ -11,8 +11,18 @@ use kiln_backends::c::{emit_c, ArenaMode, COptions};
 use kiln_backends::host::{run_c, HostOptions};
 use kiln_ir::{Graph, Tensor};
 
-const WARNINGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Wcast-qual", "-Werror"];
-const LIBM: &[&str] = &["expf", "logf", "sqrtf", "tanhf", "erff", "powf", "floorf", "ceilf", "rintf"];
+const WARNINGS: &[&str] = &[
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Wshadow",
+    "-Wcast-qual",
+    "-Werror",
+];
+const LIBM: &[&str] = &[
+    "expf", "logf", "sqrtf", "tanhf", "erff", "powf", "floorf", "ceilf", "rintf",
+];
 const MEM: &[&str] = &["memcpy", "memset"];
 
 struct Case {
@@ -27,11 +37,18 @@ fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for group in ["tests/models", "tests/frontend_models"] {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join(group))
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").exists()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.join("model.onnx").exists())
+                    .collect()
+            })
             .unwrap_or_default();
         dirs.sort();
         for dir in dirs {
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let bytes = std::fs::read(dir.join("model.onnx")).expect("read model");
             let mut options = kiln_frontend::ImportOptions::default();
             if let Ok(args) = std::fs::read_to_string(dir.join("kiln_args")) {
@@ -43,11 +60,17 @@ fn cases() -> Vec<Case> {
                     }
                 }
             }
-            let graph = kiln_frontend::import_model(&bytes, &options).expect("import").graph;
+            let graph = kiln_frontend::import_model(&bytes, &options)
+                .expect("import")
+                .graph;
             let inputs = (0..graph.inputs().len())
                 .map(|i| common::read_npy(&dir.join(format!("input_{i}.npy"))))
                 .collect();
-            out.push(Case { name, graph, inputs });
+            out.push(Case {
+                name,
+                graph,
+                inputs,
+            });
         }
     }
     assert!(out.len() >= 10);
@@ -72,7 +95,10 @@ fn assert_close(case: &str, got: &[Tensor], want: &[Tensor]) {
     for (g, w) in got.iter().zip(want) {
         if g.dtype() == kiln_ir::DType::F32 {
             let (diff, mag) = common::max_abs_diff(g, w);
-            assert!(diff <= 1e-4 * mag.max(1.0), "{case}: C differs from the interpreter by {diff} (magnitude {mag})");
+            assert!(
+                diff <= 1e-4 * mag.max(1.0),
+                "{case}: C differs from the interpreter by {diff} (magnitude {mag})"
+            );
         } else {
             assert_eq!(g, w, "{case}");
         }
@@ -83,8 +109,13 @@ fn assert_close(case: &str, got: &[Tensor], want: &[Tensor]) {
 fn models_match_the_interpreter() {
     for case in cases() {
         let want = kiln_ir::interp::run(&case.graph, &case.inputs).expect("interp");
-        let got = run_c(&case.graph, &case.inputs, &COptions::default(), &HostOptions::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let got = run_c(
+            &case.graph,
+            &case.inputs,
+            &COptions::default(),
+            &HostOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_close(&case.name, &got, &want);
     }
 }
@@ -92,7 +123,13 @@ fn models_match_the_interpreter() {
 #[test]
 fn sanitizers_report_nothing() {
     let host = HostOptions {
-        cflags: ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"].map(String::from).to_vec(),
+        cflags: [
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-g",
+        ]
+        .map(String::from)
+        .to_vec(),
         keep_dir: None,
     };
     for case in cases() {
@@ -104,7 +141,11 @@ fn sanitizers_report_nothing() {
 }
 
 fn compile_object(cc: &str, flags: &[&str], dir: &Path, source: &str) -> PathBuf {
-    let obj = dir.join(format!("{}-{}.o", source.trim_end_matches(".c"), cc.replace('/', "_")));
+    let obj = dir.join(format!(
+        "{}-{}.o",
+        source.trim_end_matches(".c"),
+        cc.replace('/', "_")
+    ));
     let out = Command::new(cc)
         .args(WARNINGS)
         .args(flags)
@@ -114,17 +155,33 @@ fn compile_object(cc: &str, flags: &[&str], dir: &Path, source: &str) -> PathBuf
         .arg(&obj)
         .output()
         .unwrap_or_else(|e| panic!("{cc} is not installed ({e}); run scripts/setup-toolchains.sh"));
-    assert!(out.status.success(), "{cc} {flags:?} rejected {}:\n{}", dir.join(source).display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cc} {flags:?} rejected {}:\n{}",
+        dir.join(source).display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     obj
 }
 
 #[test]
 fn generated_c_compiles_warning_free_on_every_compiler() {
-    let arm = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os"];
+    let arm = [
+        "-mcpu=cortex-m4",
+        "-mthumb",
+        "-mfloat-abi=hard",
+        "-mfpu=fpv4-sp-d16",
+        "-Os",
+    ];
     for case in cases() {
         let dir = temp_dir(&format!("warn-{}", case.name));
         for (arena, no_libm) in [(ArenaMode::Caller, false), (ArenaMode::Static, true)] {
-            let options = COptions { name: "net".into(), arena, no_libm, ..COptions::default() };
+            let options = COptions {
+                name: "net".into(),
+                arena,
+                no_libm,
+                ..COptions::default()
+            };
             write_program(&case.graph, &options, &dir);
             compile_object("gcc", &["-O2"], &dir, "net.c");
             compile_object("clang", &["-O2"], &dir, "net.c");
@@ -147,10 +204,18 @@ fn only_allowed_symbols_are_undefined() {
     for case in cases() {
         let dir = temp_dir(&format!("nm-{}", case.name));
         for no_libm in [false, true] {
-            write_program(&case.graph, &COptions { no_libm, ..COptions::default() }, &dir);
+            write_program(
+                &case.graph,
+                &COptions {
+                    no_libm,
+                    ..COptions::default()
+                },
+                &dir,
+            );
             let obj = compile_object("gcc", &["-O2"], &dir, "model.c");
             for sym in undefined_symbols(&obj) {
-                let allowed = MEM.contains(&sym.as_str()) || (!no_libm && LIBM.contains(&sym.as_str()));
+                let allowed =
+                    MEM.contains(&sym.as_str()) || (!no_libm && LIBM.contains(&sym.as_str()));
                 assert!(allowed, "{} (no_libm={no_libm}) needs '{sym}'", case.name);
             }
         }
@@ -163,7 +228,10 @@ fn arena_is_within_five_percent_of_the_lower_bound() {
     for case in cases() {
         let program = emit_c(&case.graph, &COptions::default()).expect("emit");
         let plan = &program.plan;
-        println!("{}: arena {} lower bound {} naive {}", case.name, plan.arena_bytes, plan.lower_bound_bytes, plan.naive_bytes);
+        println!(
+            "{}: arena {} lower bound {} naive {}",
+            case.name, plan.arena_bytes, plan.lower_bound_bytes, plan.naive_bytes
+        );
         assert!(plan.arena_bytes >= plan.lower_bound_bytes);
         assert!(
             plan.arena_bytes as f64 <= plan.lower_bound_bytes as f64 * 1.05,
@@ -178,8 +246,12 @@ fn arena_is_within_five_percent_of_the_lower_bound() {
 #[test]
 fn output_is_byte_deterministic() {
     for case in cases().into_iter().take(4) {
-        let a = emit_c(&case.graph, &COptions::default()).expect("emit").files;
-        let b = emit_c(&case.graph, &COptions::default()).expect("emit").files;
+        let a = emit_c(&case.graph, &COptions::default())
+            .expect("emit")
+            .files;
+        let b = emit_c(&case.graph, &COptions::default())
+            .expect("emit")
+            .files;
         assert_eq!(a, b, "{}", case.name);
     }
 }
@@ -189,18 +261,31 @@ fn output_is_byte_deterministic() {
 fn two_models_link_into_one_program() {
     let root = common::repo_root().join("tests/models");
     let dir = temp_dir("two");
-    let mut main = String::from("#include <stdio.h>\n#include <stdlib.h>\n#include \"mlp.h\"\n#include \"cnn.h\"\n");
+    let mut main = String::from(
+        "#include <stdio.h>\n#include <stdlib.h>\n#include \"mlp.h\"\n#include \"cnn.h\"\n",
+    );
     main.push_str("static float read_f32(FILE *f) { float v = 0.0f; if (fread(&v, 4, 1, f) != 1) exit(3); return v; }\n");
     main.push_str("int main(int argc, char **argv) {\n    static uint8_t arena_a[MLP_ARENA_BYTES > CNN_ARENA_BYTES ? MLP_ARENA_BYTES : CNN_ARENA_BYTES] __attribute__((aligned(16)));\n");
     main.push_str("    static float x[64], y_mlp[10], y_cnn[10];\n    FILE *f = fopen(argv[1], \"rb\");\n    (void)argc;\n    for (int i = 0; i < 64; ++i) x[i] = read_f32(f);\n    fclose(f);\n");
-    main.push_str("    if (mlp_run(arena_a, x, y_mlp) != 0 || cnn_run(arena_a, x, y_cnn) != 0) return 4;\n");
+    main.push_str(
+        "    if (mlp_run(arena_a, x, y_mlp) != 0 || cnn_run(arena_a, x, y_cnn) != 0) return 4;\n",
+    );
     main.push_str("    for (int i = 0; i < 10; ++i) printf(\"%.9g %.9g\\n\", y_mlp[i], y_cnn[i]);\n    return 0;\n}\n");
     std::fs::write(dir.join("main.c"), main).expect("write main");
     let mut graphs = Vec::new();
     for (model, prefix) in [("digits_mlp", "mlp"), ("digits_cnn", "cnn")] {
         let bytes = std::fs::read(root.join(model).join("model.onnx")).expect("model");
-        let graph = kiln_frontend::import_model(&bytes, &Default::default()).expect("import").graph;
-        write_program(&graph, &COptions { name: prefix.into(), ..COptions::default() }, &dir);
+        let graph = kiln_frontend::import_model(&bytes, &Default::default())
+            .expect("import")
+            .graph;
+        write_program(
+            &graph,
+            &COptions {
+                name: prefix.into(),
+                ..COptions::default()
+            },
+            &dir,
+        );
         graphs.push(graph);
     }
     let exe = dir.join("two");
@@ -211,17 +296,31 @@ fn two_models_link_into_one_program() {
         .arg("-lm")
         .output()
         .expect("cc");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let x = common::read_npy(&root.join("digits_mlp/input_0.npy"));
-    let raw: Vec<u8> = x.as_f32().expect("f32").iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw: Vec<u8> = x
+        .as_f32()
+        .expect("f32")
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("x.bin"), raw).expect("write input");
-    let run = Command::new(&exe).arg(dir.join("x.bin")).output().expect("run");
+    let run = Command::new(&exe)
+        .arg(dir.join("x.bin"))
+        .output()
+        .expect("run");
     assert!(run.status.success());
     let text = String::from_utf8_lossy(&run.stdout);
     let rows: Vec<(f32, f32)> = text
         .lines()
         .map(|l| {
-            let mut it = l.split_whitespace().map(|v| v.parse::<f32>().expect("float"));
+            let mut it = l
+                .split_whitespace()
+                .map(|v| v.parse::<f32>().expect("float"));
             (it.next().expect("mlp"), it.next().expect("cnn"))
         })
         .collect();
@@ -229,8 +328,14 @@ fn two_models_link_into_one_program() {
     let want_mlp = kiln_ir::interp::run(&graphs[0], std::slice::from_ref(&x)).expect("interp");
     let want_cnn = kiln_ir::interp::run(&graphs[1], &[cnn_input]).expect("interp");
     for (i, (m, c)) in rows.iter().enumerate() {
-        let (wm, wc) = (want_mlp[0].as_f32().expect("f32")[i], want_cnn[0].as_f32().expect("f32")[i]);
-        assert!((m - wm).abs() < 1e-4 && (c - wc).abs() < 1e-4, "row {i}: {m} {c} vs {wm} {wc}");
+        let (wm, wc) = (
+            want_mlp[0].as_f32().expect("f32")[i],
+            want_cnn[0].as_f32().expect("f32")[i],
+        );
+        assert!(
+            (m - wm).abs() < 1e-4 && (c - wc).abs() < 1e-4,
+            "row {i}: {m} {c} vs {wm} {wc}"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -240,22 +345,71 @@ fn small_network() -> Graph {
     use kiln_ir::{DType, Op, TensorType};
     let mut g = Graph::new("small");
     let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 1, 4, 4]));
-    let w = g.add_const("conv.weight", Tensor::from_f32(vec![2, 1, 3, 3], (0..18).map(|i| (i as f32 - 9.0) / 8.0).collect()).expect("w"));
-    let b = g.add_const("conv.bias", Tensor::from_f32(vec![2], vec![0.25, -0.5]).expect("b"));
-    let conv = Op::Conv { kernel_shape: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1, 1, 1, 1], group: 1 };
-    let c = g.add_node("conv", conv, vec![x, w, b], vec!["c".into()]).expect("conv");
+    let w = g.add_const(
+        "conv.weight",
+        Tensor::from_f32(
+            vec![2, 1, 3, 3],
+            (0..18).map(|i| (i as f32 - 9.0) / 8.0).collect(),
+        )
+        .expect("w"),
+    );
+    let b = g.add_const(
+        "conv.bias",
+        Tensor::from_f32(vec![2], vec![0.25, -0.5]).expect("b"),
+    );
+    let conv = Op::Conv {
+        kernel_shape: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1, 1, 1, 1],
+        group: 1,
+    };
+    let c = g
+        .add_node("conv", conv, vec![x, w, b], vec!["c".into()])
+        .expect("conv");
     let c = g.node(c).outputs[0];
-    let r = g.add_node("relu", Op::Relu, vec![c], vec!["r".into()]).expect("relu");
+    let r = g
+        .add_node("relu", Op::Relu, vec![c], vec!["r".into()])
+        .expect("relu");
     let r = g.node(r).outputs[0];
-    let p = g.add_node("pool", Op::GlobalAveragePool, vec![r], vec!["p".into()]).expect("pool");
+    let p = g
+        .add_node("pool", Op::GlobalAveragePool, vec![r], vec!["p".into()])
+        .expect("pool");
     let p = g.node(p).outputs[0];
-    let f = g.add_node("flatten", Op::Reshape { shape: vec![1, 2] }, vec![p], vec!["f".into()]).expect("reshape");
+    let f = g
+        .add_node(
+            "flatten",
+            Op::Reshape { shape: vec![1, 2] },
+            vec![p],
+            vec!["f".into()],
+        )
+        .expect("reshape");
     let f = g.node(f).outputs[0];
-    let fw = g.add_const("fc.weight", Tensor::from_f32(vec![3, 2], vec![1.0, -1.0, 0.5, 0.5, -2.0, 1.0]).expect("fw"));
-    let gemm = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true };
-    let y = g.add_node("fc", gemm, vec![f, fw], vec!["logits".into()]).expect("gemm");
+    let fw = g.add_const(
+        "fc.weight",
+        Tensor::from_f32(vec![3, 2], vec![1.0, -1.0, 0.5, 0.5, -2.0, 1.0]).expect("fw"),
+    );
+    let gemm = Op::Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: true,
+    };
+    let y = g
+        .add_node("fc", gemm, vec![f, fw], vec!["logits".into()])
+        .expect("gemm");
     let y = g.node(y).outputs[0];
-    let s = g.add_node("softmax", Op::Softmax { axis: 1, coerce_2d: false }, vec![y], vec!["probs".into()]).expect("softmax");
+    let s = g
+        .add_node(
+            "softmax",
+            Op::Softmax {
+                axis: 1,
+                coerce_2d: false,
+            },
+            vec![y],
+            vec!["probs".into()],
+        )
+        .expect("softmax");
     let s = g.node(s).outputs[0];
     g.set_outputs(vec![s]);
     g
@@ -264,8 +418,19 @@ fn small_network() -> Graph {
 #[test]
 fn generated_c_snapshot() {
     let graph = small_network();
-    let program = emit_c(&graph, &COptions { name: "small".into(), ..COptions::default() }).expect("emit");
-    let x = Tensor::from_f32(vec![1, 1, 4, 4], (0..16).map(|i| (i as f32) / 16.0 - 0.3).collect()).expect("x");
+    let program = emit_c(
+        &graph,
+        &COptions {
+            name: "small".into(),
+            ..COptions::default()
+        },
+    )
+    .expect("emit");
+    let x = Tensor::from_f32(
+        vec![1, 1, 4, 4],
+        (0..16).map(|i| (i as f32) / 16.0 - 0.3).collect(),
+    )
+    .expect("x");
     let want = kiln_ir::interp::run(&graph, std::slice::from_ref(&x)).expect("interp");
     let got = run_c(&graph, &[x], &COptions::default(), &HostOptions::default()).expect("run C");
     assert_close("small", &got, &want);

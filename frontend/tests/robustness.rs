@@ -19,7 +19,7 @@ use onnx_protobuf::{type_proto, ModelProto, TensorProto};
 use protobuf::Message;
 
 /// Mutants per run; sized so the test takes about a minute in a debug build.
-const MUTANTS: usize = 3000;
+const MUTANTS: usize = 40_000;
 /// Graph inputs and outputs larger than this are not run (the point is shape logic, not speed).
 /// Attempts to find an applicable mutation for one mutant.
 const MAX_TRIES: usize = 20;
@@ -285,6 +285,19 @@ fn mutate(model: &mut ModelProto, rng: &mut Rng) -> Option<String> {
                 return Some(format!("{at}: elem_type -> {dt}"));
             }
             let shape = tt.shape.as_mut()?;
+            match rng.below(5) {
+                0 => {
+                    shape.dim.pop();
+                    return Some(format!("{at}: drop last dim"));
+                }
+                1 => {
+                    let mut dim = onnx_protobuf::tensor_shape_proto::Dimension::new();
+                    dim.value = Some(Dim::DimValue(*rng.pick(&[1, 2, 3])));
+                    shape.dim.push(dim);
+                    return Some(format!("{at}: append a dim"));
+                }
+                _ => {}
+            }
             if shape.dim.is_empty() {
                 return None;
             }
@@ -302,7 +315,13 @@ fn mutate_attribute(
     rng: &mut Rng,
 ) -> Option<String> {
     let name = attrs[a].name.clone();
-    match rng.below(8) {
+    match rng.below(9) {
+        8 => {
+            // Right name, wrong kind of value.
+            let code = *rng.pick(&[0, 1, 2, 3, 6, 7]);
+            attrs[a].type_ = protobuf::EnumOrUnknown::from_i32(code);
+            return Some(format!("attribute '{name}' type -> {code}"));
+        }
         0 => {
             attrs.remove(a);
             return Some(format!("drop attribute '{name}'"));
@@ -480,8 +499,18 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
+        // The kiln frames say where the panic came from when it was raised in std.
+        let trace = std::backtrace::Backtrace::force_capture().to_string();
+        let kiln_frames: Vec<&str> = trace
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                l.starts_with("at ") && (l.contains("ir/src/") || l.contains("frontend/src/"))
+            })
+            .take(3)
+            .collect();
         if let Ok(mut m) = PANIC_MESSAGE.lock() {
-            *m = Some(format!("{at}: {payload}"));
+            *m = Some(format!("{at}: {payload} [{}]", kiln_frames.join(" <- ")));
         }
     }));
 }

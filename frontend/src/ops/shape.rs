@@ -331,10 +331,24 @@ fn split(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let sizes = match given.filter(|s| !s.is_empty()) {
         Some(s) => dims(&s, "split")?,
         None => match ctx.attr_int("num_outputs")?.filter(|_| ctx.opset >= 18) {
+            // Checked before anything is allocated: the count comes straight from the file.
+            Some(n) if usize::try_from(n).ok() != Some(ctx.num_outputs) => {
+                return bad!(
+                    "attribute 'num_outputs'={n} does not match the node's {} outputs",
+                    ctx.num_outputs
+                )
+            }
             Some(n) => uneven_split(dim, n)?,
             None => even_split(dim, ctx.num_outputs)?,
         },
     };
+    if sizes.len() != ctx.num_outputs {
+        return bad!(
+            "'split' has {} entries but the node has {} outputs",
+            sizes.len(),
+            ctx.num_outputs
+        );
+    }
     Ok(Lowered::new(Op::Split { axis, sizes }, vec![0]))
 }
 

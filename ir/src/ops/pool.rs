@@ -190,18 +190,28 @@ impl<'a> Window<'a> {
         let (pb, pe) = (self.pad_begin(d) as i128, self.pad_end(d) as i128);
         let mut taps = Vec::with_capacity(out_len);
         let mut padded_counts = Vec::with_capacity(out_len);
+        let (kernel, dilation) = (self.kernel[d] as i128, self.dilations[d] as i128);
+        // Tap k reads position start + k * dilation. The tap ranges are computed rather than
+        // enumerated, so a huge kernel that lies mostly in the padding costs nothing.
+        let taps_below = |start: i128, end: i128| -> i128 {
+            // Number of k in 0..kernel with start + k * dilation < end.
+            if end <= start {
+                0
+            } else {
+                ((end - start + dilation - 1) / dilation).min(kernel)
+            }
+        };
         for o in 0..out_len {
-            let start = (o * self.strides[d]) as i128 - pb;
-            let positions = (0..self.kernel[d]).map(|k| start + (k * self.dilations[d]) as i128);
+            let start = o as i128 * self.strides[d] as i128 - pb;
+            let first = taps_below(start, 0);
+            let last = taps_below(start, len as i128);
             taps.push(
-                positions
-                    .clone()
-                    .filter(|&p| p >= 0 && p < len as i128)
-                    .map(|p| p as usize)
+                (first..last)
+                    .map(|k| (start + k * dilation) as usize)
                     .collect(),
             );
             // Taps in the explicit end padding count; the extra ceil_mode overhang does not.
-            padded_counts.push(positions.filter(|&p| p < len as i128 + pe).count());
+            padded_counts.push(taps_below(start, len as i128 + pe) as usize);
         }
         Ok(PoolAxis {
             taps,
@@ -265,7 +275,8 @@ fn windowed<T: Copy, R>(
                 .iter()
                 .zip(&pos)
                 .map(|(a, &o)| a.padded_counts[o])
-                .product();
+                // Only a huge window in huge pads gets here; its average is 0 either way.
+                .fold(1usize, usize::saturating_mul);
             out.push(reduce(&taps, padded));
             advance(&mut pos, &axes);
         }
@@ -475,6 +486,30 @@ mod tests {
             ceil_mode,
             count_include_pad,
         }
+    }
+
+    #[test]
+    fn huge_window_in_huge_pads_is_cheap() {
+        // The window mostly covers padding: taps are computed, not enumerated, and the
+        // count_include_pad divisor saturates instead of overflowing.
+        let k = 1usize << 40;
+        // Each of the 2x2 windows reaches exactly one input element.
+        let y = pool(
+            &avg(k, k, [k - 1; 4], false, false),
+            &[1, 1, 2, 2],
+            vec![4.0; 4],
+        );
+        assert_eq!(y.as_f32().unwrap(), &[4.0; 4]);
+        let y = pool(
+            &avg(k, k, [k - 1; 4], false, true),
+            &[1, 1, 2, 2],
+            vec![4.0; 4],
+        );
+        assert!(y
+            .as_f32()
+            .unwrap()
+            .iter()
+            .all(|&v| (0.0..1e-18).contains(&v)));
     }
 
     #[test]
