@@ -82,8 +82,8 @@ static inline int64_t kiln_pow_i64(int64_t base, int64_t e) {
 #define KILN_CEILF(x) ceilf(x)
 #define KILN_RINTF(x) rintf(x)
 #else
-/* Approximations for builds without libm. Errors are measured over the whole float range
- * against double-precision references (see tests): */
+/* Approximations for builds without libm. The maximum errors below are measured against
+ * double-precision libm by tests/c/no_libm_accuracy.c (run by the test suite). */
 
 /* floor/ceil/rint: exact for |x| < 2^23 (larger floats are already integers). */
 static inline float kiln_floorf(float x) {
@@ -102,7 +102,7 @@ static inline float kiln_rintf(float x) {
         return f;
     }
 }
-/* expf: range reduction by ln2 and a degree-6 polynomial; max relative error 2e-7. */
+/* expf: range reduction by ln2 and a degree-6 polynomial; max relative error 3e-7. */
 static inline float kiln_expf(float x) {
     if (x != x) return x;
     if (x > 88.72f) return KILN_INFF;
@@ -118,7 +118,7 @@ static inline float kiln_expf(float x) {
         return p * s.f;
     }
 }
-/* logf: mantissa/exponent split and an atanh series; max relative error 3e-7. */
+/* logf: mantissa/exponent split and an atanh series; max error 3e-7 (absolute below 1, relative above). */
 static inline float kiln_logf(float x) {
     if (x != x || x < 0.0f) return KILN_NANF;
     if (x == 0.0f) return -KILN_INFF;
@@ -138,7 +138,7 @@ static inline float kiln_logf(float x) {
         return 2.0f * s * (1.0f + s2 * (0.333333333f + s2 * (0.2f + s2 * (0.142857143f + s2 * 0.111111111f)))) + (float)e * 0.693147181f;
     }
 }
-/* sqrtf: Newton iterations from a bit-level estimate; max relative error 1 ulp. */
+/* sqrtf: Newton iterations from a bit-level estimate; max relative error 1.2e-7. */
 static inline float kiln_sqrtf(float x) {
     if (!(x > 0.0f) || x == KILN_INFF) return x == 0.0f || x == KILN_INFF ? x : KILN_NANF;
     {
@@ -160,7 +160,7 @@ static inline float kiln_tanhf(float x) {
     if (x > -0.0005f && x < 0.0005f) return x;
     { float e = kiln_expf(2.0f * x); return (e - 1.0f) / (e + 1.0f); }
 }
-/* erff: Abramowitz-Stegun 7.1.26 refined; max absolute error 1.5e-7. */
+/* erff: Abramowitz-Stegun 7.1.26; max absolute error 6e-7. */
 static inline float kiln_erff(float x) {
     float s = x < 0.0f ? -1.0f : 1.0f, a = x < 0.0f ? -x : x;
     if (a > 4.0f) return s;
@@ -170,7 +170,8 @@ static inline float kiln_erff(float x) {
         return s * y;
     }
 }
-/* powf = exp(y log x), with integer exponents of negative bases handled; relative error 1e-6. */
+/* powf = exp(y log x), with integer exponents of negative bases handled; max relative error 2e-6
+ * (bases 0.01 to 10, exponents -4 to 4). */
 static inline float kiln_powf(float x, float y) {
     if (y == 0.0f) return 1.0f;
     if (x < 0.0f) {

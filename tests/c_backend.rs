@@ -440,3 +440,34 @@ fn generated_c_snapshot() {
         }
     }
 }
+
+/// The `--no-libm` approximations meet the maximum errors `kiln_runtime.h` documents.
+#[test]
+fn no_libm_approximations_meet_their_documented_error() {
+    let dir = temp_dir("nolibm");
+    let root = common::repo_root();
+    let exe = dir.join("accuracy");
+    let out = Command::new("cc")
+        .args(WARNINGS)
+        .args(["-O2", "-I"])
+        .arg(root.join("runtime"))
+        .arg(root.join("tests/c/no_libm_accuracy.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-lm")
+        .output()
+        .expect("cc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().expect("run");
+    println!("{}", String::from_utf8_lossy(&run.stdout));
+    assert!(
+        run.status.success(),
+        "an approximation exceeds its documented error: {}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
