@@ -1,11 +1,301 @@
-//! Kernel lowering of the `matmul` ops. (Placeholder: not implemented yet.)
+//! Kernel lowering of MatMul (numpy semantics: 1-D promotion, broadcast batches) and Gemm.
+//!
+//! Each output element is a dot product accumulated in a local of the element type, summing
+//! over `k` upward from zero as the reference does; integer sums wrap as C's do.
 
-use kiln_ir::Op;
+use kiln_ir::{DType, Op, TensorType};
 
+use super::conv::{add, counter, hoist, wrap};
+use super::elementwise::broadcast_index;
 use super::Lowering;
 use crate::error::BackendError;
-use crate::kernel::Stmt;
+use crate::kernel::{Expr, Stmt, Var};
 
-pub fn lower(op: &Op, _cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
-    crate::cannot!("{} has no kernel lowering yet", op.name())
+pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
+    let dtype = match cx.inputs.first() {
+        Some(t) if matches!(t.dtype, DType::F32 | DType::I32 | DType::I64) => t.dtype,
+        _ => return crate::cannot!("{} supports f32, i32 and i64 only", op.name()),
+    };
+    if cx.inputs.iter().any(|t| t.dtype != dtype) {
+        return crate::cannot!("{} inputs have different types", op.name());
+    }
+    let body = match op {
+        Op::MatMul => matmul(cx, dtype)?,
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => gemm(
+            cx,
+            dtype,
+            &GemmParams {
+                alpha: *alpha,
+                beta: *beta,
+                trans_a: *trans_a,
+                trans_b: *trans_b,
+            },
+        )?,
+        _ => return crate::cannot!("{} is not a matrix product", op.name()),
+    };
+    Ok(super::conv::fold(body))
+}
+
+/// A zero of `t`.
+fn zero(t: DType) -> Expr {
+    Expr::Const(0.0, t)
+}
+
+/// `acc = 0; for k: acc += a(k) * b(k)` for one output element, returning the statements
+/// and the accumulator.
+fn dot_product(
+    cx: &mut Lowering,
+    dtype: DType,
+    k_len: usize,
+    a: &dyn Fn(&Expr) -> Expr,
+    b: &dyn Fn(&Expr) -> Expr,
+) -> (Vec<Stmt>, Var) {
+    let acc = cx.var(dtype);
+    let (kv, k) = counter(cx, k_len);
+    let update = Stmt::Assign {
+        var: acc,
+        value: Expr::Var(acc)
+            .add(Expr::load(cx.input(0), a(&k)).mul(Expr::load(cx.input(1), b(&k)))),
+    };
+    let mut stmts = vec![Stmt::Let {
+        var: acc,
+        ty: dtype,
+        init: zero(dtype),
+    }];
+    if k_len > 0 {
+        stmts.extend(wrap(kv, k_len, vec![update]));
+    }
+    (stmts, acc)
+}
+
+/// Shapes of a MatMul after 1-D promotion.
+struct Dims {
+    m: usize,
+    k: usize,
+    n: usize,
+    a_batch: Vec<usize>,
+    b_batch: Vec<usize>,
+    batch: Vec<usize>,
+}
+
+fn matmul_dims(a: &TensorType, b: &TensorType, y: &TensorType) -> Result<Dims, BackendError> {
+    let (a_batch, m, k) = match a.shape.as_slice() {
+        [k] => (Vec::new(), 1, *k),
+        [batch @ .., m, k] => (batch.to_vec(), *m, *k),
+        [] => return crate::cannot!("MatMul on a scalar"),
+    };
+    let (b_batch, kb, n) = match b.shape.as_slice() {
+        [k] => (Vec::new(), *k, 1),
+        [batch @ .., k, n] => (batch.to_vec(), *k, *n),
+        [] => return crate::cannot!("MatMul on a scalar"),
+    };
+    let rank = a_batch.len().max(b_batch.len());
+    let batch: Vec<usize> = y.shape.iter().take(rank).copied().collect();
+    if k != kb || batch.len() != rank {
+        return crate::cannot!("MatMul operands do not match");
+    }
+    Ok(Dims {
+        m,
+        k,
+        n,
+        a_batch,
+        b_batch,
+        batch,
+    })
+}
+
+/// MatMul: for every broadcast batch, `y[i][j] = sum_k a[i][k] * b[k][j]`.
+fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
+    let (Some(a), Some(b), Some(y)) = (cx.inputs.first(), cx.inputs.get(1), cx.outputs.first())
+    else {
+        return crate::cannot!("MatMul takes 2 inputs");
+    };
+    let d = matmul_dims(a, b, y)?;
+    let (batch_vars, batch_idx): (Vec<_>, Vec<_>) = d.batch.iter().map(|&e| counter(cx, e)).unzip();
+    let mut head = Vec::new();
+    let a_base =
+        broadcast_index(&batch_idx, &d.a_batch, d.batch.len()).affine((d.m * d.k) as i64, 0);
+    let b_base =
+        broadcast_index(&batch_idx, &d.b_batch, d.batch.len()).affine((d.k * d.n) as i64, 0);
+    let y_base =
+        super::conv::dot(&batch_idx, &super::conv::strides(&d.batch)).affine((d.m * d.n) as i64, 0);
+    let a_base = hoist(cx, &mut head, a_base);
+    let b_base = hoist(cx, &mut head, b_base);
+    let y_base = hoist(cx, &mut head, y_base);
+    let (iv, i) = counter(cx, d.m);
+    let (jv, j) = counter(cx, d.n);
+    let mut row = Vec::new();
+    let a_row = hoist(cx, &mut row, add(a_base, i.clone().affine(d.k as i64, 0)));
+    let y_row = hoist(cx, &mut row, add(y_base, i.affine(d.n as i64, 0)));
+    let n = d.n as i64;
+    let (mut body, acc) = dot_product(cx, dtype, d.k, &|k| add(a_row.clone(), k.clone()), &|k| {
+        add(add(b_base.clone(), k.clone().affine(n, 0)), j.clone())
+    });
+    body.push(Stmt::Store {
+        param: cx.output(0),
+        index: add(y_row, j.clone()),
+        value: Expr::Var(acc),
+    });
+    row.extend(wrap(jv, d.n, body));
+    head.extend(wrap(iv, d.m, row));
+    let mut stmts = head;
+    for (v, &e) in batch_vars.iter().zip(&d.batch).rev() {
+        stmts = wrap(*v, e, stmts);
+    }
+    Ok(stmts)
+}
+
+#[derive(Debug)]
+struct GemmParams {
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+/// An integer Gemm coefficient: whole numbers only, as the reference requires.
+fn integral(name: &str, v: f32) -> Result<f64, BackendError> {
+    if v.fract() == 0.0 && v.abs() <= i32::MAX as f32 {
+        Ok(f64::from(v))
+    } else {
+        crate::cannot!("integer Gemm with {name}={v}")
+    }
+}
+
+/// Gemm: `y = alpha * A' * B' + beta * C` (C broadcast; dropped when beta is 0).
+fn gemm(cx: &mut Lowering, dtype: DType, p: &GemmParams) -> Result<Vec<Stmt>, BackendError> {
+    let (Some(a), Some(y)) = (cx.inputs.first(), cx.outputs.first()) else {
+        return crate::cannot!("Gemm takes 2 or 3 inputs");
+    };
+    let (&[a0, a1], &[m, n]) = (a.shape.as_slice(), y.shape.as_slice()) else {
+        return crate::cannot!("Gemm operands must be 2-D");
+    };
+    let k_len = if p.trans_a { a0 } else { a1 };
+    let c_shape = cx.inputs.get(2).map(|t| t.shape.clone());
+    let (alpha, beta) = if dtype == DType::F32 {
+        (f64::from(p.alpha), f64::from(p.beta))
+    } else {
+        (integral("alpha", p.alpha)?, integral("beta", p.beta)?)
+    };
+    let (iv, i) = counter(cx, m);
+    let (jv, j) = counter(cx, n);
+    let (mi, ni, ki) = (m as i64, n as i64, k_len as i64);
+    let mut row = Vec::new();
+    // Row bases of A (when not transposed) and of Y, computed once per row.
+    let a_row = if p.trans_a {
+        i.clone()
+    } else {
+        hoist(cx, &mut row, i.clone().affine(ki, 0))
+    };
+    let y_row = hoist(cx, &mut row, i.clone().affine(ni, 0));
+    let (ta, tb) = (p.trans_a, p.trans_b);
+    let (mut body, acc) = dot_product(
+        cx,
+        dtype,
+        k_len,
+        &|k| {
+            if ta {
+                add(k.clone().affine(mi, 0), a_row.clone())
+            } else {
+                add(a_row.clone(), k.clone())
+            }
+        },
+        &|k| {
+            if tb {
+                add(j.clone().affine(ki, 0), k.clone())
+            } else {
+                add(k.clone().affine(ni, 0), j.clone())
+            }
+        },
+    );
+    let mut value = Expr::Var(acc);
+    if alpha != 1.0 {
+        value = value.mul(Expr::Const(alpha, dtype));
+    }
+    if let (Some(shape), true) = (c_shape, beta != 0.0) {
+        let c = Expr::load(cx.input(2), broadcast_index(&[i, j.clone()], &shape, 2));
+        let c = if beta == 1.0 {
+            c
+        } else {
+            Expr::Const(beta, dtype).mul(c)
+        };
+        value = value.add(c);
+    }
+    body.push(Stmt::Store {
+        param: cx.output(0),
+        index: add(y_row, j),
+        value,
+    });
+    row.extend(wrap(jv, n, body));
+    Ok(wrap(iv, m, row))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    //! MatMul and Gemm kernels against the reference interpreter: broadcast batches, 1-D
+    //! operands, integer types and every Gemm attribute.
+
+    use kiln_ir::{Op, Tensor, TensorData};
+
+    use super::super::conv::tests::{check, f};
+
+    fn ints(shape: &[usize], seed: i64, wide: bool) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v = (0..n as i64).map(|i| (i * 7 + seed) % 11 - 5);
+        let data = if wide {
+            TensorData::I64(v.collect())
+        } else {
+            TensorData::I32(v.map(|x| x as i32).collect())
+        };
+        Tensor::new(shape.to_vec(), data).unwrap()
+    }
+
+    #[test]
+    fn matmul_shapes_and_types() {
+        check(Op::MatMul, vec![f(&[2, 1, 3, 4], 1), f(&[3, 4, 2], 2)]);
+        check(Op::MatMul, vec![f(&[4], 3), f(&[2, 4, 3], 4)]);
+        check(Op::MatMul, vec![f(&[2, 3, 4], 5), f(&[4], 6)]);
+        check(Op::MatMul, vec![f(&[4], 7), f(&[4], 8)]);
+        for wide in [false, true] {
+            check(
+                Op::MatMul,
+                vec![ints(&[2, 3, 4], 1, wide), ints(&[4, 5], 2, wide)],
+            );
+        }
+    }
+
+    #[test]
+    fn gemm_attributes() {
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            let op = Op::Gemm {
+                alpha: 0.5,
+                beta: -2.0,
+                trans_a,
+                trans_b,
+            };
+            let a = if trans_a { [4, 3] } else { [3, 4] };
+            let b = if trans_b { [5, 4] } else { [4, 5] };
+            check(op.clone(), vec![f(&a, 9), f(&b, 10), f(&[3, 1], 11)]);
+            check(op, vec![f(&a, 12), f(&b, 13)]);
+        }
+        let op = Op::Gemm {
+            alpha: 3.0,
+            beta: 2.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        for wide in [false, true] {
+            let c = ints(&[4], 5, wide);
+            check(
+                op.clone(),
+                vec![ints(&[2, 3], 3, wide), ints(&[4, 3], 4, wide), c],
+            );
+        }
+    }
 }
