@@ -9,6 +9,7 @@ use std::process::Command;
 
 use kiln_backends::c::{emit_c, ArenaMode, COptions};
 use kiln_backends::host::{run_c, HostOptions};
+use kiln_backends::kernel::Schedule;
 use kiln_ir::{Graph, Tensor};
 
 const WARNINGS: &[&str] = &[
@@ -109,15 +110,33 @@ fn assert_close(case: &str, got: &[Tensor], want: &[Tensor]) {
 fn models_match_the_interpreter() {
     for case in cases() {
         let want = kiln_ir::interp::run(&case.graph, &case.inputs).expect("interp");
-        let got = run_c(
-            &case.graph,
-            &case.inputs,
-            &COptions::default(),
-            &HostOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert_close(&case.name, &got, &want);
+        // Schedule knobs change code, never results.
+        for unroll_limit in [0, 4] {
+            let options = COptions {
+                schedule: Schedule { unroll_limit },
+                ..COptions::default()
+            };
+            let got = run_c(&case.graph, &case.inputs, &options, &HostOptions::default())
+                .unwrap_or_else(|e| panic!("{} (unroll {unroll_limit}): {e}", case.name));
+            assert_close(&case.name, &got, &want);
+        }
     }
+}
+
+#[test]
+fn unrolling_removes_small_loops() {
+    let graph = small_network();
+    let count_loops = |limit| {
+        let options = COptions {
+            schedule: Schedule {
+                unroll_limit: limit,
+            },
+            ..COptions::default()
+        };
+        let program = emit_c(&graph, &options).expect("emit");
+        program.files[1].1.matches("for (").count()
+    };
+    assert!(count_loops(3) < count_loops(0));
 }
 
 #[test]

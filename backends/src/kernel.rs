@@ -290,3 +290,163 @@ pub fn flat_index(idx: &[Expr], shape: &[usize]) -> Expr {
     }
     acc.unwrap_or(Expr::Int(0))
 }
+
+/// Schedule knobs: choices that change speed and code size but never results. Lowerings
+/// produce plain loops; [`apply_schedule`] rewrites them, so every emitter gets the same code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Fully unroll innermost loops whose extent is at most this (0 turns unrolling off). Small
+    /// kernel-tap loops (3x3 windows, 2- to 4-wide reductions) are where unrolling pays.
+    pub unroll_limit: usize,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule { unroll_limit: 0 }
+    }
+}
+
+/// Applies the schedule knobs to a kernel.
+pub fn apply_schedule(kernel: Kernel, schedule: &Schedule) -> Kernel {
+    if schedule.unroll_limit == 0 {
+        return kernel;
+    }
+    let body = unroll(kernel.body, schedule.unroll_limit);
+    Kernel { body, ..kernel }
+}
+
+fn contains_loop(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::For { .. } => true,
+        Stmt::If {
+            then, otherwise, ..
+        } => contains_loop(then) || contains_loop(otherwise),
+        _ => false,
+    })
+}
+
+fn declares_locals(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Let { .. } => true,
+        Stmt::If {
+            then, otherwise, ..
+        } => declares_locals(then) || declares_locals(otherwise),
+        Stmt::For { body, .. } => declares_locals(body),
+        _ => false,
+    })
+}
+
+/// Replaces innermost loops of small extent by copies of their body with the counter fixed.
+/// Loops whose body declares locals stay loops (copies would redeclare them).
+fn unroll(body: Vec<Stmt>, limit: usize) -> Vec<Stmt> {
+    let mut out = Vec::with_capacity(body.len());
+    for s in body {
+        match s {
+            Stmt::For {
+                var,
+                extent,
+                unroll: _,
+                body,
+            } => {
+                let body = unroll(body, limit);
+                if extent <= limit && !contains_loop(&body) && !declares_locals(&body) {
+                    for i in 0..extent {
+                        out.extend(body.iter().map(|st| subst_stmt(st, var, i as i64)));
+                    }
+                } else {
+                    out.push(Stmt::For {
+                        var,
+                        extent,
+                        unroll: false,
+                        body,
+                    });
+                }
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => out.push(Stmt::If {
+                cond,
+                then: unroll(then, limit),
+                otherwise: unroll(otherwise, limit),
+            }),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn subst_stmt(s: &Stmt, var: Var, value: i64) -> Stmt {
+    let e = |x: &Expr| subst_expr(x, var, value);
+    match s {
+        Stmt::For {
+            var: v,
+            extent,
+            unroll,
+            body,
+        } => Stmt::For {
+            var: *v,
+            extent: *extent,
+            unroll: *unroll,
+            body: body.iter().map(|b| subst_stmt(b, var, value)).collect(),
+        },
+        Stmt::Let { var: v, ty, init } => Stmt::Let {
+            var: *v,
+            ty: *ty,
+            init: e(init),
+        },
+        Stmt::Assign { var: v, value: x } => Stmt::Assign {
+            var: *v,
+            value: e(x),
+        },
+        Stmt::Store {
+            param,
+            index,
+            value: x,
+        } => Stmt::Store {
+            param: *param,
+            index: e(index),
+            value: e(x),
+        },
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => Stmt::If {
+            cond: e(cond),
+            then: then.iter().map(|b| subst_stmt(b, var, value)).collect(),
+            otherwise: otherwise
+                .iter()
+                .map(|b| subst_stmt(b, var, value))
+                .collect(),
+        },
+    }
+}
+
+/// Substitutes `value` for `var` and folds the integer arithmetic that becomes constant.
+fn subst_expr(e: &Expr, var: Var, value: i64) -> Expr {
+    match e {
+        Expr::Var(v) if *v == var => Expr::Int(value),
+        Expr::Int(_) | Expr::Const(..) | Expr::Var(_) => e.clone(),
+        Expr::Load { param, index } => Expr::load(*param, subst_expr(index, var, value)),
+        Expr::Unary(op, a) => Expr::un(*op, subst_expr(a, var, value)),
+        Expr::Binary(op, a, b) => {
+            let (a, b) = (subst_expr(a, var, value), subst_expr(b, var, value));
+            match (op, &a, &b) {
+                (BinOp::Add, Expr::Int(x), Expr::Int(y)) => Expr::Int(x + y),
+                (BinOp::Mul, Expr::Int(x), Expr::Int(y)) => Expr::Int(x * y),
+                (BinOp::Add, x, Expr::Int(0)) | (BinOp::Add, Expr::Int(0), x) => x.clone(),
+                (BinOp::Mul, x, Expr::Int(1)) | (BinOp::Mul, Expr::Int(1), x) => x.clone(),
+                (BinOp::Mul, _, Expr::Int(0)) | (BinOp::Mul, Expr::Int(0), _) => Expr::Int(0),
+                _ => Expr::bin(*op, a, b),
+            }
+        }
+        Expr::Select(c, a, b) => Expr::select(
+            subst_expr(c, var, value),
+            subst_expr(a, var, value),
+            subst_expr(b, var, value),
+        ),
+        Expr::Cast(t, a) => Expr::cast(*t, subst_expr(a, var, value)),
+    }
+}

@@ -36,6 +36,10 @@ pub struct CompileArgs {
     /// Use kiln's own math approximations instead of libm (documented in kiln_runtime.h).
     #[arg(long)]
     no_libm: bool,
+    /// Fully unroll innermost loops of at most N iterations (0: no unrolling; trades flash for
+    /// speed, e.g. 3 unrolls 3x3 kernel taps).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    unroll: usize,
     /// Also write PREFIX.report.json.
     #[arg(long, value_enum)]
     report: Option<Report>,
@@ -74,6 +78,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         weights_section: args.weights_section.clone(),
         arena_section: args.arena_section.clone(),
         no_libm: args.no_libm,
+        schedule: kiln_backends::kernel::Schedule {
+            unroll_limit: args.unroll,
+        },
         ..COptions::default()
     };
     let Emit::C = args.emit;

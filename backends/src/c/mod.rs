@@ -12,7 +12,7 @@ use kiln_ir::{Graph, NodeId, TensorData, TensorType, ValueId};
 use kiln_passes::{plan_memory, MemoryPlan, Storage};
 
 use crate::error::BackendError;
-use crate::kernel::Kernel;
+use crate::kernel::{apply_schedule, Kernel, Schedule};
 use crate::lower::{copy_kernel, lower_op};
 use expr::{c_type, float_literal, int_literal, ExprPrinter};
 use writer::Writer;
@@ -42,6 +42,8 @@ pub struct COptions {
     pub no_libm: bool,
     /// Arena alignment in bytes.
     pub alignment: usize,
+    /// Loop schedule knobs (unrolling, ...).
+    pub schedule: Schedule,
 }
 
 impl Default for COptions {
@@ -53,6 +55,7 @@ impl Default for COptions {
             arena_section: None,
             no_libm: false,
             alignment: 16,
+            schedule: Schedule::default(),
         }
     }
 }
@@ -155,7 +158,7 @@ pub fn emit_c(graph: &Graph, opts: &COptions) -> Result<CProgram, BackendError> 
             bytes: owned.first().map_or(0, |t| t.size_bytes()),
         });
         if let Some(k) = kernel {
-            kernels.push((n, k));
+            kernels.push((n, apply_schedule(k, &opts.schedule)));
         }
     }
     let weights = collect_weights(graph, &plan);
