@@ -293,17 +293,12 @@ pub fn flat_index(idx: &[Expr], shape: &[usize]) -> Expr {
 
 /// Schedule knobs: choices that change speed and code size but never results. Lowerings
 /// produce plain loops; [`apply_schedule`] rewrites them, so every emitter gets the same code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The default favours code size: nothing is unrolled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Schedule {
     /// Fully unroll innermost loops whose extent is at most this (0 turns unrolling off). Small
     /// kernel-tap loops (3x3 windows, 2- to 4-wide reductions) are where unrolling pays.
     pub unroll_limit: usize,
-}
-
-impl Default for Schedule {
-    fn default() -> Self {
-        Schedule { unroll_limit: 0 }
-    }
 }
 
 /// Applies the schedule knobs to a kernel.
