@@ -76,51 +76,13 @@ fn harness(graph: &Graph, prefix: &str) -> String {
     s
 }
 
-fn raw_bytes(t: &Tensor) -> Vec<u8> {
-    let mut out = Vec::with_capacity(t.size_bytes());
-    match t.data() {
-        TensorData::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I8(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::I16(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-    }
-    out
-}
-
 fn from_raw(dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor, BackendError> {
-    macro_rules! le {
-        ($t:ty, $w:expr) => {
-            raw.chunks_exact($w)
-                .map(|c| {
-                    let mut b = [0u8; $w];
-                    b.copy_from_slice(c);
-                    <$t>::from_le_bytes(b)
-                })
-                .collect()
-        };
-    }
-    let data = match dtype {
-        DType::F32 => TensorData::F32(le!(f32, 4)),
-        DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-        DType::U8 => TensorData::U8(raw.to_vec()),
-        DType::I16 => TensorData::I16(le!(i16, 2)),
-        DType::I32 => TensorData::I32(le!(i32, 4)),
-        DType::I64 => TensorData::I64(le!(i64, 8)),
-        DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-    };
+    let data = TensorData::from_le_bytes(dtype, raw).ok_or_else(|| {
+        host_err(format!(
+            "output file has {} bytes, not whole {dtype} elements",
+            raw.len()
+        ))
+    })?;
     Ok(Tensor::new(shape, data)?)
 }
 
@@ -188,7 +150,7 @@ fn build_and_run(
     let mut cmd = Command::new(&exe);
     for (i, t) in inputs.iter().enumerate() {
         let path = dir.join(format!("in{i}.bin"));
-        write(&format!("in{i}.bin"), &raw_bytes(t))?;
+        write(&format!("in{i}.bin"), &t.data().to_le_bytes())?;
         cmd.arg(path);
     }
     for i in 0..graph.outputs().len() {

@@ -73,26 +73,8 @@ fn decode_raw(dtype: DType, raw: &[u8], n: usize) -> Result<TensorData, String> 
             raw.len()
         ));
     }
-    macro_rules! le {
-        ($t:ty, $w:expr) => {
-            raw.chunks_exact($w)
-                .map(|c| {
-                    let mut b = [0u8; $w];
-                    b.copy_from_slice(c);
-                    <$t>::from_le_bytes(b)
-                })
-                .collect()
-        };
-    }
-    Ok(match dtype {
-        DType::F32 => TensorData::F32(le!(f32, 4)),
-        DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-        DType::U8 => TensorData::U8(raw.to_vec()),
-        DType::I16 => TensorData::I16(le!(i16, 2)),
-        DType::I32 => TensorData::I32(le!(i32, 4)),
-        DType::I64 => TensorData::I64(le!(i64, 8)),
-        DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-    })
+    TensorData::from_le_bytes(dtype, raw)
+        .ok_or_else(|| "raw_data is not a whole number of elements".to_string())
 }
 
 fn decode_typed(dtype: DType, t: &TensorProto, n: usize) -> Result<TensorData, String> {

@@ -73,25 +73,7 @@ pub fn write(t: &Tensor) -> Vec<u8> {
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    match t.data() {
-        TensorData::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I8(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::I16(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-    }
+    out.extend_from_slice(&t.data().to_le_bytes());
     out
 }
 
@@ -160,22 +142,7 @@ pub fn read(bytes: &[u8]) -> Result<Tensor, NpyError> {
     }
     let n = ty.numel();
     let body = &body[..ty.size_bytes()];
-    macro_rules! le {
-        ($t:ty, $w:expr) => {
-            body.chunks_exact($w)
-                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $w])))
-                .collect::<Vec<$t>>()
-        };
-    }
-    let data = match dtype {
-        DType::F32 => TensorData::F32(le!(f32, 4)),
-        DType::I8 => TensorData::I8(body.iter().map(|&b| b as i8).collect()),
-        DType::U8 => TensorData::U8(body.to_vec()),
-        DType::I16 => TensorData::I16(le!(i16, 2)),
-        DType::I32 => TensorData::I32(le!(i32, 4)),
-        DType::I64 => TensorData::I64(le!(i64, 8)),
-        DType::Bool => TensorData::Bool(body.iter().map(|&b| b != 0).collect()),
-    };
+    let data = TensorData::from_le_bytes(dtype, body).ok_or(NpyError::Truncated)?;
     debug_assert_eq!(data.len(), n);
     Ok(Tensor::new(ty.shape, data)?)
 }

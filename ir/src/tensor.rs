@@ -120,6 +120,61 @@ impl TensorData {
         }
     }
 
+    /// The elements as little-endian bytes (bool as 0 or 1): the layout of `.npy` files, of
+    /// ONNX `raw_data`, and of tensors in memory on every target kiln supports.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.dtype().size_bytes());
+        match self {
+            TensorData::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I8(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::I16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        }
+        out
+    }
+
+    /// Decodes little-endian elements of `dtype`; `None` unless `bytes` holds a whole number
+    /// of elements.
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Option<TensorData> {
+        if !bytes.len().is_multiple_of(dtype.size_bytes()) {
+            return None;
+        }
+        macro_rules! le {
+            ($t:ty, $w:expr) => {
+                bytes
+                    .chunks_exact($w)
+                    .map(|c| {
+                        let mut b = [0u8; $w];
+                        b.copy_from_slice(c);
+                        <$t>::from_le_bytes(b)
+                    })
+                    .collect()
+            };
+        }
+        Some(match dtype {
+            DType::F32 => TensorData::F32(le!(f32, 4)),
+            DType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+            DType::U8 => TensorData::U8(bytes.to_vec()),
+            DType::I16 => TensorData::I16(le!(i16, 2)),
+            DType::I32 => TensorData::I32(le!(i32, 4)),
+            DType::I64 => TensorData::I64(le!(i64, 8)),
+            DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        })
+    }
+
     /// Element `i` widened to f64 (exact for every type except i64 beyond 2^53).
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
