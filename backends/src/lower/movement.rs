@@ -2,11 +2,13 @@
 //! Gather, Expand, Tile, DepthToSpace, SpaceToDepth, Resize, Shape, ConstantOfShape, Range).
 //!
 //! Shapes are static, so most ops become one loop nest over the output whose input index is
-//! an affine (or clamped / wrapped) function of the loop counters. Resize precomputes its
-//! per-axis taps and weights in Rust, mirroring `kiln_ir::ops::movement`, and encodes those
-//! tables as index arithmetic or balanced `Select` trees (kernels have no constant tables).
+//! an affine (or clamped / wrapped) function of the loop counters. Resize takes its per-axis
+//! taps and weights from `kiln_ir::ops::movement::resize_axis_samples` (the interpreter's own
+//! computation) and encodes those tables as index arithmetic or balanced `Select` trees
+//! (kernels have no constant tables).
 
-use kiln_ir::op::{CoordTransform, DepthToSpaceMode, NearestMode, PadMode, ResizeMode};
+use kiln_ir::op::{DepthToSpaceMode, PadMode, ResizeMode};
+use kiln_ir::ops::movement::{resize_axis_samples, ResizeSample, ResizeSource};
 use kiln_ir::tensor::strides;
 use kiln_ir::{DType, Op};
 
@@ -637,205 +639,8 @@ fn select_tree<T: TableValue>(o: &Expr, runs: &[(usize, T)]) -> Expr {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Resize: the coefficient computation mirrors kiln_ir::ops::movement (which keeps it private).
-
-/// Half the support of the unscaled filter, in input pixels (`None` for nearest).
-fn kernel_reach(mode: ResizeMode) -> Option<i64> {
-    match mode {
-        ResizeMode::Nearest => None,
-        ResizeMode::Linear => Some(1),
-        ResizeMode::Cubic => Some(2),
-    }
-}
-
-fn antialias_start(reach: i64, scale: f64) -> i64 {
-    let s = scale.min(1.0);
-    (-(reach as f64) / s).floor() as i64 + 1
-}
-
-#[derive(Clone, Copy)]
-struct Filter {
-    mode: ResizeMode,
-    coord: CoordTransform,
-    nearest: NearestMode,
-    cubic_a: f64,
-    exclude_outside: bool,
-    antialias: bool,
-    extrapolation: f64,
-}
-
-#[derive(Clone, Copy)]
-struct Axis {
-    in_n: usize,
-    out_n: usize,
-    scale: f64,
-    roi: (f64, f64),
-}
-
-fn is_close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
-}
-
-impl Axis {
-    fn is_identity(&self) -> bool {
-        self.in_n == self.out_n
-            && is_close(self.scale, 1.0)
-            && is_close(self.roi.0, 0.0)
-            && is_close(self.roi.1, 1.0)
-    }
-
-    fn source(&self, coord: CoordTransform, y: usize) -> Option<f64> {
-        let y = y as f64;
-        let in_w = self.in_n as f64;
-        let scale = self.scale;
-        let out_w = scale * in_w;
-        let unit_output = out_w == 1.0;
-        Some(match coord {
-            CoordTransform::TfCropAndResize => {
-                let (start, end) = self.roi;
-                let span = if unit_output {
-                    (end - start) * (in_w - 1.0) / 2.0
-                } else {
-                    y * (end - start) * (in_w - 1.0) / (out_w - 1.0)
-                };
-                let x = span + start * (in_w - 1.0);
-                if x < 0.0 || x > in_w - 1.0 {
-                    return None;
-                }
-                x
-            }
-            CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
-            CoordTransform::HalfPixelSymmetric => {
-                let adjustment = self.out_n as f64 / out_w;
-                let offset = in_w / 2.0 * (1.0 - adjustment);
-                offset + (y + 0.5) / scale - 0.5
-            }
-            CoordTransform::PytorchHalfPixel if unit_output => -0.5,
-            CoordTransform::PytorchHalfPixel => (y + 0.5) / scale - 0.5,
-            CoordTransform::AlignCorners if unit_output => 0.0,
-            CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_w - 1.0),
-            CoordTransform::Asymmetric => y / scale,
-        })
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum Sample {
-    Fill(f64),
-    Taps { start: i64, weights: Vec<f64> },
-}
-
-fn nearest_coeffs(ratio: f64, mode: NearestMode) -> Vec<f64> {
-    let up = if ratio.fract() == 0.0 {
-        true
-    } else {
-        match mode {
-            NearestMode::RoundPreferFloor => ratio > 0.5,
-            NearestMode::RoundPreferCeil => ratio >= 0.5,
-            NearestMode::Floor => false,
-            NearestMode::Ceil => true,
-        }
-    };
-    if up {
-        vec![0.0, 1.0]
-    } else {
-        vec![1.0, 0.0]
-    }
-}
-
-fn cubic_coeffs(ratio: f64, a: f64) -> Vec<f64> {
-    let r = ratio;
-    let s = 1.0 - r;
-    vec![
-        ((a * (r + 1.0) - 5.0 * a) * (r + 1.0) + 8.0 * a) * (r + 1.0) - 4.0 * a,
-        ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
-        ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0,
-        ((a * (s + 1.0) - 5.0 * a) * (s + 1.0) + 8.0 * a) * (s + 1.0) - 4.0 * a,
-    ]
-}
-
-fn cubic_kernel(x: f64, a: f64) -> f64 {
-    let x = x.abs();
-    let (x2, x3) = (x * x, x * x * x);
-    if x <= 1.0 {
-        (a + 2.0) * x3 - (a + 3.0) * x2 + 1.0
-    } else if x < 2.0 {
-        a * x3 - 5.0 * a * x2 + 8.0 * a * x - 4.0 * a
-    } else {
-        0.0
-    }
-}
-
-fn antialias_coeffs(mode: ResizeMode, ratio: f64, scale: f64, a: f64) -> Vec<f64> {
-    let reach = kernel_reach(mode).unwrap_or(1);
-    let s = scale.min(1.0);
-    let start = antialias_start(reach, scale);
-    let raw: Vec<f64> = (start..2 - start)
-        .map(|i| {
-            let x = (i as f64 - ratio) * s;
-            match mode {
-                ResizeMode::Cubic => cubic_kernel(x, a),
-                _ => (1.0 - x.abs()).clamp(0.0, 1.0),
-            }
-        })
-        .collect();
-    let sum: f64 = raw.iter().sum();
-    raw.iter().map(|c| c / sum).collect()
-}
-
-fn coeffs(f: &Filter, ratio: f64, scale: f64) -> Vec<f64> {
-    match (f.mode, f.antialias) {
-        (ResizeMode::Nearest, _) => nearest_coeffs(ratio, f.nearest),
-        (ResizeMode::Linear, false) => vec![1.0 - ratio, ratio],
-        (ResizeMode::Cubic, false) => cubic_coeffs(ratio, f.cubic_a),
-        (mode, true) => antialias_coeffs(mode, ratio, scale, f.cubic_a),
-    }
-}
-
-fn window_start(x: f64, n: usize) -> i64 {
-    let pad = n.div_ceil(2) as i64;
-    let padded = x + pad as f64;
-    let p = padded.floor();
-    let frac = padded - p;
-    let half = (n / 2) as i64;
-    let offset = if n.is_multiple_of(2) {
-        if frac == 0.0 {
-            -half
-        } else {
-            1 - half
-        }
-    } else {
-        let base = -(((n as i64) - 1) / 2);
-        if frac <= 0.5 {
-            base
-        } else {
-            base + 1
-        }
-    };
-    (p as i64).saturating_add(offset).saturating_sub(pad)
-}
-
-fn sample(f: &Filter, axis: &Axis, y: usize) -> Sample {
-    let Some(x) = axis.source(f.coord, y) else {
-        return Sample::Fill(f.extrapolation);
-    };
-    let base = x.floor();
-    let ratio = if x == base { 1.0 } else { x - base };
-    let mut weights = coeffs(f, ratio, axis.scale);
-    let start = window_start(x, weights.len());
-    if f.exclude_outside {
-        for (k, w) in weights.iter_mut().enumerate() {
-            let i = start.saturating_add(k as i64);
-            if i < 0 || i >= axis.in_n as i64 {
-                *w = 0.0;
-            }
-        }
-        let sum: f64 = weights.iter().sum();
-        let sum = if sum == 0.0 { 1.0 } else { sum };
-        weights.iter_mut().for_each(|w| *w /= sum);
-    }
-    Sample::Taps { start, weights }
-}
+// Resize: the taps and weights come from kiln_ir::ops::movement::resize_axis_samples, the
+// interpreter's own coefficient computation.
 
 /// One resized axis, lowered: per-coordinate tables plus the locals that hold their values.
 struct AxisPlan {
@@ -858,42 +663,46 @@ fn fill_code(fills: &mut Vec<f64>, v: f64) -> i64 {
     i as i64 + 1
 }
 
-fn plan_axis(cx: &mut Lowering, f: &Filter, a: &Axis, o: &Expr, fills: &mut Vec<f64>) -> AxisPlan {
-    let samples: Vec<Sample> = (0..a.out_n).map(|y| sample(f, a, y)).collect();
+/// Lowers the `samples` of one axis of `in_n` input pixels, with `o` its output coordinate.
+fn plan_axis(
+    cx: &mut Lowering,
+    nearest: bool,
+    in_n: usize,
+    samples: &[ResizeSample],
+    o: &Expr,
+    fills: &mut Vec<f64>,
+) -> AxisPlan {
     let n_taps = samples
         .iter()
         .map(|s| match s {
-            Sample::Taps { weights, .. } => weights.len(),
-            Sample::Fill(_) => 0,
+            ResizeSample::Taps { weights, .. } => weights.len(),
+            ResizeSample::Fill(_) => 0,
         })
         .max()
         .unwrap_or(0);
-    let hi = a.in_n as i64 - 1;
-    let nearest = f.mode == ResizeMode::Nearest;
+    let hi = in_n as i64 - 1;
     let mut starts = Vec::with_capacity(samples.len());
     let mut codes = Vec::with_capacity(samples.len());
     let mut weights: Vec<Vec<f32>> = vec![Vec::with_capacity(samples.len()); n_taps];
-    for s in &samples {
+    for s in samples {
         match s {
-            Sample::Fill(v) => {
+            ResizeSample::Fill(v) => {
                 starts.push(0);
                 codes.push(fill_code(fills, *v));
                 weights.iter_mut().for_each(|w| w.push(0.0));
             }
-            Sample::Taps { start, weights: ws } if nearest => {
-                // The one-hot tap, clamped as the reference does; no hot tap reads 0.
-                match ws.iter().position(|&w| w != 0.0) {
-                    Some(k) => {
-                        starts.push(start.saturating_add(k as i64).clamp(0, hi.max(0)));
-                        codes.push(0);
-                    }
-                    None => {
-                        starts.push(0);
-                        codes.push(fill_code(fills, 0.0));
-                    }
+            // The one-hot tap, clamped as the reference does; no hot tap reads 0.
+            _ if nearest => match s.nearest_source(in_n) {
+                ResizeSource::Index(i) => {
+                    starts.push(i as i64);
+                    codes.push(0);
                 }
-            }
-            Sample::Taps { start, weights: ws } => {
+                ResizeSource::Fill(v) => {
+                    starts.push(0);
+                    codes.push(fill_code(fills, v));
+                }
+            },
+            ResizeSample::Taps { start, weights: ws } => {
                 starts.push(*start);
                 codes.push(0);
                 for (k, w) in weights.iter_mut().enumerate() {
@@ -985,35 +794,19 @@ fn int_range(dtype: DType) -> Option<(f64, f64)> {
     }
 }
 
-/// Resize: per-axis tables computed here; nearest copies one input element (exact for every
-/// dtype), linear and cubic sum the product of the per-axis weights over all tap
-/// combinations in f32 (the interpreter resamples axis by axis in f64: same sums, within
+/// Resize: per-axis tables from `resize_axis_samples`; nearest copies one input element
+/// (exact for every dtype), linear and cubic sum the product of the per-axis weights over all
+/// tap combinations in f32 (the interpreter resamples axis by axis in f64: same sums, within
 /// tolerance). A coordinate outside a tf_crop_and_resize region takes the fill constant
 /// (the interpreter's later-axis weights sum to 1 there, so the fill passes through).
 fn resize(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     let Op::Resize {
         mode,
-        coord,
-        nearest,
-        scales,
-        out_shape: _,
-        cubic_coeff_a,
-        exclude_outside,
-        antialias,
-        roi,
-        extrapolation_value,
+        out_shape: op_shape,
+        ..
     } = op
     else {
         return crate::cannot!("not a Resize");
-    };
-    let filter = Filter {
-        mode: *mode,
-        coord: *coord,
-        nearest: *nearest,
-        cubic_a: *cubic_coeff_a,
-        exclude_outside: *exclude_outside,
-        antialias: *antialias,
-        extrapolation: *extrapolation_value,
     };
     let (xs, ys) = (in_shape(cx, 0)?, out_shape(cx, 0)?);
     let in_dtype = cx.inputs.first().map_or(DType::F32, |t| t.dtype);
@@ -1021,6 +814,10 @@ fn resize(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     if ys.len() != rank {
         return crate::cannot!("Resize output rank differs from the input's");
     }
+    if ys != *op_shape {
+        return crate::cannot!("Resize output shape {ys:?} differs from the op's {op_shape:?}");
+    }
+    let nearest = *mode == ResizeMode::Nearest;
     if xs.contains(&0) {
         if ys.contains(&0) {
             return Ok(Vec::new());
@@ -1034,29 +831,22 @@ fn resize(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     let mut preludes = vec![Vec::new(); rank + 1];
     let mut plans: Vec<(usize, AxisPlan)> = Vec::new();
     let mut base = Expr::Int(0);
-    for d in 0..rank {
-        let a = Axis {
-            in_n: xs.get(d).copied().unwrap_or(0),
-            out_n: ys.get(d).copied().unwrap_or(0),
-            scale: scales.get(d).copied().unwrap_or(1.0),
-            roi: (
-                roi.get(d).copied().unwrap_or(0.0),
-                roi.get(rank + d).copied().unwrap_or(1.0),
-            ),
-        };
+    for (d, &in_n) in xs.iter().enumerate() {
         let o = idx.get(d).cloned().unwrap_or(Expr::Int(0));
         let stride = st.get(d).copied().unwrap_or(0) as i64;
-        if a.is_identity() {
-            if a.in_n > 1 {
+        let samples = resize_axis_samples(op, d, &xs)
+            .map_err(|e| BackendError::Lowering(format!("Resize: {e}")))?;
+        let Some(samples) = samples else {
+            if in_n > 1 {
                 base = plus(base, o.affine(stride, 0));
             }
             continue;
-        }
-        let mut plan = plan_axis(cx, &filter, &a, &o, &mut fills);
+        };
+        let mut plan = plan_axis(cx, nearest, in_n, &samples, &o, &mut fills);
         if let Some(p) = preludes.get_mut(d + 1) {
             p.append(&mut plan.prelude);
         }
-        if *mode == ResizeMode::Nearest {
+        if nearest {
             if let Some(&t) = plan.taps.first() {
                 base = plus(base, Expr::Var(t).affine(stride, 0));
             }
@@ -1065,7 +855,6 @@ fn resize(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     }
     let x = cx.input(0);
     let out_dtype = out_dtype(cx, 0)?;
-    let nearest = *mode == ResizeMode::Nearest;
     let mut value = if nearest {
         Expr::load(x, base)
     } else {

@@ -981,12 +981,96 @@ impl Axis {
     }
 }
 
-/// How one output coordinate along an axis is computed: a constant, or a weighted sum of the
-/// input pixels `start..start + weights.len()` (clamped into the axis, as edge padding does).
+/// How one output coordinate along a resized axis is computed (see [`resize_axis_samples`]).
 #[derive(Clone, Debug, PartialEq)]
-enum Sample {
+pub enum ResizeSample {
+    /// A constant: tf_crop_and_resize's `extrapolation_value`, for a coordinate whose source
+    /// lies outside the input.
     Fill(f64),
+    /// The weighted sum of the input pixels `start..start + weights.len()`, each index clamped
+    /// into the axis (as the reference's edge padding does). Nearest mode yields one-hot
+    /// weights (all zero when `exclude_outside` dropped the hot tap): use
+    /// [`ResizeSample::nearest_source`] for it.
     Taps { start: i64, weights: Vec<f64> },
+}
+
+/// Where a nearest-resized value comes from: an input index, or a constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ResizeSource {
+    Index(usize),
+    Fill(f64),
+}
+
+impl ResizeSample {
+    /// For nearest mode, on an axis of `in_n` input pixels: the (clamped) index of the hot
+    /// tap, or the constant the coordinate takes (its fill value, or 0 when every weight was
+    /// excluded, as the reference's weighted sum gives).
+    pub fn nearest_source(&self, in_n: usize) -> ResizeSource {
+        match self {
+            ResizeSample::Fill(v) => ResizeSource::Fill(*v),
+            ResizeSample::Taps { start, weights } => match weights.iter().position(|&w| w != 0.0) {
+                Some(k) => ResizeSource::Index(clamp_tap(*start, k, in_n)),
+                None => ResizeSource::Fill(0.0),
+            },
+        }
+    }
+}
+
+/// The samples of ONNX Resize `op` (an [`Op::Resize`] whose input has shape `in_shape`) along
+/// dimension `axis`, one per output coordinate, exactly as the interpreter resamples that
+/// axis: the filter taps and weights of `mode` (nearest, linear or cubic, antialiased or not,
+/// with `exclude_outside`) at the source coordinate given by the coordinate transform, or
+/// [`ResizeSample::Fill`] where tf_crop_and_resize extrapolates.
+///
+/// Returns `Ok(None)` for an axis the reference leaves untouched (same size, scale 1 and the
+/// full region of interest): output coordinate `y` then reads input `y`. Axes are resampled
+/// in increasing order, so a later axis's fill constant overrides an earlier one's.
+pub fn resize_axis_samples(
+    op: &Op,
+    axis: usize,
+    in_shape: &[usize],
+) -> Result<Option<Vec<ResizeSample>>, OpError> {
+    let Op::Resize {
+        mode,
+        coord,
+        nearest,
+        scales,
+        out_shape,
+        cubic_coeff_a,
+        exclude_outside,
+        antialias,
+        roi,
+        extrapolation_value,
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let rank = in_shape.len();
+    let Some(&in_n) = in_shape.get(axis) else {
+        return invalid!("Resize: axis {axis} is out of range for rank {rank}");
+    };
+    let filter = Filter {
+        mode: *mode,
+        coord: *coord,
+        nearest: *nearest,
+        cubic_a: *cubic_coeff_a,
+        exclude_outside: *exclude_outside,
+        antialias: *antialias,
+        extrapolation: *extrapolation_value,
+    };
+    let a = Axis {
+        in_n,
+        out_n: out_shape.get(axis).copied().unwrap_or(0),
+        scale: scales.get(axis).copied().unwrap_or(1.0),
+        roi: (
+            roi.get(axis).copied().unwrap_or(0.0),
+            roi.get(rank + axis).copied().unwrap_or(1.0),
+        ),
+    };
+    if a.is_identity() {
+        return Ok(None);
+    }
+    Ok(Some((0..a.out_n).map(|y| sample(&filter, &a, y)).collect()))
 }
 
 /// The reference's `_nearest_coeffs`: one-hot over the two neighbours.
@@ -1087,9 +1171,9 @@ fn window_start(x: f64, n: usize) -> i64 {
 }
 
 /// The sample for output coordinate `y` along `axis`.
-fn sample(f: &Filter, axis: &Axis, y: usize) -> Sample {
+fn sample(f: &Filter, axis: &Axis, y: usize) -> ResizeSample {
     let Some(x) = axis.source(f.coord, y) else {
-        return Sample::Fill(f.extrapolation);
+        return ResizeSample::Fill(f.extrapolation);
     };
     // The ratio lies in (0, 1]: an integer coordinate counts as 1 past its left neighbour.
     let base = x.floor();
@@ -1107,7 +1191,7 @@ fn sample(f: &Filter, axis: &Axis, y: usize) -> Sample {
         let sum = if sum == 0.0 { 1.0 } else { sum };
         weights.iter_mut().for_each(|w| *w /= sum);
     }
-    Sample::Taps { start, weights }
+    ResizeSample::Taps { start, weights }
 }
 
 /// Input index `start + k` clamped into `0..n` (0 when `n` is 0; callers never read an empty
@@ -1117,62 +1201,22 @@ fn clamp_tap(start: i64, k: usize, n: usize) -> usize {
 }
 
 fn eval_resize(x: &Tensor, op: &Op) -> Result<TensorData, OpError> {
-    let Op::Resize {
-        mode,
-        coord,
-        nearest,
-        scales,
-        out_shape,
-        cubic_coeff_a,
-        exclude_outside,
-        antialias,
-        roi,
-        extrapolation_value,
-    } = op
-    else {
+    let Op::Resize { mode, .. } = op else {
         return Err(wrong_family(op));
     };
-    let filter = Filter {
-        mode: *mode,
-        coord: *coord,
-        nearest: *nearest,
-        cubic_a: *cubic_coeff_a,
-        exclude_outside: *exclude_outside,
-        antialias: *antialias,
-        extrapolation: *extrapolation_value,
-    };
     let in_shape = x.shape();
-    let rank = in_shape.len();
-    let axes: Vec<Axis> = (0..rank)
-        .map(|d| Axis {
-            in_n: in_shape.get(d).copied().unwrap_or(0),
-            out_n: out_shape.get(d).copied().unwrap_or(0),
-            scale: scales.get(d).copied().unwrap_or(1.0),
-            roi: (
-                roi.get(d).copied().unwrap_or(0.0),
-                roi.get(rank + d).copied().unwrap_or(1.0),
-            ),
-        })
-        .collect();
-    let samples =
-        |a: &Axis| -> Vec<Sample> { (0..a.out_n).map(|y| sample(&filter, a, y)).collect() };
+    let tables = (0..in_shape.len())
+        .map(|d| resize_axis_samples(op, d, in_shape))
+        .collect::<Result<Vec<_>, _>>()?;
     match mode {
-        ResizeMode::Nearest => {
-            let tables: Vec<Option<Vec<Sample>>> = axes
-                .iter()
-                .map(|a| (!a.is_identity()).then(|| samples(a)))
-                .collect();
-            resize_nearest(x, &axes, &tables)
-        }
+        ResizeMode::Nearest => resize_nearest(x, &tables),
         ResizeMode::Linear | ResizeMode::Cubic => {
             let mut buf = x.to_f64_vec();
             let mut shape = in_shape.to_vec();
-            for (d, a) in axes.iter().enumerate() {
-                if a.is_identity() {
-                    continue;
-                }
-                buf = interpolate_axis(&buf, &shape, d, &samples(a));
-                shape[d] = a.out_n;
+            for (d, samples) in tables.iter().enumerate() {
+                let Some(samples) = samples else { continue };
+                buf = interpolate_axis(&buf, &shape, d, samples);
+                shape[d] = samples.len();
             }
             Ok(from_f64_saturating(x.dtype(), &buf))
         }
@@ -1182,40 +1226,35 @@ fn eval_resize(x: &Tensor, op: &Op) -> Result<TensorData, OpError> {
 /// Nearest resize copies input elements (exact for every dtype); a one-hot sample picks its
 /// tap, and a sample whose weights were all excluded reads 0 as the reference's weighted sum
 /// does.
-fn resize_nearest(
-    x: &Tensor,
-    axes: &[Axis],
-    tables: &[Option<Vec<Sample>>],
-) -> Result<TensorData, OpError> {
-    let in_strides = strides(x.shape());
-    let out_shape: Vec<usize> = axes.iter().map(|a| a.out_n).collect();
+fn resize_nearest(x: &Tensor, tables: &[Option<Vec<ResizeSample>>]) -> Result<TensorData, OpError> {
+    let in_shape = x.shape();
+    let in_strides = strides(in_shape);
+    let out_shape: Vec<usize> = in_shape
+        .iter()
+        .zip(tables)
+        .map(|(&n, t)| t.as_ref().map_or(n, Vec::len))
+        .collect();
     let mut src = Vec::with_capacity(checked_numel(&out_shape).unwrap_or(0));
     for_each_index(&out_shape, |idx| {
         let mut flat = 0usize;
         let mut fill = None;
-        for (((a, table), &y), &st) in axes.iter().zip(tables).zip(idx).zip(&in_strides) {
+        for (((&n, table), &y), &st) in in_shape.iter().zip(tables).zip(idx).zip(&in_strides) {
             let i = match table.as_ref().and_then(|t| t.get(y)) {
                 None => y,
-                Some(Sample::Fill(v)) => {
-                    // Later axes are resized after earlier ones, so their constants win.
-                    fill = Some(*v);
-                    0
-                }
-                Some(Sample::Taps { start, weights }) => {
-                    match weights.iter().position(|&w| w != 0.0) {
-                        Some(k) => clamp_tap(*start, k, a.in_n),
-                        None => {
-                            fill = Some(0.0);
-                            0
-                        }
+                Some(s) => match s.nearest_source(n) {
+                    ResizeSource::Index(i) => i,
+                    ResizeSource::Fill(v) => {
+                        // Later axes are resized after earlier ones, so their constants win.
+                        fill = Some(v);
+                        0
                     }
-                }
+                },
             };
             flat += i * st;
         }
         src.push(match fill {
-            Some(v) => Source::Fill(v),
-            None => Source::Index(flat),
+            Some(v) => ResizeSource::Fill(v),
+            None => ResizeSource::Index(flat),
         });
     });
     let round = x.dtype().is_integer();
@@ -1223,21 +1262,14 @@ fn resize_nearest(
     Ok(map_data!(x.data(), v => src
         .iter()
         .map(|s| match *s {
-            Source::Index(i) => v.get(i).copied().ok_or_else(|| out_of_range(i)),
-            Source::Fill(f) => Ok(Elem::from_f64(convert(f))),
+            ResizeSource::Index(i) => v.get(i).copied().ok_or_else(|| out_of_range(i)),
+            ResizeSource::Fill(f) => Ok(Elem::from_f64(convert(f))),
         })
         .collect::<Result<Vec<_>, OpError>>()?))
 }
 
-/// Where a nearest-resized element comes from.
-#[derive(Clone, Copy)]
-enum Source {
-    Index(usize),
-    Fill(f64),
-}
-
 /// Resamples axis `d` of a row-major buffer of `shape`.
-fn interpolate_axis(buf: &[f64], shape: &[usize], d: usize, samples: &[Sample]) -> Vec<f64> {
+fn interpolate_axis(buf: &[f64], shape: &[usize], d: usize, samples: &[ResizeSample]) -> Vec<f64> {
     let n = shape.get(d).copied().unwrap_or(1);
     let outer: usize = shape[..d].iter().product();
     let inner: usize = shape[d + 1..].iter().product();
@@ -1247,8 +1279,8 @@ fn interpolate_axis(buf: &[f64], shape: &[usize], d: usize, samples: &[Sample]) 
     for o in 0..outer {
         for s in samples {
             match s {
-                Sample::Fill(v) => out.extend(std::iter::repeat_n(*v, inner)),
-                Sample::Taps { start, weights } => out.extend((0..inner).map(|j| {
+                ResizeSample::Fill(v) => out.extend(std::iter::repeat_n(*v, inner)),
+                ResizeSample::Taps { start, weights } => out.extend((0..inner).map(|j| {
                     weights
                         .iter()
                         .enumerate()
