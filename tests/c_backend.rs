@@ -9,7 +9,7 @@ use std::process::Command;
 
 use kiln_backends::c::{emit_c, ArenaMode, COptions};
 use kiln_backends::host::{run_c, HostOptions};
-use kiln_backends::kernel::Schedule;
+use kiln_backends::kernel::{LoopOrder, Schedule};
 use kiln_ir::{Graph, Tensor};
 
 const WARNINGS: &[&str] = &[

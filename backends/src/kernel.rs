@@ -299,6 +299,22 @@ pub struct Schedule {
     /// Fully unroll innermost loops whose extent is at most this (0 turns unrolling off). Small
     /// kernel-tap loops (3x3 windows, 2- to 4-wide reductions) are where unrolling pays.
     pub unroll_limit: usize,
+    /// Compute this many output channels per pass over the input window (0 or 1: one), so each
+    /// loaded input element feeds several accumulators (register tiling of Conv and Gemm/MatMul
+    /// columns).
+    pub oc_tile: usize,
+    /// Loop order of convolutions.
+    pub loop_order: LoopOrder,
+}
+
+/// Which loops of a convolution run outermost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LoopOrder {
+    /// For each output channel, sweep the output plane (weights stay hot).
+    #[default]
+    ChannelsOuter,
+    /// For each output pixel, compute every output channel (the input window stays hot).
+    PixelsOuter,
 }
 
 /// Applies the schedule knobs to a kernel.

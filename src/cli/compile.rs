@@ -40,6 +40,13 @@ pub struct CompileArgs {
     /// speed, e.g. 3 unrolls 3x3 kernel taps).
     #[arg(long, value_name = "N", default_value_t = 0)]
     unroll: usize,
+    /// Compute N output channels of a convolution or matrix product per pass over the input
+    /// (register tiling; 0 or 1: off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    oc_tile: usize,
+    /// Loop order of convolutions.
+    #[arg(long, value_enum, default_value_t = LoopOrder::ChannelsOuter)]
+    loop_order: LoopOrder,
     /// Also write PREFIX.report.json.
     #[arg(long, value_enum)]
     report: Option<Report>,
@@ -55,6 +62,14 @@ enum Emit {
 enum Arena {
     Caller,
     Static,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LoopOrder {
+    /// For each output channel, sweep the output plane.
+    ChannelsOuter,
+    /// For each output pixel, compute every output channel.
+    PixelsOuter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +95,11 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         no_libm: args.no_libm,
         schedule: kiln_backends::kernel::Schedule {
             unroll_limit: args.unroll,
+            oc_tile: args.oc_tile,
+            loop_order: match args.loop_order {
+                LoopOrder::ChannelsOuter => kiln_backends::kernel::LoopOrder::ChannelsOuter,
+                LoopOrder::PixelsOuter => kiln_backends::kernel::LoopOrder::PixelsOuter,
+            },
         },
         ..COptions::default()
     };

@@ -133,14 +133,16 @@ pub fn emit_c(graph: &Graph, opts: &COptions) -> Result<CProgram, BackendError> 
             Some(copy_kernel(&name, out_types[0]))
         } else {
             Some(
-                lower_op(&name, &node.op, &in_types, &out_types).map_err(|e| match e {
-                    BackendError::Lowering(reason) => BackendError::Unsupported {
-                        node: node.name.clone(),
-                        op: node.op.name().to_string(),
-                        backend: "C",
-                        reason,
-                    },
-                    other => other,
+                lower_op(&name, &node.op, &in_types, &out_types, &opts.schedule).map_err(|e| {
+                    match e {
+                        BackendError::Lowering(reason) => BackendError::Unsupported {
+                            node: node.name.clone(),
+                            op: node.op.name().to_string(),
+                            backend: "C",
+                            reason,
+                        },
+                        other => other,
+                    }
                 })?,
             )
         };

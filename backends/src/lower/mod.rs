@@ -18,7 +18,7 @@ use kiln_ir::op::OpFamily;
 use kiln_ir::{Op, TensorType};
 
 use crate::error::BackendError;
-use crate::kernel::{Kernel, KernelBuilder, ScalarType, Stmt, Var};
+use crate::kernel::{Kernel, KernelBuilder, ScalarType, Schedule, Stmt, Var};
 
 /// The context a family lowering works in.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ pub struct Lowering<'a> {
     pub kb: KernelBuilder,
     pub inputs: Vec<&'a TensorType>,
     pub outputs: Vec<&'a TensorType>,
+    /// Schedule knobs a lowering honours where they apply (output-channel tiling, loop order).
+    pub schedule: Schedule,
 }
 
 impl Lowering<'_> {
@@ -99,6 +101,7 @@ pub fn lower_op(
     op: &Op,
     inputs: &[&TensorType],
     outputs: &[&TensorType],
+    schedule: &Schedule,
 ) -> Result<Kernel, BackendError> {
     let mut kb = KernelBuilder::new(name);
     let (in_names, out_names) = operand_names(op, inputs.len(), outputs.len());
@@ -112,6 +115,7 @@ pub fn lower_op(
         kb,
         inputs: inputs.to_vec(),
         outputs: outputs.to_vec(),
+        schedule: *schedule,
     };
     let body: Vec<Stmt> = match op.family() {
         OpFamily::Unary | OpFamily::Binary => elementwise::lower(op, &mut cx)?,
