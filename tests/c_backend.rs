@@ -111,13 +111,29 @@ fn models_match_the_interpreter() {
     for case in cases() {
         let want = kiln_ir::interp::run(&case.graph, &case.inputs).expect("interp");
         // Schedule knobs change code, never results.
-        for unroll_limit in [0, 4] {
+        let schedules = [
+            Schedule::default(),
+            Schedule {
+                unroll_limit: 4,
+                ..Schedule::default()
+            },
+            Schedule {
+                oc_tile: 4,
+                ..Schedule::default()
+            },
+            Schedule {
+                loop_order: LoopOrder::PixelsOuter,
+                oc_tile: 3,
+                unroll_limit: 3,
+            },
+        ];
+        for schedule in schedules {
             let options = COptions {
-                schedule: Schedule { unroll_limit },
+                schedule,
                 ..COptions::default()
             };
             let got = run_c(&case.graph, &case.inputs, &options, &HostOptions::default())
-                .unwrap_or_else(|e| panic!("{} (unroll {unroll_limit}): {e}", case.name));
+                .unwrap_or_else(|e| panic!("{} ({schedule:?}): {e}", case.name));
             assert_close(&case.name, &got, &want);
         }
     }
@@ -130,6 +146,7 @@ fn unrolling_removes_small_loops() {
         let options = COptions {
             schedule: Schedule {
                 unroll_limit: limit,
+                ..Schedule::default()
             },
             ..COptions::default()
         };
