@@ -127,3 +127,137 @@ fn help_explains_the_commands() {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
 }
+
+#[test]
+fn compile_writes_a_self_contained_directory_and_a_report() {
+    let model = common::repo_root().join("tests/models/kws_dscnn/model.onnx");
+    let dir = std::env::temp_dir().join(format!("kiln-cli-compile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = [
+        "compile",
+        &model.to_string_lossy(),
+        "-o",
+        &dir.to_string_lossy(),
+        "--name",
+        "kws",
+        "--arena",
+        "static",
+        "--arena-section",
+        ".dtcm",
+        "--weights-section",
+        ".extflash",
+        "--report",
+        "json",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kiln(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("arena:") && stdout.contains("lower bound"),
+        "{stdout}"
+    );
+    let source = std::fs::read_to_string(dir.join("kws.c")).expect("kws.c");
+    let header = std::fs::read_to_string(dir.join("kws.h")).expect("kws.h");
+    assert!(dir.join("kiln_runtime.h").exists());
+    assert!(
+        source.contains("KILN_SECTION(\".extflash\")")
+            && source.contains("KILN_SECTION(\".dtcm\")")
+    );
+    assert!(
+        header.contains("#define KWS_ARENA_BYTES")
+            && header.contains("int kws_run(void *arena, const float *in0, float *out0);")
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("kws.report.json")).expect("report"))
+            .expect("json");
+    let arena = report["arena_bytes"].as_u64().expect("arena_bytes");
+    assert!(arena >= report["arena_lower_bound_bytes"].as_u64().expect("bound"));
+    assert!(report["arena_naive_bytes"].as_u64().expect("naive") >= arena);
+    assert_eq!(
+        header.contains(&format!("#define KWS_ARENA_BYTES {arena}")),
+        true
+    );
+    assert!(!report["layers"].as_array().expect("layers").is_empty());
+    // The same command again writes byte-identical files.
+    let first: Vec<Vec<u8>> = ["kws.c", "kws.h"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).expect("file"))
+        .collect();
+    assert!(kiln(&args).status.success());
+    let second: Vec<Vec<u8>> = ["kws.c", "kws.h"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).expect("file"))
+        .collect();
+    assert_eq!(first, second);
+    // `cc -c DIR/*.c` builds it with no other include path.
+    let cc = Command::new("cc")
+        .args(["-std=c99", "-c", "-o"])
+        .arg(dir.join("kws.o"))
+        .arg(dir.join("kws.c"))
+        .output()
+        .expect("cc");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn compile_rejects_a_bad_prefix_without_writing_anything() {
+    let model = common::repo_root().join("tests/models/digits_mlp/model.onnx");
+    let dir = std::env::temp_dir().join(format!("kiln-cli-badname-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = kiln(&[
+        "compile",
+        &model.to_string_lossy(),
+        "-o",
+        &dir.to_string_lossy(),
+        "--name",
+        "9lives",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a C identifier"));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn run_through_the_c_backend_matches_the_interpreter() {
+    let root = common::repo_root().join("tests/models/resnet8_cifar");
+    let dir = std::env::temp_dir().join(format!("kiln-cli-runc-{}", std::process::id()));
+    let mut results = Vec::new();
+    for backend in ["interp", "c"] {
+        let out_dir = dir.join(backend);
+        let out = kiln(&[
+            "run",
+            &root.join("model.onnx").to_string_lossy(),
+            "--input",
+            &root.join("input_0.npy").to_string_lossy(),
+            "--backend",
+            backend,
+            "--output-dir",
+            &out_dir.to_string_lossy(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(doc["backend"], backend);
+        results.push(common::read_npy(std::path::Path::new(
+            doc["outputs"][0]["file"].as_str().expect("file"),
+        )));
+    }
+    let (diff, _) = common::max_abs_diff(&results[1], &results[0]);
+    assert!(diff < 1e-5, "C vs interpreter: {diff}");
+    let _ = std::fs::remove_dir_all(dir);
+}
