@@ -179,10 +179,7 @@ fn compile_writes_a_self_contained_directory_and_a_report() {
     let arena = report["arena_bytes"].as_u64().expect("arena_bytes");
     assert!(arena >= report["arena_lower_bound_bytes"].as_u64().expect("bound"));
     assert!(report["arena_naive_bytes"].as_u64().expect("naive") >= arena);
-    assert_eq!(
-        header.contains(&format!("#define KWS_ARENA_BYTES {arena}")),
-        true
-    );
+    assert!(header.contains(&format!("#define KWS_ARENA_BYTES {arena}")));
     assert!(!report["layers"].as_array().expect("layers").is_empty());
     // The same command again writes byte-identical files.
     let first: Vec<Vec<u8>> = ["kws.c", "kws.h"]
