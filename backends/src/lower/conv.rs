@@ -10,7 +10,7 @@ use kiln_ir::{DType, Op};
 
 use super::Lowering;
 use crate::error::BackendError;
-use crate::kernel::{for_loop, BinOp, Expr, Stmt, Var};
+use crate::kernel::{for_loop, BinOp, Expr, LoopOrder, Stmt, Var};
 
 /// One spatial dimension of a windowed op: output `o` reads input positions
 /// `o * stride - pad + k * dil` for taps `k < k_len`.
@@ -427,98 +427,288 @@ fn bias_init(cx: &Lowering, oc: &Expr) -> Expr {
     }
 }
 
+/// The sizes a Conv kernel indexes with, fixed at compile time.
+struct ConvPlan<'g> {
+    g: &'g ConvShape,
+    in_pg: usize,
+    out_pg: usize,
+    in_plane: usize,
+    out_plane: usize,
+    taps: usize,
+    x_strides: Vec<usize>,
+    y_strides: Vec<usize>,
+    w_strides: Vec<usize>,
+}
+
+/// `width` consecutive output channels of one group computed in one pass over the input
+/// window: `oc0` is the first of them, `ic0` the first input channel of their group.
+struct ChanTile {
+    oc0: Expr,
+    ic0: Expr,
+    width: usize,
+}
+
+/// The per-tile values hoisted out of the pixel loops: the group's input plane base, the
+/// first channel's weight and output bases, and one accumulator seed per channel.
+struct TileBases {
+    x_group: Expr,
+    w_oc: Expr,
+    y_oc: Expr,
+    biases: Vec<Expr>,
+}
+
+/// Builds the statements of one channel tile.
+type TileBody<'f> = dyn FnMut(&mut Lowering, &ChanTile) -> Result<Vec<Stmt>, BackendError> + 'f;
+
+impl ConvPlan<'_> {
+    /// How many output channels are computed per pass: the schedule's `oc_tile` when every
+    /// group has that many; depthwise convs (one input channel per group) stay untiled.
+    fn tile(&self, cx: &Lowering) -> usize {
+        let t = cx.schedule.oc_tile;
+        let depthwise = self.g.group > 1 && self.in_pg == 1;
+        if t > 1 && !depthwise && self.out_pg >= t {
+            t
+        } else {
+            1
+        }
+    }
+
+    /// Loops over the output channels of one batch item in tiles of `tile` (plus a narrower
+    /// remainder tile per group when `tile` does not divide the group's channels).
+    fn channel_tiles(
+        &self,
+        cx: &mut Lowering,
+        tile: usize,
+        body: &mut TileBody,
+    ) -> Result<Vec<Stmt>, BackendError> {
+        let (in_pg, out_pg) = (self.in_pg as i64, self.out_pg as i64);
+        if tile <= 1 {
+            let (ocv, oc) = counter(cx, self.g.out_ch);
+            let ic0 = if self.g.group == 1 {
+                Expr::int(0)
+            } else {
+                oc.clone().div(Expr::int(out_pg)).affine(in_pg, 0)
+            };
+            let inner = body(
+                cx,
+                &ChanTile {
+                    oc0: oc,
+                    ic0,
+                    width: 1,
+                },
+            )?;
+            return Ok(wrap(ocv, self.g.out_ch, inner));
+        }
+        let (gv, grp) = counter(cx, self.g.group);
+        let (full, rest) = (self.out_pg / tile, self.out_pg % tile);
+        let (tv, t) = counter(cx, full);
+        let first = grp.clone().affine(out_pg, 0);
+        let ic0 = grp.affine(in_pg, 0);
+        let whole = ChanTile {
+            oc0: add(first.clone(), t.affine(tile as i64, 0)),
+            ic0: ic0.clone(),
+            width: tile,
+        };
+        let mut stmts = wrap(tv, full, body(cx, &whole)?);
+        if rest > 0 {
+            let tail = ChanTile {
+                oc0: add(first, Expr::int((full * tile) as i64)),
+                ic0,
+                width: rest,
+            };
+            stmts.extend(body(cx, &tail)?);
+        }
+        Ok(wrap(gv, self.g.group, stmts))
+    }
+
+    /// Hoists the bases of `tile` into `head`; biases become locals when `hoist_bias` (the
+    /// pixel loops then run inside, so each bias is loaded once per plane).
+    fn tile_bases(
+        &self,
+        cx: &mut Lowering,
+        b: &Expr,
+        tile: &ChanTile,
+        hoist_bias: bool,
+        head: &mut Vec<Stmt>,
+    ) -> TileBases {
+        let g = self.g;
+        let x_group = add(b.clone().affine(g.in_ch as i64, 0), tile.ic0.clone())
+            .affine(self.in_plane as i64, 0);
+        let x_group = hoist(cx, head, x_group);
+        let w_oc = hoist(
+            cx,
+            head,
+            tile.oc0.clone().affine((self.in_pg * self.taps) as i64, 0),
+        );
+        let y_oc = add(b.clone().affine(g.out_ch as i64, 0), tile.oc0.clone())
+            .affine(self.out_plane as i64, 0);
+        let y_oc = hoist(cx, head, y_oc);
+        let biases = (0..tile.width)
+            .map(|t| {
+                let bias = bias_init(cx, &add(tile.oc0.clone(), Expr::int(t as i64)));
+                if !hoist_bias || !matches!(bias, Expr::Load { .. }) {
+                    return bias;
+                }
+                let v = cx.var(DType::F32);
+                head.push(Stmt::Let {
+                    var: v,
+                    ty: DType::F32,
+                    init: bias,
+                });
+                Expr::Var(v)
+            })
+            .collect();
+        TileBases {
+            x_group,
+            w_oc,
+            y_oc,
+            biases,
+        }
+    }
+
+    /// One output pixel of a channel tile: one accumulator per channel seeded with its bias,
+    /// summing over input channels then taps (the reference's order); with several channels
+    /// each input element is loaded once into a local feeding every accumulator.
+    fn pixel(&self, cx: &mut Lowering, tb: &TileBases, outs: &[Expr], taps: &[Taps]) -> Vec<Stmt> {
+        let (g, (xp, wp, yp)) = (self.g, (cx.input(0), cx.input(1), cx.output(0)));
+        let mut stmts = Vec::new();
+        // The window start as an input plane offset (may be negative in the borders).
+        let starts: Vec<Expr> = g.axes.iter().zip(outs).map(|(a, o)| a.start(o)).collect();
+        let x_win = hoist(
+            cx,
+            &mut stmts,
+            add(tb.x_group.clone(), dot(&starts, &self.x_strides)),
+        );
+        let accs: Vec<Var> = tb
+            .biases
+            .iter()
+            .map(|bias| {
+                let acc = cx.var(DType::F32);
+                stmts.push(Stmt::Let {
+                    var: acc,
+                    ty: DType::F32,
+                    init: bias.clone(),
+                });
+                acc
+            })
+            .collect();
+        let width = accs.len();
+        let xv = if width > 1 {
+            Some(cx.var(DType::F32))
+        } else {
+            None
+        };
+        let (icv, icg) = counter(cx, self.in_pg);
+        let mut inner = Vec::new();
+        let x0 = hoist(
+            cx,
+            &mut inner,
+            add(x_win, icg.clone().affine(self.in_plane as i64, 0)),
+        );
+        let w0 = add(tb.w_oc.clone(), icg.affine(self.taps as i64, 0));
+        let w0 = if self.taps > 1 || width > 1 {
+            hoist(cx, &mut inner, w0)
+        } else {
+            w0
+        };
+        let nest = TapNest {
+            axes: &g.axes,
+            outs,
+            taps,
+            x_strides: &self.x_strides,
+            w_strides: &self.w_strides,
+        };
+        let w_step = (self.in_pg * self.taps) as i64;
+        let mut used = false;
+        inner.extend(nest.build(cx, x0, w0, &mut |_, xi, wi, _| {
+            used = true;
+            let Some(xv) = xv else {
+                return accs
+                    .iter()
+                    .map(|&acc| Stmt::Assign {
+                        var: acc,
+                        value: Expr::Var(acc)
+                            .add(Expr::load(wp, wi.clone()).mul(Expr::load(xp, xi.clone()))),
+                    })
+                    .collect();
+            };
+            let mut body = vec![Stmt::Assign {
+                var: xv,
+                value: Expr::load(xp, xi),
+            }];
+            body.extend(accs.iter().enumerate().map(|(t, &acc)| {
+                let w = Expr::load(wp, add(wi.clone(), Expr::int(t as i64 * w_step)));
+                Stmt::Assign {
+                    var: acc,
+                    value: Expr::Var(acc).add(w.mul(Expr::Var(xv))),
+                }
+            }));
+            body
+        }));
+        // The input local is declared only where some tap reads it (no unused variable).
+        if let (Some(xv), true) = (xv, used) {
+            stmts.push(Stmt::Let {
+                var: xv,
+                ty: DType::F32,
+                init: Expr::f32(0.0),
+            });
+        }
+        stmts.extend(wrap(icv, self.in_pg, inner));
+        let y_pix = dot(outs, &self.y_strides);
+        stmts.extend(accs.iter().enumerate().map(|(t, &acc)| Stmt::Store {
+            param: yp,
+            index: add(
+                add(tb.y_oc.clone(), Expr::int((t * self.out_plane) as i64)),
+                y_pix.clone(),
+            ),
+            value: Expr::Var(acc),
+        }));
+        stmts
+    }
+}
+
 /// Conv: `y[oc][o] = bias[oc] + sum over ic, k of w[oc][ic][k] * x[ic][o * s + k * d - p]`.
+/// The schedule picks the channel tile width and whether channels or pixels run outer.
 fn conv(g: &ConvShape, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     let (in_pg, out_pg) = (g.in_ch / g.group, g.out_ch / g.group);
     if in_pg * g.group != g.in_ch || out_pg * g.group != g.out_ch {
         return crate::cannot!("channels are not divisible by group {}", g.group);
     }
     let (in_sp, out_sp, kernel) = (g.in_sp(), g.out_sp(), g.kernel());
-    let in_plane: usize = in_sp.iter().product();
-    let out_plane: usize = out_sp.iter().product();
-    let taps: usize = kernel.iter().product();
-    let (x_strides, y_strides, w_strides) = (strides(&in_sp), strides(&out_sp), strides(&kernel));
-    let (xp, wp, yp) = (cx.input(0), cx.input(1), cx.output(0));
-    channel_loops(g, cx, &mut |cx, b, oc| {
-        let mut head = Vec::new();
-        // The first input channel of the group, as a plane offset.
-        let group_ic = if g.group == 1 {
-            Expr::int(0)
-        } else {
-            oc.clone()
-                .div(Expr::int(out_pg as i64))
-                .affine(in_pg as i64, 0)
-        };
-        let x_group = add(b.clone().affine(g.in_ch as i64, 0), group_ic).affine(in_plane as i64, 0);
-        let x_group = hoist(cx, &mut head, x_group);
-        let w_oc = hoist(cx, &mut head, oc.clone().affine((in_pg * taps) as i64, 0));
-        let y_oc =
-            add(b.clone().affine(g.out_ch as i64, 0), oc.clone()).affine(out_plane as i64, 0);
-        let y_oc = hoist(cx, &mut head, y_oc);
-        let bias = bias_init(cx, oc);
-        let bias = if matches!(bias, Expr::Load { .. }) {
-            let v = cx.var(DType::F32);
-            head.push(Stmt::Let {
-                var: v,
-                ty: DType::F32,
-                init: bias,
-            });
-            Expr::Var(v)
-        } else {
-            bias
-        };
-        let nest = output_nest(cx, &g.axes, &mut |cx, outs, checked| {
-            let mut stmts = Vec::new();
-            // The window start as an input plane offset (may be negative in the borders).
-            let starts: Vec<Expr> = g.axes.iter().zip(outs).map(|(a, o)| a.start(o)).collect();
-            let x_win = hoist(
-                cx,
-                &mut stmts,
-                add(x_group.clone(), dot(&starts, &x_strides)),
-            );
-            let acc = cx.var(DType::F32);
-            stmts.push(Stmt::Let {
-                var: acc,
-                ty: DType::F32,
-                init: bias.clone(),
-            });
-            let (icv, icg) = counter(cx, in_pg);
-            let mut inner = Vec::new();
-            let x0 = hoist(
-                cx,
-                &mut inner,
-                add(x_win, icg.clone().affine(in_plane as i64, 0)),
-            );
-            let w0 = add(w_oc.clone(), icg.affine(taps as i64, 0));
-            let w0 = if taps > 1 {
-                hoist(cx, &mut inner, w0)
-            } else {
-                w0
-            };
-            let nest = TapNest {
-                axes: &g.axes,
-                outs,
-                taps: checked,
-                x_strides: &x_strides,
-                w_strides: &w_strides,
-            };
-            inner.extend(nest.build(cx, x0, w0, &mut |_, xi, wi, _| {
-                vec![Stmt::Assign {
-                    var: acc,
-                    value: Expr::Var(acc).add(Expr::load(wp, wi).mul(Expr::load(xp, xi))),
-                }]
-            }));
-            stmts.extend(wrap(icv, in_pg, inner));
-            stmts.push(Stmt::Store {
-                param: yp,
-                index: add(y_oc.clone(), dot(outs, &y_strides)),
-                value: Expr::Var(acc),
-            });
-            Ok(stmts)
-        })?;
-        head.extend(nest);
-        Ok(head)
-    })
+    let plan = ConvPlan {
+        g,
+        in_pg,
+        out_pg,
+        in_plane: in_sp.iter().product(),
+        out_plane: out_sp.iter().product(),
+        taps: kernel.iter().product(),
+        x_strides: strides(&in_sp),
+        y_strides: strides(&out_sp),
+        w_strides: strides(&kernel),
+    };
+    let tile = plan.tile(cx);
+    let (bv, b) = counter(cx, g.batch);
+    let inner = if cx.schedule.loop_order == LoopOrder::PixelsOuter {
+        // Every channel tile of one pixel before the next pixel: the window stays in cache.
+        output_nest(cx, &g.axes, &mut |cx, outs, taps| {
+            plan.channel_tiles(cx, tile, &mut |cx, t| {
+                let mut stmts = Vec::new();
+                let tb = plan.tile_bases(cx, &b, t, false, &mut stmts);
+                stmts.extend(plan.pixel(cx, &tb, outs, taps));
+                Ok(stmts)
+            })
+        })?
+    } else {
+        plan.channel_tiles(cx, tile, &mut |cx, t| {
+            let mut head = Vec::new();
+            let tb = plan.tile_bases(cx, &b, t, true, &mut head);
+            head.extend(output_nest(cx, &g.axes, &mut |cx, outs, taps| {
+                Ok(plan.pixel(cx, &tb, outs, taps))
+            })?);
+            Ok(head)
+        })?
+    };
+    Ok(wrap(bv, g.batch, inner))
 }
 
 /// ConvTranspose as a gather: `y[oc][o] = bias[oc] + sum over ic, k of w[ic][oc][k] *
@@ -828,6 +1018,7 @@ pub(super) mod tests {
     use super::*;
     use crate::c::COptions;
     use crate::host::{run_c, HostOptions};
+    use crate::kernel::Schedule;
 
     /// Deterministic pseudo-random values in [-1, 1).
     fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -844,6 +1035,34 @@ pub(super) mod tests {
 
     /// Runs `op` on `inputs` through the C backend and the interpreter and compares.
     pub(in crate::lower) fn check(op: Op, inputs: Vec<Tensor>) {
+        check_with(op, inputs, &Schedule::default());
+    }
+
+    /// The schedules the tiled and reordered lowerings are tested under.
+    pub(in crate::lower) fn schedules() -> Vec<Schedule> {
+        let tiled = |oc_tile, loop_order, unroll_limit| Schedule {
+            unroll_limit,
+            oc_tile,
+            loop_order,
+        };
+        vec![
+            Schedule::default(),
+            tiled(4, LoopOrder::ChannelsOuter, 0),
+            tiled(3, LoopOrder::PixelsOuter, 3),
+            tiled(1, LoopOrder::PixelsOuter, 0),
+            tiled(2, LoopOrder::ChannelsOuter, 9),
+        ]
+    }
+
+    /// [`check`] under every schedule of [`schedules`].
+    pub(in crate::lower) fn check_schedules(op: Op, inputs: Vec<Tensor>) {
+        for s in schedules() {
+            check_with(op.clone(), inputs.clone(), &s);
+        }
+    }
+
+    /// [`check`] with the kernels built under `schedule`.
+    pub(in crate::lower) fn check_with(op: Op, inputs: Vec<Tensor>, schedule: &Schedule) {
         let mut g = Graph::new("t");
         let ids = inputs
             .iter()
@@ -853,13 +1072,17 @@ pub(super) mod tests {
         let node = g.add_node("n", op.clone(), ids, Vec::new()).unwrap();
         g.set_outputs(g.node(node).outputs.clone());
         let want = kiln_ir::interp::run(&g, &inputs).unwrap();
-        let got = run_c(&g, &inputs, &COptions::default(), &HostOptions::default()).unwrap();
+        let c = COptions {
+            schedule: *schedule,
+            ..COptions::default()
+        };
+        let got = run_c(&g, &inputs, &c, &HostOptions::default()).unwrap();
         for (w, o) in want.iter().zip(&got) {
             assert_eq!(w.shape(), o.shape(), "{op:?}");
             for i in 0..w.numel() {
                 let (a, b) = (o.data().get_f64(i), w.data().get_f64(i));
                 let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 + 1e-4 * b.abs();
-                assert!(same, "{op:?}: [{i}] {a} vs {b}");
+                assert!(same, "{op:?} {schedule:?}: [{i}] {a} vs {b}");
             }
         }
     }
@@ -895,6 +1118,43 @@ pub(super) mod tests {
         // A dilated kernel wider than the input: some windows miss it in a dimension.
         let op = conv(&[2, 2], &[1, 1], &[5, 1], &[3, 0, 3, 0], 1);
         check(op, vec![f(&[1, 1, 2, 3], 11), f(&[1, 1, 2, 2], 12)]);
+    }
+
+    #[test]
+    fn conv_schedules() {
+        // Groups of 5 output channels (tiles of 4, 3 and 2 leave remainders), stride, dilation
+        // and asymmetric pads.
+        let op = conv(&[3, 2], &[2, 1], &[1, 2], &[1, 0, 2, 3], 2);
+        check_schedules(
+            op,
+            vec![f(&[1, 4, 7, 6], 21), f(&[10, 2, 3, 2], 22), f(&[10], 23)],
+        );
+        // One group of 7 channels, batch 2, no bias, pads wider than the unrolled borders.
+        let op = conv(&[3, 3], &[1, 1], &[1, 1], &[6, 1, 5, 6], 1);
+        check_schedules(op, vec![f(&[2, 3, 5, 12], 24), f(&[7, 3, 3, 3], 25)]);
+        // Depthwise (untiled) and a group narrower than the tile (untiled).
+        let op = conv(&[3, 3], &[2, 2], &[1, 1], &[1, 1, 1, 1], 4);
+        check_schedules(
+            op.clone(),
+            vec![f(&[1, 4, 6, 6], 26), f(&[4, 1, 3, 3], 27), f(&[4], 28)],
+        );
+        check_schedules(
+            op,
+            vec![f(&[1, 8, 6, 6], 29), f(&[8, 2, 3, 3], 30), f(&[8], 31)],
+        );
+        // 1x1 (one tap), 1-D and 3-D.
+        let op = conv(&[1, 1], &[1, 1], &[1, 1], &[0, 0, 0, 0], 1);
+        check_schedules(
+            op,
+            vec![f(&[1, 3, 4, 5], 32), f(&[9, 3, 1, 1], 33), f(&[9], 34)],
+        );
+        let op = conv(&[3], &[2], &[3], &[4, 1], 1);
+        check_schedules(op, vec![f(&[1, 2, 9], 35), f(&[6, 2, 3], 36), f(&[6], 37)]);
+        let op = conv(&[2, 3, 2], &[1, 2, 1], &[2, 1, 1], &[1, 0, 1, 0, 1, 1], 1);
+        check_schedules(op, vec![f(&[1, 2, 4, 5, 6], 38), f(&[5, 2, 2, 3, 2], 39)]);
+        // A dilated kernel wider than the input: some windows miss it entirely.
+        let op = conv(&[2, 2], &[1, 1], &[5, 1], &[3, 0, 3, 0], 1);
+        check_schedules(op, vec![f(&[1, 1, 2, 3], 40), f(&[5, 1, 2, 2], 41)]);
     }
 
     #[test]

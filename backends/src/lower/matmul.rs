@@ -46,31 +46,77 @@ fn zero(t: DType) -> Expr {
     Expr::Const(0.0, t)
 }
 
-/// `acc = 0; for k: acc += a(k) * b(k)` for one output element, returning the statements
-/// and the accumulator.
+/// `acc_t = 0; for k: acc_t += a(k) * b(k, t)` for `width` output elements sharing `a`,
+/// returning the statements and the accumulators. With several accumulators `a(k)` is loaded
+/// once per `k` into a local (register tiling); each sum keeps the reference's order.
 fn dot_product(
     cx: &mut Lowering,
     dtype: DType,
     k_len: usize,
+    width: usize,
     a: &dyn Fn(&Expr) -> Expr,
-    b: &dyn Fn(&Expr) -> Expr,
-) -> (Vec<Stmt>, Var) {
-    let acc = cx.var(dtype);
-    let (kv, k) = counter(cx, k_len);
-    let update = Stmt::Assign {
-        var: acc,
-        value: Expr::Var(acc)
-            .add(Expr::load(cx.input(0), a(&k)).mul(Expr::load(cx.input(1), b(&k)))),
-    };
-    let mut stmts = vec![Stmt::Let {
-        var: acc,
-        ty: dtype,
-        init: zero(dtype),
-    }];
-    if k_len > 0 {
-        stmts.extend(wrap(kv, k_len, vec![update]));
+    b: &dyn Fn(&Expr, usize) -> Expr,
+) -> (Vec<Stmt>, Vec<Var>) {
+    let accs: Vec<Var> = (0..width).map(|_| cx.var(dtype)).collect();
+    let mut stmts: Vec<Stmt> = accs
+        .iter()
+        .map(|&acc| Stmt::Let {
+            var: acc,
+            ty: dtype,
+            init: zero(dtype),
+        })
+        .collect();
+    if k_len == 0 {
+        return (stmts, accs);
     }
-    (stmts, acc)
+    let (kv, k) = counter(cx, k_len);
+    let (ap, bp) = (cx.input(0), cx.input(1));
+    let a_val = Expr::load(ap, a(&k));
+    let mut update = Vec::new();
+    let a_val = if width > 1 {
+        let av = cx.var(dtype);
+        stmts.push(Stmt::Let {
+            var: av,
+            ty: dtype,
+            init: zero(dtype),
+        });
+        update.push(Stmt::Assign {
+            var: av,
+            value: a_val,
+        });
+        Expr::Var(av)
+    } else {
+        a_val
+    };
+    update.extend(accs.iter().enumerate().map(|(t, &acc)| Stmt::Assign {
+        var: acc,
+        value: Expr::Var(acc).add(a_val.clone().mul(Expr::load(bp, b(&k, t)))),
+    }));
+    stmts.extend(wrap(kv, k_len, update));
+    (stmts, accs)
+}
+
+/// The statements of `width` output columns starting at column `j0`.
+type ColumnBody<'f> = dyn FnMut(&mut Lowering, &Expr, usize) -> Vec<Stmt> + 'f;
+
+/// Loops over the `n` output columns of a row in tiles of the schedule's `oc_tile` (plus a
+/// narrower remainder tile), or one by one when tiling is off or the row is narrower.
+fn column_tiles(cx: &mut Lowering, n: usize, body: &mut ColumnBody) -> Vec<Stmt> {
+    let tile = cx.schedule.oc_tile;
+    if tile <= 1 || n < tile {
+        let (jv, j) = counter(cx, n);
+        let inner = body(cx, &j, 1);
+        return wrap(jv, n, inner);
+    }
+    let (full, rest) = (n / tile, n % tile);
+    let (tv, t) = counter(cx, full);
+    let j0 = t.affine(tile as i64, 0);
+    let mut stmts = body(cx, &j0, tile);
+    stmts = wrap(tv, full, stmts);
+    if rest > 0 {
+        stmts.extend(body(cx, &Expr::int((full * tile) as i64), rest));
+    }
+    stmts
 }
 
 /// Shapes of a MatMul after 1-D promotion.
@@ -128,20 +174,27 @@ fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
     let b_base = hoist(cx, &mut head, b_base);
     let y_base = hoist(cx, &mut head, y_base);
     let (iv, i) = counter(cx, d.m);
-    let (jv, j) = counter(cx, d.n);
     let mut row = Vec::new();
     let a_row = hoist(cx, &mut row, add(a_base, i.clone().affine(d.k as i64, 0)));
     let y_row = hoist(cx, &mut row, add(y_base, i.affine(d.n as i64, 0)));
-    let n = d.n as i64;
-    let (mut body, acc) = dot_product(cx, dtype, d.k, &|k| add(a_row.clone(), k.clone()), &|k| {
-        add(add(b_base.clone(), k.clone().affine(n, 0)), j.clone())
-    });
-    body.push(Stmt::Store {
-        param: cx.output(0),
-        index: add(y_row, j.clone()),
-        value: Expr::Var(acc),
-    });
-    row.extend(wrap(jv, d.n, body));
+    let (n, k_len, yp) = (d.n as i64, d.k, cx.output(0));
+    row.extend(column_tiles(cx, d.n, &mut |cx, j0, width| {
+        let col = |t: usize| add(j0.clone(), Expr::int(t as i64));
+        let (mut body, accs) = dot_product(
+            cx,
+            dtype,
+            k_len,
+            width,
+            &|k| add(a_row.clone(), k.clone()),
+            &|k, t| add(add(b_base.clone(), k.clone().affine(n, 0)), col(t)),
+        );
+        body.extend(accs.iter().enumerate().map(|(t, &acc)| Stmt::Store {
+            param: yp,
+            index: add(y_row.clone(), col(t)),
+            value: Expr::Var(acc),
+        }));
+        body
+    }));
     head.extend(wrap(iv, d.m, row));
     let mut stmts = head;
     for (v, &e) in batch_vars.iter().zip(&d.batch).rev() {
@@ -183,7 +236,6 @@ fn gemm(cx: &mut Lowering, dtype: DType, p: &GemmParams) -> Result<Vec<Stmt>, Ba
         (integral("alpha", p.alpha)?, integral("beta", p.beta)?)
     };
     let (iv, i) = counter(cx, m);
-    let (jv, j) = counter(cx, n);
     let (mi, ni, ki) = (m as i64, n as i64, k_len as i64);
     let mut row = Vec::new();
     // Row bases of A (when not transposed) and of Y, computed once per row.
@@ -194,44 +246,51 @@ fn gemm(cx: &mut Lowering, dtype: DType, p: &GemmParams) -> Result<Vec<Stmt>, Ba
     };
     let y_row = hoist(cx, &mut row, i.clone().affine(ni, 0));
     let (ta, tb) = (p.trans_a, p.trans_b);
-    let (mut body, acc) = dot_product(
-        cx,
-        dtype,
-        k_len,
-        &|k| {
-            if ta {
-                add(k.clone().affine(mi, 0), a_row.clone())
-            } else {
-                add(a_row.clone(), k.clone())
+    let (yp, cp) = (cx.output(0), cx.input(2));
+    row.extend(column_tiles(cx, n, &mut |cx, j0, width| {
+        let col = |t: usize| add(j0.clone(), Expr::int(t as i64));
+        let (mut body, accs) = dot_product(
+            cx,
+            dtype,
+            k_len,
+            width,
+            &|k| {
+                if ta {
+                    add(k.clone().affine(mi, 0), a_row.clone())
+                } else {
+                    add(a_row.clone(), k.clone())
+                }
+            },
+            &|k, t| {
+                if tb {
+                    add(col(t).affine(ki, 0), k.clone())
+                } else {
+                    add(k.clone().affine(ni, 0), col(t))
+                }
+            },
+        );
+        for (t, &acc) in accs.iter().enumerate() {
+            let mut value = Expr::Var(acc);
+            if alpha != 1.0 {
+                value = value.mul(Expr::Const(alpha, dtype));
             }
-        },
-        &|k| {
-            if tb {
-                add(j.clone().affine(ki, 0), k.clone())
-            } else {
-                add(k.clone().affine(ni, 0), j.clone())
+            if let (Some(shape), true) = (&c_shape, beta != 0.0) {
+                let c = Expr::load(cp, broadcast_index(&[i.clone(), col(t)], shape, 2));
+                let c = if beta == 1.0 {
+                    c
+                } else {
+                    Expr::Const(beta, dtype).mul(c)
+                };
+                value = value.add(c);
             }
-        },
-    );
-    let mut value = Expr::Var(acc);
-    if alpha != 1.0 {
-        value = value.mul(Expr::Const(alpha, dtype));
-    }
-    if let (Some(shape), true) = (c_shape, beta != 0.0) {
-        let c = Expr::load(cx.input(2), broadcast_index(&[i, j.clone()], &shape, 2));
-        let c = if beta == 1.0 {
-            c
-        } else {
-            Expr::Const(beta, dtype).mul(c)
-        };
-        value = value.add(c);
-    }
-    body.push(Stmt::Store {
-        param: cx.output(0),
-        index: add(y_row, j),
-        value,
-    });
-    row.extend(wrap(jv, n, body));
+            body.push(Stmt::Store {
+                param: yp,
+                index: add(y_row.clone(), col(t)),
+                value,
+            });
+        }
+        body
+    }));
     Ok(wrap(iv, m, row))
 }
 
@@ -243,7 +302,7 @@ mod tests {
 
     use kiln_ir::{Op, Tensor, TensorData};
 
-    use super::super::conv::tests::{check, f};
+    use super::super::conv::tests::{check, check_schedules, f};
 
     fn ints(shape: &[usize], seed: i64, wide: bool) -> Tensor {
         let n: usize = shape.iter().product();
@@ -297,5 +356,45 @@ mod tests {
                 vec![ints(&[2, 3], 3, wide), ints(&[4, 3], 4, wide), c],
             );
         }
+    }
+
+    #[test]
+    fn tiled_columns() {
+        // Widths below, equal to and not divisible by the tiles (1, 2, 3, 4).
+        for n in [1, 3, 4, 7, 9] {
+            check_schedules(Op::MatMul, vec![f(&[2, 3, 5], 40), f(&[5, n], 41)]);
+        }
+        check_schedules(Op::MatMul, vec![f(&[3, 0], 42), f(&[0, 6], 43)]);
+        check_schedules(Op::MatMul, vec![f(&[4], 44), f(&[2, 4, 7], 45)]);
+        check_schedules(
+            Op::MatMul,
+            vec![ints(&[2, 3], 1, false), ints(&[3, 7], 2, false)],
+        );
+        for (trans_a, trans_b) in [(false, false), (true, true), (false, true)] {
+            let op = Op::Gemm {
+                alpha: 0.5,
+                beta: -2.0,
+                trans_a,
+                trans_b,
+            };
+            let a = if trans_a { [4, 3] } else { [3, 4] };
+            let b = if trans_b { [7, 4] } else { [4, 7] };
+            check_schedules(op.clone(), vec![f(&a, 46), f(&b, 47), f(&[7], 48)]);
+            check_schedules(op, vec![f(&a, 49), f(&b, 50), f(&[3, 7], 51)]);
+        }
+        let op = Op::Gemm {
+            alpha: 3.0,
+            beta: 2.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        check_schedules(
+            op,
+            vec![
+                ints(&[2, 3], 3, true),
+                ints(&[5, 3], 4, true),
+                ints(&[5], 5, true),
+            ],
+        );
     }
 }
