@@ -116,7 +116,12 @@ fn bad_models_are_rejected_cleanly() {
         check_rejected(case, "inspect", &kiln(&["inspect", &m]), fragments);
         let c_dir = out_dir.join("c");
         let c = c_dir.to_string_lossy();
-        check_rejected(case, "compile", &kiln(&["compile", &m, "-o", &c]), fragments);
+        check_rejected(
+            case,
+            "compile",
+            &kiln(&["compile", &m, "-o", &c]),
+            fragments,
+        );
         let leftovers = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
         assert_eq!(
             leftovers, 0,
