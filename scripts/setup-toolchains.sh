@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the C toolchains the tests compile generated code with (Debian packages): clang, and
-# arm-none-eabi-gcc with newlib for Cortex-M. Idempotent and fast when everything is present.
+# arm-none-eabi-gcc with newlib and picolibc for Cortex-M. Idempotent and fast when everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
 command -v arm-none-eabi-gcc >/dev/null || need+=(gcc-arm-none-eabi)
 [ -d /usr/lib/arm-none-eabi/newlib ] || [ -d /usr/lib/arm-none-eabi/lib ] || need+=(libnewlib-arm-none-eabi)
+[ -f /usr/lib/picolibc/arm-none-eabi/picolibc.specs ] || need+=(picolibc-arm-none-eabi)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

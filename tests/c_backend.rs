@@ -227,6 +227,91 @@ fn generated_c_compiles_warning_free_on_every_compiler() {
     }
 }
 
+/// A minimal firmware `main` that runs the model once on static buffers (f32 I/O).
+fn firmware_main(graph: &Graph) -> String {
+    let mut m = String::from(
+        "#include \"net.h\"\nstatic uint8_t arena[NET_ARENA_BYTES] __attribute__((aligned(16)));\n",
+    );
+    let mut args = vec!["arena".to_string()];
+    for (dir, ids) in [("IN", graph.inputs()), ("OUT", graph.outputs())] {
+        for (i, &v) in ids.iter().enumerate() {
+            assert_eq!(
+                graph.value(v).ty.dtype,
+                kiln_ir::DType::F32,
+                "test models have f32 I/O"
+            );
+            let name = format!("{}{i}", dir.to_lowercase());
+            m.push_str(&format!("static float {name}[NET_{dir}{i}_ELEMS];\n"));
+            args.push(name);
+        }
+    }
+    m.push_str(&format!(
+        "int main(void) {{ return net_run({}); }}\n",
+        args.join(", ")
+    ));
+    m
+}
+
+/// Firmware links the generated code against newlib or picolibc: every libm symbol it needs
+/// resolves in both (Cortex-M4, hard float).
+#[test]
+fn links_with_newlib_and_picolibc() {
+    let arm = [
+        "-mcpu=cortex-m4",
+        "-mthumb",
+        "-mfloat-abi=hard",
+        "-mfpu=fpv4-sp-d16",
+        "-Os",
+    ];
+    // picolibc's default linker script has a small flash: give it the mps2-an386 memory map.
+    let picolibc_map = [
+        "-Wl,--defsym=__flash=0",
+        "-Wl,--defsym=__flash_size=0x400000",
+        "-Wl,--defsym=__ram=0x20000000",
+        "-Wl,--defsym=__ram_size=0x400000",
+    ];
+    for case in cases() {
+        let dir = temp_dir(&format!("libc-{}", case.name));
+        write_program(
+            &case.graph,
+            &COptions {
+                name: "net".into(),
+                ..COptions::default()
+            },
+            &dir,
+        );
+        std::fs::write(dir.join("main.c"), firmware_main(&case.graph)).expect("main.c");
+        for (specs, extra) in [
+            ("--specs=nosys.specs", &[][..]),
+            ("--specs=picolibc.specs", &picolibc_map[..]),
+        ] {
+            let out = Command::new("arm-none-eabi-gcc")
+                .arg(specs)
+                .args(WARNINGS)
+                .args(arm)
+                .args(extra)
+                .arg(dir.join("main.c"))
+                .arg(dir.join("net.c"))
+                .arg("-lm")
+                .arg("-o")
+                .arg(dir.join("net.elf"))
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "arm-none-eabi-gcc is not installed ({e}); run scripts/setup-toolchains.sh"
+                    )
+                });
+            assert!(
+                out.status.success(),
+                "{} with {specs}:\n{}",
+                case.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn undefined_symbols(obj: &Path) -> Vec<String> {
     let out = Command::new("nm").arg("-u").arg(obj).output().expect("nm");
     String::from_utf8_lossy(&out.stdout)
