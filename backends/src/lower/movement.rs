@@ -249,6 +249,21 @@ fn slice(cx: &mut Lowering, starts: &[i64], steps: &[i64]) -> Result<Vec<Stmt>, 
 // ---------------------------------------------------------------------------------------------
 // Concat, Split
 
+/// The multi-index `idx` moved by `offset` along `axis` (the slab position of a Concat input or
+/// a Split output).
+fn shifted_along(idx: &[Expr], axis: usize, offset: i64) -> Vec<Expr> {
+    idx.iter()
+        .enumerate()
+        .map(|(d, e)| {
+            if d == axis {
+                e.clone().affine(1, offset)
+            } else {
+                e.clone()
+            }
+        })
+        .collect()
+}
+
 /// Each input is copied into its slab of the output along `axis`.
 fn concat(cx: &mut Lowering, axis: usize) -> Result<Vec<Stmt>, BackendError> {
     let ys = out_shape(cx, 0)?;
@@ -258,17 +273,7 @@ fn concat(cx: &mut Lowering, axis: usize) -> Result<Vec<Stmt>, BackendError> {
         let xs = in_shape(cx, i)?;
         let vars = cx.counters(xs.len());
         let idx = vars_expr(&vars);
-        let out_idx: Vec<Expr> = idx
-            .iter()
-            .enumerate()
-            .map(|(d, e)| {
-                if d == axis {
-                    e.clone().affine(1, offset)
-                } else {
-                    e.clone()
-                }
-            })
-            .collect();
+        let out_idx = shifted_along(&idx, axis, offset);
         let store = Stmt::Store {
             param: cx.output(0),
             index: flat_index(&out_idx, &ys),
@@ -289,17 +294,7 @@ fn split(cx: &mut Lowering, axis: usize) -> Result<Vec<Stmt>, BackendError> {
         let ys = out_shape(cx, j)?;
         let vars = cx.counters(ys.len());
         let idx = vars_expr(&vars);
-        let in_idx: Vec<Expr> = idx
-            .iter()
-            .enumerate()
-            .map(|(d, e)| {
-                if d == axis {
-                    e.clone().affine(1, offset)
-                } else {
-                    e.clone()
-                }
-            })
-            .collect();
+        let in_idx = shifted_along(&idx, axis, offset);
         let store = Stmt::Store {
             param: cx.output(j),
             index: flat_index(&idx, &ys),
