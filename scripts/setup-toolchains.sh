@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Installs the C toolchains the tests compile generated code with (Debian packages): clang, and
-# arm-none-eabi-gcc with newlib and picolibc for Cortex-M. Idempotent and fast when everything is present.
+# Installs the toolchains and emulators the tests and `kiln verify` use, from Debian's packages:
+# clang; arm-none-eabi-gcc with newlib and picolibc (Cortex-M); riscv64-unknown-elf-gcc with
+# picolibc (RV32/RV64 bare metal); QEMU system emulators for the Arm and RISC-V boards and QEMU
+# user mode. Idempotent and fast when everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
 command -v arm-none-eabi-gcc >/dev/null || need+=(gcc-arm-none-eabi)
 [ -d /usr/lib/arm-none-eabi/newlib ] || [ -d /usr/lib/arm-none-eabi/lib ] || need+=(libnewlib-arm-none-eabi)
 [ -f /usr/lib/picolibc/arm-none-eabi/picolibc.specs ] || need+=(picolibc-arm-none-eabi)
+command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
+[ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || need+=(picolibc-riscv64-unknown-elf)
+command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
+command -v qemu-system-riscv32 >/dev/null || need+=(qemu-system-misc)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

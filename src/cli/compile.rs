@@ -20,6 +20,17 @@ pub struct CompileArgs {
     /// Output directory (created if missing). It is self-contained: `cc -c DIR/*.c` builds it.
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     output_dir: PathBuf,
+    #[command(flatten)]
+    codegen: CodegenArgs,
+    /// Also write PREFIX.report.json.
+    #[arg(long, value_enum)]
+    report: Option<Report>,
+}
+
+/// Code-generation options, shared by `kiln compile` and `kiln verify` so that a verified build
+/// is the build that ships.
+#[derive(Debug, Args)]
+pub struct CodegenArgs {
     /// Prefix of every exported symbol and file name, so several models link into one firmware.
     #[arg(long, value_name = "PREFIX", default_value = "model")]
     name: String,
@@ -47,9 +58,36 @@ pub struct CompileArgs {
     /// Loop order of convolutions.
     #[arg(long, value_enum, default_value_t = LoopOrder::ChannelsOuter)]
     loop_order: LoopOrder,
-    /// Also write PREFIX.report.json.
-    #[arg(long, value_enum)]
-    report: Option<Report>,
+}
+
+impl CodegenArgs {
+    /// The C backend's options; checks the combinations clap cannot.
+    pub fn c_options(&self) -> anyhow::Result<COptions> {
+        if self.arena_section.is_some() && self.arena == Arena::Caller {
+            anyhow::bail!(
+                "--arena-section needs --arena static (with --arena caller, place your own buffer)"
+            );
+        }
+        Ok(COptions {
+            name: self.name.clone(),
+            arena: match self.arena {
+                Arena::Caller => ArenaMode::Caller,
+                Arena::Static => ArenaMode::Static,
+            },
+            weights_section: self.weights_section.clone(),
+            arena_section: self.arena_section.clone(),
+            no_libm: self.no_libm,
+            schedule: kiln_backends::kernel::Schedule {
+                unroll_limit: self.unroll,
+                oc_tile: self.oc_tile,
+                loop_order: match self.loop_order {
+                    LoopOrder::ChannelsOuter => kiln_backends::kernel::LoopOrder::ChannelsOuter,
+                    LoopOrder::PixelsOuter => kiln_backends::kernel::LoopOrder::PixelsOuter,
+                },
+            },
+            ..COptions::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,31 +116,8 @@ enum Report {
 }
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
-    if args.arena_section.is_some() && args.arena == Arena::Caller {
-        anyhow::bail!(
-            "--arena-section needs --arena static (with --arena caller, place your own buffer)"
-        );
-    }
+    let options = args.codegen.c_options()?;
     let model = load_model(&args.model)?;
-    let options = COptions {
-        name: args.name.clone(),
-        arena: match args.arena {
-            Arena::Caller => ArenaMode::Caller,
-            Arena::Static => ArenaMode::Static,
-        },
-        weights_section: args.weights_section.clone(),
-        arena_section: args.arena_section.clone(),
-        no_libm: args.no_libm,
-        schedule: kiln_backends::kernel::Schedule {
-            unroll_limit: args.unroll,
-            oc_tile: args.oc_tile,
-            loop_order: match args.loop_order {
-                LoopOrder::ChannelsOuter => kiln_backends::kernel::LoopOrder::ChannelsOuter,
-                LoopOrder::PixelsOuter => kiln_backends::kernel::LoopOrder::PixelsOuter,
-            },
-        },
-        ..COptions::default()
-    };
     let Emit::C = args.emit;
     let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
@@ -114,9 +129,11 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     for (name, text) in &program.files {
         write_atomically(&args.output_dir.join(name), text.as_bytes())?;
     }
-    let report = report_json(&program, &args.name);
+    let report = report_json(&program, &args.codegen.name);
     if args.report == Some(Report::Json) {
-        let path = args.output_dir.join(format!("{}.report.json", args.name));
+        let path = args
+            .output_dir
+            .join(format!("{}.report.json", args.codegen.name));
         write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     print_report(&program, &args.output_dir);

@@ -4,6 +4,7 @@ mod compile;
 mod inspect;
 mod load;
 mod run;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,12 @@ enum Command {
     /// Exits non-zero and lists every unsupported op, attribute and element type at once when
     /// the model cannot be compiled. Example: kiln inspect model.onnx
     Inspect(inspect::InspectArgs),
+    /// Run a model on an emulated board (QEMU) and check its outputs against the interpreter.
+    ///
+    /// Cross-compiles the generated C for the target, runs one inference on the board, and
+    /// prints the error, flash, RAM and executed instructions. Exits 1 when the outputs differ.
+    /// Example: kiln verify model.onnx --target cortex-m4
+    Verify(verify::VerifyArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -55,5 +62,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
         Command::Inspect(args) => inspect::inspect(&args),
+        Command::Verify(args) => verify::verify(&args),
     }
 }

@@ -120,7 +120,7 @@ fn read_npy(path: &Path) -> anyhow::Result<Tensor> {
 }
 
 /// Binds `--input` options to graph inputs; returns the inputs and whether they are random.
-fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tensor>, bool)> {
+pub fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tensor>, bool)> {
     let names: Vec<&str> = graph
         .inputs()
         .iter()

@@ -14,7 +14,8 @@ use kiln_passes::{plan_memory, MemoryPlan, Storage};
 use crate::error::BackendError;
 use crate::kernel::{apply_schedule, Kernel, Schedule};
 use crate::lower::{copy_kernel, lower_op};
-use expr::{c_type, float_literal, int_literal, ExprPrinter};
+pub use expr::c_type;
+use expr::{float_literal, int_literal, ExprPrinter};
 use writer::Writer;
 
 /// The runtime header shipped into every output directory.

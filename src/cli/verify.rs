@@ -1,0 +1,223 @@
+//! `kiln verify`: compile a model, cross-compile it for a target, run one inference on the
+//! target's emulated board, and compare the outputs with the host interpreter. Prints the
+//! error, flash, RAM and instruction figures (or a JSON object with `--json`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kiln_ir::{Tensor, TensorData};
+use kiln_targets::{BoardOptions, BoardRun};
+
+use super::compile::CodegenArgs;
+use super::load::load_model;
+use super::run::bind_inputs;
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The target CPU: cortex-m0, cortex-m3, cortex-m4, cortex-m7, cortex-m33, cortex-m55,
+    /// rv32imac or rv64gc.
+    #[arg(long, value_name = "TARGET")]
+    target: String,
+    /// The emulated board (default: the target's first board; rv32imac also runs on sifive_e).
+    #[arg(long, value_name = "BOARD")]
+    board: Option<String>,
+    /// Input data: NAME=FILE.npy, or a bare FILE.npy to bind inputs in graph order. Without any
+    /// --input, kiln uses the seeded random input of `kiln run`.
+    #[arg(long = "input", value_name = "[NAME=]FILE.npy")]
+    inputs: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Time limit for the emulator, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+    /// Extra flag for the cross compiler (repeatable), e.g. --cflag=-Os.
+    #[arg(long = "cflag", value_name = "FLAG", allow_hyphen_values = true)]
+    cflags: Vec<String>,
+    /// Keep the build directory (sources, linker script, ELF) here.
+    #[arg(long, value_name = "DIR")]
+    keep_dir: Option<PathBuf>,
+    #[command(flatten)]
+    codegen: CodegenArgs,
+}
+
+/// Largest allowed |board - interpreter| for float outputs, relative to the output's magnitude:
+/// the board's libm and soft-float routines round differently from the host's.
+const RELATIVE_TOLERANCE: f64 = 1e-4;
+
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let c = args.codegen.c_options()?;
+    let (target, board) =
+        kiln_targets::resolve(&args.target, args.board.as_deref()).map_err(anyhow::Error::new)?;
+    let model = load_model(&args.model)?;
+    let graph = &model.graph;
+    let (inputs, random) = bind_inputs(graph, &args.inputs)?;
+    if random && !args.json {
+        eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
+    }
+    let expected = kiln_ir::interp::run(graph, &inputs)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the reference interpreter failed")?;
+    let options = BoardOptions {
+        cflags: args.cflags.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        keep_dir: args.keep_dir.clone(),
+    };
+    let run = kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options)
+        .map_err(anyhow::Error::new)
+        .with_context(|| {
+            format!(
+                "cannot verify '{}' on {}",
+                args.model.model.display(),
+                target.name
+            )
+        })?;
+    let comparison = compare_outputs(&run.outputs, &expected);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(args, &run, &comparison))?
+        );
+    } else {
+        print_report(args, &run, &comparison);
+    }
+    Ok(if comparison.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+struct Comparison {
+    passed: bool,
+    max_abs_error: f64,
+    tolerance: f64,
+}
+
+/// Float outputs must agree within [`RELATIVE_TOLERANCE`] of their largest magnitude (at least
+/// 1); integer and bool outputs exactly. NaN matches only NaN.
+fn compare_outputs(got: &[Tensor], want: &[Tensor]) -> Comparison {
+    let mut cmp = Comparison {
+        passed: got.len() == want.len(),
+        max_abs_error: 0.0,
+        tolerance: 0.0,
+    };
+    for (g, w) in got.iter().zip(want) {
+        if g.shape() != w.shape() || g.dtype() != w.dtype() {
+            cmp.passed = false;
+            cmp.max_abs_error = f64::INFINITY;
+            continue;
+        }
+        let (gv, wv) = (as_f64(g.data()), as_f64(w.data()));
+        let exact = !matches!(w.data(), TensorData::F32(_));
+        let magnitude = wv
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(1.0f64, |m, x| m.max(x.abs()));
+        let tolerance = if exact {
+            0.0
+        } else {
+            RELATIVE_TOLERANCE * magnitude
+        };
+        cmp.tolerance = cmp.tolerance.max(tolerance);
+        for (a, b) in gv.iter().zip(&wv) {
+            let err = if a.is_nan() && b.is_nan() || a == b {
+                0.0
+            } else {
+                (a - b).abs()
+            };
+            let err = if err.is_nan() { f64::INFINITY } else { err };
+            cmp.max_abs_error = cmp.max_abs_error.max(err);
+            if err > tolerance {
+                cmp.passed = false;
+            }
+        }
+    }
+    cmp
+}
+
+fn as_f64(data: &TensorData) -> Vec<f64> {
+    match data {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I16(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::Bool(v) => v.iter().map(|&x| f64::from(u8::from(x))).collect(),
+    }
+}
+
+fn report_json(args: &VerifyArgs, run: &BoardRun, cmp: &Comparison) -> serde_json::Value {
+    let s = &run.sizes;
+    serde_json::json!({
+        "model": args.model.model.display().to_string(),
+        "target": run.target.name,
+        "board": run.board.name,
+        "passed": cmp.passed,
+        "max_abs_error": finite_or_null(cmp.max_abs_error),
+        "tolerance": cmp.tolerance,
+        "flash_bytes": run.flash_bytes(),
+        "ram_bytes": run.ram_bytes(),
+        "arena_bytes": run.arena_bytes,
+        "stack_bytes": run.stack_bytes,
+        "instructions": run.instructions,
+        "sections": {
+            "text": s.text,
+            "rodata": s.rodata,
+            "data": s.data,
+            "bss": s.bss,
+            "test_inputs": s.testdata,
+        },
+        "board_flash_bytes": run.board.flash.length,
+        "board_ram_bytes": run.board.ram.length,
+    })
+}
+
+fn finite_or_null(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn print_report(args: &VerifyArgs, run: &BoardRun, cmp: &Comparison) {
+    let s = &run.sizes;
+    println!(
+        "{} on {} (board {})",
+        args.model.model.display(),
+        run.target.name,
+        run.board.name
+    );
+    println!(
+        "  outputs:      {} (max abs error {:.3e} vs the interpreter, tolerance {:.1e})",
+        if cmp.passed { "PASS" } else { "FAIL" },
+        cmp.max_abs_error,
+        cmp.tolerance
+    );
+    println!(
+        "  flash:        {} bytes (code {}, constants {}, data image {}) of {}",
+        run.flash_bytes(),
+        s.text,
+        s.rodata,
+        s.data,
+        run.board.flash.length
+    );
+    println!(
+        "  RAM:          {} bytes (data {}, bss {} incl. arena {}, stack peak {}) of {}",
+        run.ram_bytes(),
+        s.data,
+        s.bss,
+        run.arena_bytes,
+        run.stack_bytes,
+        run.board.ram.length
+    );
+    println!("  instructions: {} (one inference)", run.instructions);
+}

@@ -1,0 +1,145 @@
+//! kiln's embedded targets: takes a graph all the way to a program running on an emulated
+//! board. [`run_on_board`] emits C, writes a harness that embeds the inputs, cross-compiles with
+//! the Debian toolchain against the board support in `runtime/boards/`, checks that the program
+//! fits the board, runs it under QEMU with a time limit, and returns the outputs with the flash,
+//! RAM and executed-instruction figures.
+
+pub mod board;
+mod build;
+pub mod elf;
+pub mod error;
+pub mod harness;
+mod qemu;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiln_backends::c::{emit_c, ArenaMode, COptions};
+use kiln_ir::{Graph, Tensor};
+
+pub use board::{find_board, find_target, Arch, Board, Target, BOARDS, TARGETS};
+pub use elf::SectionSizes;
+pub use error::TargetError;
+
+/// How to build and run.
+#[derive(Clone, Debug)]
+pub struct BoardOptions {
+    /// Extra compiler flags, after kiln's own (`-O2`, CPU flags).
+    pub cflags: Vec<String>,
+    /// Time limit for the emulator.
+    pub timeout: Duration,
+    /// Keep the build directory here instead of a temporary one.
+    pub keep_dir: Option<PathBuf>,
+}
+
+impl Default for BoardOptions {
+    fn default() -> Self {
+        BoardOptions {
+            cflags: Vec::new(),
+            timeout: Duration::from_secs(300),
+            keep_dir: None,
+        }
+    }
+}
+
+/// What one run on a board produced and measured.
+#[derive(Clone, Debug)]
+pub struct BoardRun {
+    pub target: &'static Target,
+    pub board: &'static Board,
+    pub outputs: Vec<Tensor>,
+    pub sizes: SectionSizes,
+    /// Deepest stack use during the run.
+    pub stack_bytes: u64,
+    /// The arena kiln planned (inside `sizes.bss`).
+    pub arena_bytes: u64,
+    /// Instructions executed by one inference (`PREFIX_run`, from call to return).
+    pub instructions: u64,
+}
+
+impl BoardRun {
+    pub fn flash_bytes(&self) -> u64 {
+        self.sizes.flash_bytes()
+    }
+
+    /// Static data plus the measured stack.
+    pub fn ram_bytes(&self) -> u64 {
+        self.sizes.static_ram_bytes() + self.stack_bytes
+    }
+}
+
+/// Resolves `--target` and `--board` names.
+pub fn resolve(
+    target: &str,
+    board: Option<&str>,
+) -> Result<(&'static Target, &'static Board), TargetError> {
+    let t = find_target(target).ok_or_else(|| TargetError::UnknownTarget {
+        name: target.to_string(),
+        known: TARGETS
+            .iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    let board_name = board.unwrap_or(t.boards[0]);
+    let b = t
+        .boards
+        .contains(&board_name)
+        .then(|| find_board(board_name))
+        .flatten()
+        .ok_or_else(|| TargetError::UnknownBoard {
+            target: t.name.to_string(),
+            board: board_name.to_string(),
+            known: t.boards.join(", "),
+        })?;
+    Ok((t, b))
+}
+
+/// Compiles `graph` with `c`, runs one inference on `inputs` on the board, and measures it.
+pub fn run_on_board(
+    graph: &Graph,
+    inputs: &[Tensor],
+    c: &COptions,
+    target: &'static Target,
+    board: &'static Board,
+    options: &BoardOptions,
+) -> Result<BoardRun, TargetError> {
+    if graph.outputs().len() > 10 {
+        return Err(TargetError::Harness(
+            "the board harness prints at most 10 outputs".into(),
+        ));
+    }
+    let program = emit_c(graph, c)?;
+    let harness = harness::harness_source(graph, &c.name, inputs, c.arena == ArenaMode::Static);
+    let dir = options.keep_dir.clone().unwrap_or_else(build::unique_dir);
+    let result = (|| {
+        let elf = build::build(
+            &dir,
+            &program.files,
+            &harness,
+            &c.name,
+            target,
+            board,
+            options,
+        )?;
+        let bytes = std::fs::read(&elf)
+            .map_err(|e| TargetError::Io(format!("reading {}: {e}", elf.display())))?;
+        let facts = elf::read_elf(&bytes, target.arch == Arch::CortexM)?;
+        let ran = qemu::run(&dir, &elf, &facts, target, board, options.timeout)?;
+        let parsed = harness::parse_output(&ran.stdout, graph.outputs().len())?;
+        let outputs = harness::output_tensors(graph, &parsed.outputs)?;
+        Ok(BoardRun {
+            target,
+            board,
+            outputs,
+            sizes: facts.sizes,
+            stack_bytes: parsed.stack_peak,
+            arena_bytes: program.plan.arena_bytes as u64,
+            instructions: ran.instructions,
+        })
+    })();
+    if options.keep_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
