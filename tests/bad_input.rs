@@ -122,6 +122,12 @@ fn bad_models_are_rejected_cleanly() {
             &kiln(&["compile", &m, "-o", &c]),
             fragments,
         );
+        check_rejected(
+            case,
+            "verify",
+            &kiln(&["verify", &m, "--target", "cortex-m4", "--output-dir", &o]),
+            fragments,
+        );
         let leftovers = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
         assert_eq!(
             leftovers, 0,

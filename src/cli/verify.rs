@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use kiln_ir::{Tensor, TensorData};
+use kiln_targets::compare::{compare_outputs, Comparison};
 use kiln_targets::{BoardOptions, BoardRun};
 
 use super::compile::CodegenArgs;
-use super::load::load_model;
-use super::run::bind_inputs;
+use super::load::{load_model, write_atomically};
+use super::run::{bind_inputs, sanitize_file_name};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -40,16 +40,15 @@ pub struct VerifyArgs {
     /// Extra flag for the cross compiler (repeatable), e.g. --cflag=-Os.
     #[arg(long = "cflag", value_name = "FLAG", allow_hyphen_values = true)]
     cflags: Vec<String>,
+    /// Also write the board's outputs here, one <output name>.npy each (created if missing).
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
     /// Keep the build directory (sources, linker script, ELF) here.
     #[arg(long, value_name = "DIR")]
     keep_dir: Option<PathBuf>,
     #[command(flatten)]
     codegen: CodegenArgs,
 }
-
-/// Largest allowed |board - interpreter| for float outputs, relative to the output's magnitude:
-/// the board's libm and soft-float routines round differently from the host's.
-const RELATIVE_TOLERANCE: f64 = 1e-4;
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let c = args.codegen.c_options()?;
@@ -79,6 +78,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let comparison = compare_outputs(&run.outputs, &expected);
+    if let Some(dir) = &args.output_dir {
+        write_outputs(dir, graph, &run.outputs)?;
+    }
     if args.json {
         println!(
             "{}",
@@ -92,66 +94,6 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-struct Comparison {
-    passed: bool,
-    max_abs_error: f64,
-    tolerance: f64,
-}
-
-/// Float outputs must agree within [`RELATIVE_TOLERANCE`] of their largest magnitude (at least
-/// 1); integer and bool outputs exactly. NaN matches only NaN.
-fn compare_outputs(got: &[Tensor], want: &[Tensor]) -> Comparison {
-    let mut cmp = Comparison {
-        passed: got.len() == want.len(),
-        max_abs_error: 0.0,
-        tolerance: 0.0,
-    };
-    for (g, w) in got.iter().zip(want) {
-        if g.shape() != w.shape() || g.dtype() != w.dtype() {
-            cmp.passed = false;
-            cmp.max_abs_error = f64::INFINITY;
-            continue;
-        }
-        let (gv, wv) = (as_f64(g.data()), as_f64(w.data()));
-        let exact = !matches!(w.data(), TensorData::F32(_));
-        let magnitude = wv
-            .iter()
-            .filter(|x| x.is_finite())
-            .fold(1.0f64, |m, x| m.max(x.abs()));
-        let tolerance = if exact {
-            0.0
-        } else {
-            RELATIVE_TOLERANCE * magnitude
-        };
-        cmp.tolerance = cmp.tolerance.max(tolerance);
-        for (a, b) in gv.iter().zip(&wv) {
-            let err = if a.is_nan() && b.is_nan() || a == b {
-                0.0
-            } else {
-                (a - b).abs()
-            };
-            let err = if err.is_nan() { f64::INFINITY } else { err };
-            cmp.max_abs_error = cmp.max_abs_error.max(err);
-            if err > tolerance {
-                cmp.passed = false;
-            }
-        }
-    }
-    cmp
-}
-
-fn as_f64(data: &TensorData) -> Vec<f64> {
-    match data {
-        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::I16(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::Bool(v) => v.iter().map(|&x| f64::from(u8::from(x))).collect(),
-    }
 }
 
 fn report_json(args: &VerifyArgs, run: &BoardRun, cmp: &Comparison) -> serde_json::Value {
@@ -220,4 +162,21 @@ fn print_report(args: &VerifyArgs, run: &BoardRun, cmp: &Comparison) {
         run.board.ram.length
     );
     println!("  instructions: {} (one inference)", run.instructions);
+}
+
+fn write_outputs(
+    dir: &std::path::Path,
+    graph: &kiln_ir::Graph,
+    outputs: &[kiln_ir::Tensor],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory '{}'", dir.display()))?;
+    for (i, (&v, t)) in graph.outputs().iter().zip(outputs).enumerate() {
+        let name = sanitize_file_name(&graph.value(v).name);
+        write_atomically(
+            &dir.join(format!("{name}_{i}.npy")),
+            &kiln_ir::npy::write(t),
+        )?;
+    }
+    Ok(())
 }

@@ -171,7 +171,7 @@ pub fn parse_output(text: &str, n_outputs: usize) -> Result<HarnessOutput, Targe
 
 fn decode_hex(hex: &str, buf: &mut Vec<u8>) -> Option<()> {
     let digits = hex.trim().as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     for pair in digits.chunks(2) {

@@ -6,6 +6,7 @@
 
 pub mod board;
 mod build;
+pub mod compare;
 pub mod elf;
 pub mod error;
 pub mod harness;

@@ -1,0 +1,147 @@
+//! Benchmark: every model in `tests/models/` (and the float MLPerf Tiny models when `../shared`
+//! is present) on every target's default board, plus rv32imac on sifive_e. Prints one markdown
+//! table: pass/fail against the interpreter, max abs error, flash, RAM (static + stack peak),
+//! arena, stack and instructions executed by one inference. Models too large for a board show
+//! the error. Run with `cargo bench --bench board_matrix` (about 2 minutes on 2 cores);
+//! `cargo bench --bench board_matrix -- cortex-m4 resnet` filters by target and model name.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use kiln_targets::{compare::compare_outputs, BoardOptions, TargetError};
+
+fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("model.onnx").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+struct Job {
+    model: PathBuf,
+    target: &'static str,
+    board: &'static str,
+}
+
+fn run_job(job: &Job) -> String {
+    let name = job
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let head = format!("| {name} | {} | {} |", job.target, job.board);
+    let graph = match std::fs::read(job.model.join("model.onnx"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            kiln_frontend::import_model(&b, &Default::default()).map_err(|e| e.to_string())
+        }) {
+        Ok(m) => m.graph,
+        Err(e) => return format!("{head} import failed: {e} |"),
+    };
+    let input = common::read_npy(&job.model.join("input_0.npy"));
+    let inputs = vec![input];
+    let expected = match kiln_ir::interp::run(&graph, &inputs) {
+        Ok(o) => o,
+        Err(e) => return format!("{head} interpreter failed: {e} |"),
+    };
+    let (target, board) = match kiln_targets::resolve(job.target, Some(job.board)) {
+        Ok(tb) => tb,
+        Err(e) => return format!("{head} {e} |"),
+    };
+    let started = std::time::Instant::now();
+    match kiln_targets::run_on_board(
+        &graph,
+        &inputs,
+        &Default::default(),
+        target,
+        board,
+        &BoardOptions::default(),
+    ) {
+        Ok(run) => {
+            let cmp = compare_outputs(&run.outputs, &expected);
+            format!(
+                "{head} {} | {:.1e} | {} | {} | {} | {} | {} | {:.1} |",
+                if cmp.passed { "pass" } else { "FAIL" },
+                cmp.max_abs_error,
+                run.flash_bytes(),
+                run.ram_bytes(),
+                run.arena_bytes,
+                run.stack_bytes,
+                run.instructions,
+                started.elapsed().as_secs_f64()
+            )
+        }
+        Err(TargetError::DoesNotFit { .. }) => {
+            format!("{head} does not fit | | | | | | | |")
+        }
+        Err(e) => format!("{head} ERROR: {} |", e.to_string().replace('\n', " ")),
+    }
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut models = model_dirs(&common::repo_root().join("tests/models"));
+    if let Some(shared) = common::shared_models_dir() {
+        models.extend(
+            model_dirs(&shared)
+                .into_iter()
+                .filter(|d| !d.to_string_lossy().ends_with("_int8")),
+        );
+    }
+    let mut boards: Vec<(&'static str, &'static str)> = kiln_targets::TARGETS
+        .iter()
+        .map(|t| (t.name, t.boards[0]))
+        .collect();
+    boards.push(("rv32imac", "sifive_e"));
+    let jobs: Vec<Job> = models
+        .iter()
+        .flat_map(|m| {
+            boards.iter().map(move |&(target, board)| Job {
+                model: m.clone(),
+                target,
+                board,
+            })
+        })
+        .filter(|j| {
+            filters.is_empty()
+                || filters.iter().all(|f| {
+                    j.target.contains(f.as_str())
+                        || j.board.contains(f.as_str())
+                        || j.model.to_string_lossy().contains(f.as_str())
+                })
+        })
+        .collect();
+    let rows: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let row = run_job(job);
+                if let Ok(mut r) = rows.lock() {
+                    r.push((i, row));
+                }
+            });
+        }
+    });
+    let mut rows = rows.into_inner().unwrap_or_default();
+    rows.sort();
+    println!("| model | target | board | result | max abs error | flash bytes | RAM bytes | arena bytes | stack bytes | instructions | wall s |");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (_, row) in rows {
+        println!("{row}");
+    }
+}
