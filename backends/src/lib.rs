@@ -6,5 +6,6 @@ pub mod error;
 pub mod host;
 pub mod kernel;
 pub mod lower;
+pub mod program;
 
 pub use error::BackendError;

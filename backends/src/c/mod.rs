@@ -6,14 +6,13 @@
 mod expr;
 mod writer;
 
-use std::collections::BTreeMap;
-
-use kiln_ir::{Graph, NodeId, TensorData, TensorType, ValueId};
-use kiln_passes::{plan_memory, MemoryPlan, Storage};
+use kiln_ir::{Graph, TensorData, TensorType, ValueId};
+use kiln_passes::MemoryPlan;
 
 use crate::error::BackendError;
-use crate::kernel::{apply_schedule, Kernel, Schedule};
-use crate::lower::{copy_kernel, lower_op};
+use crate::kernel::{Kernel, Schedule};
+pub use crate::program::LayerInfo;
+use crate::program::{lower_program, Buffer, LoweredProgram};
 pub use expr::c_type;
 use expr::{float_literal, int_literal, ExprPrinter};
 use writer::Writer;
@@ -61,19 +60,6 @@ impl Default for COptions {
     }
 }
 
-/// One row of the per-layer report.
-#[derive(Clone, Debug)]
-pub struct LayerInfo {
-    pub node: String,
-    pub op: &'static str,
-    pub kernel: Option<String>,
-    pub output: TensorType,
-    pub macs: u64,
-    /// Arena placement of the first output, if it lives in the arena.
-    pub arena_offset: Option<usize>,
-    pub bytes: usize,
-}
-
 /// A compiled program: file contents plus the figures reports need.
 #[derive(Debug)]
 pub struct CProgram {
@@ -100,105 +86,23 @@ fn check_prefix(name: &str) -> Result<(), BackendError> {
     }
 }
 
-/// Turns an arbitrary op/node name into a short C identifier fragment.
-fn ident(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(24);
-    out.trim_matches('_').to_string()
-}
-
 pub fn emit_c(graph: &Graph, opts: &COptions) -> Result<CProgram, BackendError> {
     check_prefix(&opts.name)?;
     let p = &opts.name;
-    let plan = plan_memory(graph, opts.alignment)?;
-    let mut kernels: Vec<(NodeId, Kernel)> = Vec::new();
-    let mut layers = Vec::new();
-    for (i, &n) in plan.schedule.iter().enumerate() {
-        let node = graph.node(n);
-        let in_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
-        let out_types: Vec<&TensorType> =
-            node.outputs.iter().map(|&v| &graph.value(v).ty).collect();
-        let name = format!("{p}_l{i}_{}", ident(&node.op.dump_name()));
-        let kernel = if plan.elided.contains(&n) {
-            None
-        } else if matches!(node.op, kiln_ir::Op::Reshape { .. } | kiln_ir::Op::Identity) {
-            Some(copy_kernel(&name, out_types[0]))
-        } else {
-            Some(
-                lower_op(&name, &node.op, &in_types, &out_types, &opts.schedule).map_err(|e| {
-                    match e {
-                        BackendError::Lowering(reason) => BackendError::Unsupported {
-                            node: node.name.clone(),
-                            op: node.op.name().to_string(),
-                            backend: "C",
-                            reason,
-                        },
-                        other => other,
-                    }
-                })?,
-            )
-        };
-        let owned: Vec<TensorType> = out_types.iter().map(|t| (*t).clone()).collect();
-        layers.push(LayerInfo {
-            node: node.name.clone(),
-            op: node.op.name(),
-            kernel: kernel.as_ref().map(|k| k.name.clone()),
-            output: owned
-                .first()
-                .cloned()
-                .unwrap_or_else(|| TensorType::new(kiln_ir::DType::F32, vec![])),
-            macs: kiln_ir::ops::macs(&node.op, &in_types, &owned),
-            arena_offset: node.outputs.first().and_then(|&v| plan.arena_offset(v)),
-            bytes: owned.first().map_or(0, |t| t.size_bytes()),
-        });
-        if let Some(k) = kernel {
-            kernels.push((n, apply_schedule(k, &opts.schedule)));
-        }
-    }
-    let weights = collect_weights(graph, &plan);
-    let weight_bytes = weights
-        .values()
-        .map(|&v| graph.value(v).ty.size_bytes())
-        .sum();
-    let header = emit_header(graph, &plan, opts);
-    let source = emit_source(graph, &plan, &kernels, &weights, opts);
+    let program = lower_program(graph, p, &opts.schedule, opts.alignment, "C")?;
+    let weight_bytes = program.weight_bytes(graph);
+    let header = emit_header(graph, &program.plan, opts);
+    let source = emit_source(graph, &program, opts);
     Ok(CProgram {
         files: vec![
             (format!("{p}.h"), header),
             (format!("{p}.c"), source),
             (RUNTIME_HEADER_NAME.to_string(), RUNTIME_HEADER.to_string()),
         ],
-        plan,
-        layers,
+        plan: program.plan,
+        layers: program.layers,
         weight_bytes,
     })
-}
-
-/// Constants the program reads, by C name, in value-id order.
-fn collect_weights(graph: &Graph, plan: &MemoryPlan) -> BTreeMap<ValueId, ValueId> {
-    let mut used = BTreeMap::new();
-    for &n in &plan.schedule {
-        for &v in &graph.node(n).inputs {
-            if graph.value(v).is_const() {
-                used.insert(v, v);
-            }
-        }
-    }
-    for &v in graph.outputs() {
-        if graph.value(v).is_const() {
-            used.insert(v, v);
-        }
-    }
-    used
 }
 
 fn io_param(graph: &Graph, v: ValueId, dir: &str, i: usize, constness: &str) -> String {
@@ -299,18 +203,13 @@ fn weight_name(p: &str, v: ValueId) -> String {
     format!("{p}_w{}", v.index())
 }
 
-fn emit_weights(
-    w: &mut Writer,
-    graph: &Graph,
-    weights: &BTreeMap<ValueId, ValueId>,
-    opts: &COptions,
-) {
+fn emit_weights(w: &mut Writer, graph: &Graph, weights: &[ValueId], opts: &COptions) {
     let section = opts
         .weights_section
         .as_ref()
         .map(|s| format!(" KILN_SECTION(\"{s}\")"))
         .unwrap_or_default();
-    for &v in weights.keys() {
+    for &v in weights {
         let val = graph.value(v);
         let Some(t) = val.const_tensor() else {
             continue;
@@ -388,31 +287,21 @@ fn emit_kernel(w: &mut Writer, k: &Kernel) {
     );
 }
 
-/// The C expression for the buffer holding value `v` inside `PREFIX_run`.
-fn buffer(graph: &Graph, plan: &MemoryPlan, p: &str, v: ValueId) -> String {
-    let ty = c_type(graph.value(v).ty.dtype);
-    match plan.resolve(v) {
-        Some(Storage::Input(i)) => format!("in{i}"),
-        Some(Storage::Output(i)) => format!("out{i}"),
-        Some(Storage::Arena { offset }) => format!("({ty} *)(void *)(a + {offset})"),
-        _ => {
-            // Constants (possibly through an alias).
-            let mut root = v;
-            while let Some(Storage::Alias(src)) = plan.storage.get(&root) {
-                root = *src;
-            }
-            weight_name(p, root)
-        }
+/// The C expression for a buffer inside `PREFIX_run`.
+fn buffer(graph: &Graph, program: &LoweredProgram, p: &str, v: ValueId) -> String {
+    c_buffer(p, program.buffer(v), c_type(graph.value(v).ty.dtype))
+}
+
+fn c_buffer(p: &str, b: Buffer, ty: &str) -> String {
+    match b {
+        Buffer::Input(i) => format!("in{i}"),
+        Buffer::Output(i) => format!("out{i}"),
+        Buffer::Arena(offset) => format!("({ty} *)(void *)(a + {offset})"),
+        Buffer::Weight(root) => weight_name(p, root),
     }
 }
 
-fn emit_source(
-    graph: &Graph,
-    plan: &MemoryPlan,
-    kernels: &[(NodeId, Kernel)],
-    weights: &BTreeMap<ValueId, ValueId>,
-    opts: &COptions,
-) -> String {
+fn emit_source(graph: &Graph, program: &LoweredProgram, opts: &COptions) -> String {
     let p = &opts.name;
     let up = p.to_ascii_uppercase();
     let mut w = Writer::new();
@@ -432,9 +321,9 @@ fn emit_source(
         w.line(format!("{up}_ARENA_CHECK({p}_arena);"));
         w.line("");
     }
-    emit_weights(&mut w, graph, weights, opts);
+    emit_weights(&mut w, graph, &program.weights, opts);
     w.line("");
-    for (_, k) in kernels {
+    for (_, k) in &program.kernels {
         emit_kernel(&mut w, k);
         w.line("");
     }
@@ -448,13 +337,13 @@ fn emit_source(
         w.line("    return KILN_ERR_NULL_ARGUMENT;");
         w.line("}");
         w.line("(void)a;");
-        for (n, k) in kernels {
+        for (n, k) in &program.kernels {
             let node = graph.node(*n);
             let args: Vec<String> = node
                 .inputs
                 .iter()
                 .chain(&node.outputs)
-                .map(|&v| buffer(graph, plan, p, v))
+                .map(|&v| buffer(graph, program, p, v))
                 .collect();
             w.line(format!(
                 "{}({}); /* {} */",
@@ -464,14 +353,12 @@ fn emit_source(
             ));
         }
         // Outputs that no kernel wrote: graph inputs, constants, aliases or repeated values.
-        for (i, &v) in graph_outputs.iter().enumerate() {
-            let src = buffer(graph, plan, p, v);
-            if src != format!("out{i}") {
-                let bytes = graph.value(v).ty.size_bytes();
-                if bytes > 0 {
-                    w.line(format!("memcpy(out{i}, {src}, {bytes});"));
-                }
-            }
+        for (i, src, bytes) in program.output_copies(graph) {
+            let ty = c_type(graph.value(graph_outputs[i]).ty.dtype);
+            w.line(format!(
+                "memcpy(out{i}, {}, {bytes});",
+                c_buffer(p, src, ty)
+            ));
         }
         w.line("return KILN_OK;");
     });
