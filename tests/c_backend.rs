@@ -478,6 +478,7 @@ fn small_network() -> Graph {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 1,
+        activation: Default::default(),
     };
     let c = g
         .add_node("conv", conv, vec![x, w, b], vec!["c".into()])
@@ -509,6 +510,7 @@ fn small_network() -> Graph {
         beta: 1.0,
         trans_a: false,
         trans_b: true,
+        activation: Default::default(),
     };
     let y = g
         .add_node("fc", gemm, vec![f, fw], vec!["logits".into()])

@@ -285,6 +285,76 @@ impl Graph {
         }
     }
 
+    /// Replaces every input list of `node` at once, keeping the dependency edges in step.
+    pub fn set_node_inputs(&mut self, node: NodeId, inputs: Vec<ValueId>) {
+        let ix = node.to_petgraph();
+        let stale: Vec<_> = self
+            .dag
+            .edges_directed(ix, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in stale {
+            self.dag.remove_edge(e);
+        }
+        for (slot, v) in inputs.iter().enumerate() {
+            if let ValueDef::Node { node: producer, .. } = self.values[v.index()].def {
+                self.dag.add_edge(producer.to_petgraph(), ix, slot);
+            }
+        }
+        self.dag[ix].inputs = inputs;
+    }
+
+    /// Points every use of `old` (node inputs and graph outputs) at `new`.
+    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
+        for (node, slot) in self.consumers(old) {
+            self.set_node_input(node, slot, new);
+        }
+        for o in &mut self.outputs {
+            if *o == old {
+                *o = new;
+            }
+        }
+    }
+
+    /// Re-runs shape inference for `node` and stores the resulting output types.
+    pub fn refresh_types(&mut self, node: NodeId) -> Result<(), OpError> {
+        let types = self.infer_node(node)?;
+        let outs = self.node(node).outputs.clone();
+        if types.len() != outs.len() {
+            return Err(OpError::Invalid(format!(
+                "shape inference gives {} outputs, the node has {}",
+                types.len(),
+                outs.len()
+            )));
+        }
+        for (v, ty) in outs.into_iter().zip(types) {
+            self.values[v.index()].ty = ty;
+        }
+        Ok(())
+    }
+
+    /// Replaces the op of `node` and re-infers its output types.
+    pub fn set_node_op(&mut self, node: NodeId, op: Op) -> Result<(), OpError> {
+        self.dag[node.to_petgraph()].op = op;
+        self.refresh_types(node)
+    }
+
+    /// Whether `value` is a graph output.
+    pub fn is_output(&self, value: ValueId) -> bool {
+        self.outputs.contains(&value)
+    }
+
+    /// Drops the data of a constant nothing uses any more (its id stays valid, as an empty
+    /// tensor of the same dtype), so unused initializers take no memory.
+    pub fn release_const(&mut self, value: ValueId) {
+        let v = &mut self.values[value.index()];
+        if let ValueDef::Const(t) = &v.def {
+            let empty = Tensor::zeros(&TensorType::new(t.dtype(), vec![0]));
+            v.ty = empty.ty();
+            v.def = ValueDef::Const(Arc::new(empty));
+        }
+    }
+
     /// Removes a node. Its output values stay in the table, orphaned; callers must have rewired
     /// their uses first (the verifier reports any that remain).
     pub fn remove_node(&mut self, node: NodeId) -> Option<Node> {
@@ -353,7 +423,14 @@ mod tests {
             .unwrap();
         let r = g.node(relu).outputs[0];
         let add = g
-            .add_node("add0", Op::Add, vec![r, w], vec!["y".into()])
+            .add_node(
+                "add0",
+                Op::Add {
+                    activation: Default::default(),
+                },
+                vec![r, w],
+                vec!["y".into()],
+            )
             .unwrap();
         let y = g.node(add).outputs[0];
         g.set_outputs(vec![y]);

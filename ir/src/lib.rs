@@ -15,5 +15,5 @@ pub mod verify;
 pub use dtype::DType;
 pub use error::{IrError, OpError};
 pub use graph::{Graph, Node, NodeId, QuantParams, Value, ValueDef, ValueId};
-pub use op::Op;
+pub use op::{Activation, Op};
 pub use tensor::{Tensor, TensorData, TensorType};

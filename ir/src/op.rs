@@ -73,6 +73,83 @@ pub enum NearestMode {
     Ceil,
 }
 
+/// An activation fused into the epilogue of a Conv, ConvTranspose, Gemm, MatMul or Add: applied
+/// to each f32 result before it is stored, with exactly the semantics of the unary op it
+/// replaces (see [`Activation::as_op`]). The frontend always sets `None`; the `fuse-activation`
+/// pass sets the others.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    /// Bounds as in [`Op::Clip`] (`Clip{0, 6}` is Relu6).
+    Clip {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
+    HardSwish,
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    pub fn is_none(&self) -> bool {
+        *self == Activation::None
+    }
+
+    /// The unary op computing this activation (`None` for `Activation::None`).
+    pub fn as_op(&self) -> Option<Op> {
+        Some(match *self {
+            Activation::None => return None,
+            Activation::Relu => Op::Relu,
+            Activation::Clip { min, max } => Op::Clip { min, max },
+            Activation::LeakyRelu { alpha } => Op::LeakyRelu { alpha },
+            Activation::HardSwish => Op::HardSwish,
+            Activation::HardSigmoid { alpha, beta } => Op::HardSigmoid { alpha, beta },
+            Activation::Sigmoid => Op::Sigmoid,
+            Activation::Tanh => Op::Tanh,
+        })
+    }
+
+    /// The activation a unary op computes, if it is one that can be fused.
+    pub fn from_op(op: &Op) -> Option<Activation> {
+        Some(match *op {
+            Op::Relu => Activation::Relu,
+            Op::Clip { min, max } => Activation::Clip { min, max },
+            Op::LeakyRelu { alpha } => Activation::LeakyRelu { alpha },
+            Op::HardSwish => Activation::HardSwish,
+            Op::HardSigmoid { alpha, beta } => Activation::HardSigmoid { alpha, beta },
+            Op::Sigmoid => Activation::Sigmoid,
+            Op::Tanh => Activation::Tanh,
+            _ => return None,
+        })
+    }
+}
+
+impl FmtAttr for Activation {
+    fn fmt_attr(&self) -> String {
+        match self {
+            Activation::None => "none".into(),
+            Activation::Relu => "relu".into(),
+            Activation::Clip { min, max } => format!("clip({},{})", min.fmt_attr(), max.fmt_attr()),
+            Activation::LeakyRelu { alpha } => format!("leaky_relu({})", alpha.fmt_attr()),
+            Activation::HardSwish => "hard_swish".into(),
+            Activation::HardSigmoid { alpha, beta } => {
+                format!("hard_sigmoid({},{})", alpha.fmt_attr(), beta.fmt_attr())
+            }
+            Activation::Sigmoid => "sigmoid".into(),
+            Activation::Tanh => "tanh".into(),
+        }
+    }
+}
+
 /// Formats an attribute value for the text dump. Output is stable: snapshots depend on it.
 pub trait FmtAttr {
     fn fmt_attr(&self) -> String;
@@ -180,17 +257,20 @@ macro_rules! define_ops {
                 match self { $( Op::$variant { .. } => OpFamily::$family ),* }
             }
 
-            /// Attribute names and formatted values, in declaration order.
+            /// Attribute names and formatted values, in declaration order. A fused `activation`
+            /// is listed only when there is one, so unfused graphs dump as they always have.
             #[allow(unused_variables, clippy::vec_init_then_push)] // unit variants have no fields
             pub fn attrs(&self) -> Vec<(&'static str, String)> {
-                match self {
+                let mut attrs = match self {
                     $( Op::$variant $({ $($field),* })? => {
                         #[allow(unused_mut)]
                         let mut v = Vec::new();
                         $($( v.push((stringify!($field), $field.fmt_attr())); )*)?
                         v
                     } ),*
-                }
+                };
+                attrs.retain(|(k, v)| !(*k == "activation" && v == "none"));
+                attrs
             }
         }
 
@@ -229,7 +309,8 @@ define_ops! {
     /// Inference-mode dropout: the identity, plus an all-true mask output when `mask` is set.
     Dropout { mask: bool } = Unary;
 
-    Add = Binary;
+    /// `activation` is a fused epilogue (see [`Activation`]), as on Conv, Gemm and MatMul.
+    Add { activation: Activation } = Binary;
     Sub = Binary;
     Mul = Binary;
     Div = Binary;
@@ -249,7 +330,14 @@ define_ops! {
     Where = Binary;
 
     /// Inputs: X, W, optional B. NCHW (or NCW / NCDHW), weights OIHW.
-    Conv { kernel_shape: Vec<usize>, strides: Vec<usize>, dilations: Vec<usize>, pads: Vec<usize>, group: usize } = Conv;
+    Conv {
+        kernel_shape: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        group: usize,
+        activation: Activation,
+    } = Conv;
     /// Inputs: X, W (IOHW), optional B. `pads` already account for `output_shape`.
     ConvTranspose {
         kernel_shape: Vec<usize>,
@@ -258,12 +346,13 @@ define_ops! {
         pads: Vec<usize>,
         output_padding: Vec<usize>,
         group: usize,
+        activation: Activation,
     } = Conv;
 
     /// numpy matmul semantics: batched, broadcasting, 1-D operands promoted.
-    MatMul = MatMul;
+    MatMul { activation: Activation } = MatMul;
     /// Inputs: A, B, optional C (broadcast to the output).
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool } = MatMul;
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool, activation: Activation } = MatMul;
 
     /// With `indices`, a second i64 output holds the flat index of each maximum (row-major, or
     /// column-major over the spatial dims with `column_major_indices`), as ONNX defines it.
@@ -353,6 +442,32 @@ define_ops! {
 }
 
 impl Op {
+    /// The fused activation of an op that can carry one (`None` for every other op).
+    pub fn activation(&self) -> Activation {
+        match self {
+            Op::Conv { activation, .. }
+            | Op::ConvTranspose { activation, .. }
+            | Op::MatMul { activation }
+            | Op::Gemm { activation, .. }
+            | Op::Add { activation } => *activation,
+            _ => Activation::None,
+        }
+    }
+
+    /// This op with its fused activation set to `act`, if it can carry one.
+    pub fn with_activation(&self, act: Activation) -> Option<Op> {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Conv { activation, .. }
+            | Op::ConvTranspose { activation, .. }
+            | Op::MatMul { activation }
+            | Op::Gemm { activation, .. }
+            | Op::Add { activation } => *activation = act,
+            _ => return None,
+        }
+        Some(op)
+    }
+
     /// The name used in the text dump: `GlobalAveragePool` prints as `global_average_pool`.
     pub fn dump_name(&self) -> String {
         snake_case(self.name())
@@ -372,12 +487,33 @@ mod tests {
     }
 
     #[test]
+    fn fused_activation_is_listed_only_when_set() {
+        let add = Op::Add {
+            activation: Activation::None,
+        };
+        assert!(add.attrs().is_empty());
+        let relu6 = Activation::Clip {
+            min: Some(0.0),
+            max: Some(6.0),
+        };
+        let fused = add.with_activation(relu6).unwrap();
+        assert_eq!(
+            fused.attrs(),
+            vec![("activation", "clip(0.0,6.0)".to_string())]
+        );
+        assert_eq!(fused.activation(), relu6);
+        assert_eq!(Activation::from_op(&relu6.as_op().unwrap()), Some(relu6));
+        assert!(Op::Relu.with_activation(relu6).is_none());
+    }
+
+    #[test]
     fn attrs_are_listed_in_order() {
         let op = Op::Gemm {
             alpha: 1.0,
             beta: 0.5,
             trans_a: false,
             trans_b: true,
+            activation: Default::default(),
         };
         let attrs = op.attrs();
         assert_eq!(attrs[1], ("beta", "0.5".to_string()));

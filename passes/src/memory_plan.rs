@@ -522,7 +522,16 @@ mod tests {
         let e = g.add_node("exp", Op::Exp, vec![t], vec![]).unwrap();
         let e = g.node(e).outputs[0];
         let b = g.add_const("b", Tensor::from_f32(vec![32], vec![1.0; 32]).unwrap());
-        let y = g.add_node("add", Op::Add, vec![e, b], vec![]).unwrap();
+        let y = g
+            .add_node(
+                "add",
+                Op::Add {
+                    activation: Default::default(),
+                },
+                vec![e, b],
+                vec![],
+            )
+            .unwrap();
         let y = g.node(y).outputs[0];
         g.set_outputs(vec![y]);
         g
@@ -563,7 +572,16 @@ mod tests {
         let b = g.node(b).outputs[0];
         let c = g.add_node("c", Op::Tanh, vec![b], vec![]).unwrap();
         let c = g.node(c).outputs[0];
-        let y = g.add_node("y", Op::Add, vec![a, c], vec![]).unwrap();
+        let y = g
+            .add_node(
+                "y",
+                Op::Add {
+                    activation: Default::default(),
+                },
+                vec![a, c],
+                vec![],
+            )
+            .unwrap();
         let y = g.node(y).outputs[0];
         g.set_outputs(vec![y]);
         let plan = plan_memory(&g, 16).unwrap();
@@ -588,6 +606,7 @@ mod tests {
                 dilations: vec![1, 1],
                 pads: vec![0; 4],
                 group: 1,
+                activation: Default::default(),
             };
             let n = g.add_node(name, conv, vec![x, w], vec![]).unwrap();
             g.node(n).outputs[0]
@@ -602,7 +621,16 @@ mod tests {
         };
         let a2 = small(&mut g, "a2", a1);
         let b2 = small(&mut g, "b2", b1);
-        let y = g.add_node("y", Op::Add, vec![a2, b2], vec![]).unwrap();
+        let y = g
+            .add_node(
+                "y",
+                Op::Add {
+                    activation: Default::default(),
+                },
+                vec![a2, b2],
+                vec![],
+            )
+            .unwrap();
         let y = g.node(y).outputs[0];
         g.set_outputs(vec![y]);
         let plan = plan_memory(&g, 16).unwrap();

@@ -38,6 +38,8 @@ enum Outcome {
 pub enum Engine {
     Interp,
     C,
+    /// The generated C after `kiln_passes::optimize` at O2.
+    COptimized,
     /// The generated C cross-compiled for Cortex-M4 and run on QEMU's mps2-an386, on one case
     /// per op (see [`one_case_per_op`]).
     CortexM4,
@@ -48,7 +50,9 @@ impl Engine {
         match self {
             Engine::Interp => "tests/conformance/KNOWN_FAILURES",
             // Refused at import, as for the host C engine.
-            Engine::C | Engine::CortexM4 => "tests/conformance/KNOWN_FAILURES_C",
+            Engine::C | Engine::COptimized | Engine::CortexM4 => {
+                "tests/conformance/KNOWN_FAILURES_C"
+            }
         }
     }
 
@@ -57,6 +61,13 @@ impl Engine {
             Engine::Interp => kiln_ir::interp::run(graph, inputs).map_err(|e| e.to_string()),
             Engine::C => {
                 kiln_backends::host::run_c(graph, inputs, &Default::default(), &Default::default())
+                    .map_err(|e| e.to_string())
+            }
+            Engine::COptimized => {
+                let mut graph = graph.clone();
+                kiln_passes::optimize(&mut graph, &kiln_passes::PassOptions::default())
+                    .map_err(|e| e.to_string())?;
+                kiln_backends::host::run_c(&graph, inputs, &Default::default(), &Default::default())
                     .map_err(|e| e.to_string())
             }
             Engine::CortexM4 => {

@@ -331,6 +331,7 @@ impl ConvShape {
                 dilations,
                 pads,
                 group,
+                ..
             }
             | Op::ConvTranspose {
                 kernel_shape,
@@ -1098,6 +1099,53 @@ pub(super) mod tests {
             dilations: d.to_vec(),
             pads: p.to_vec(),
             group,
+            activation: Default::default(),
+        }
+    }
+
+    /// Every fused activation, as the epilogue of a Conv and a ConvTranspose (and under a
+    /// channel-tiled schedule), against the interpreter.
+    #[test]
+    fn fused_activations() {
+        use kiln_ir::Activation;
+        let acts = [
+            Activation::Relu,
+            Activation::Clip {
+                min: Some(0.0),
+                max: Some(0.5),
+            },
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::HardSwish,
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ];
+        for (i, act) in acts.into_iter().enumerate() {
+            let seed = 100 + 3 * i as u64;
+            let op = conv(&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], 1)
+                .with_activation(act)
+                .unwrap();
+            check_schedules(
+                op,
+                vec![
+                    f(&[1, 2, 5, 4], seed),
+                    f(&[4, 2, 3, 3], seed + 1),
+                    f(&[4], seed + 2),
+                ],
+            );
+            let op = Op::ConvTranspose {
+                kernel_shape: vec![2, 2],
+                strides: vec![2, 2],
+                dilations: vec![1, 1],
+                pads: vec![0, 0, 0, 0],
+                output_padding: vec![0, 0],
+                group: 1,
+                activation: act,
+            };
+            check(op, vec![f(&[1, 2, 3, 3], seed), f(&[2, 3, 2, 2], seed + 1)]);
         }
     }
 
@@ -1166,6 +1214,7 @@ pub(super) mod tests {
             pads: vec![1, 0, 0, 1],
             output_padding: vec![1, 0],
             group: 2,
+            activation: Default::default(),
         };
         check(
             op,

@@ -178,8 +178,9 @@ fn wrapping(op: BinOp, a: Expr, b: Expr, ty: DType) -> Expr {
 }
 
 /// The value of a unary-family op at element `x` of type `ty`.
-/// `cx` and `body` let an op bind intermediate values to locals.
-fn unary(
+/// `cx` and `body` let an op bind intermediate values to locals. Also the fused-activation
+/// epilogue of Conv, Gemm, MatMul and Add (see `lower_op`).
+pub(crate) fn unary(
     op: &Op,
     x: Expr,
     ty: DType,
@@ -310,7 +311,7 @@ fn binary(op: &Op, args: &[(Expr, DType)]) -> Result<Expr, BackendError> {
         return Ok(v);
     }
     let value = match (op, args) {
-        (Op::Add, [(a, t), (b, _)]) => wrapping(BinOp::Add, a.clone(), b.clone(), *t),
+        (Op::Add { .. }, [(a, t), (b, _)]) => wrapping(BinOp::Add, a.clone(), b.clone(), *t),
         (Op::Sub, [(a, t), (b, _)]) => wrapping(BinOp::Sub, a.clone(), b.clone(), *t),
         (Op::Mul, [(a, t), (b, _)]) => wrapping(BinOp::Mul, a.clone(), b.clone(), *t),
         (Op::Div, [(a, _), (b, _)]) => a.clone().div(b.clone()),
@@ -455,18 +456,37 @@ pub(crate) mod tests {
     fn integer_arithmetic_wraps_and_divides_like_the_interpreter() {
         let a8 = t(&[4], TensorData::I8(vec![100, -100, 127, -128]));
         let b8 = t(&[4], TensorData::I8(vec![100, -100, 1, -1]));
-        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Max, Op::Min] {
+        for op in [
+            Op::Add {
+                activation: Default::default(),
+            },
+            Op::Sub,
+            Op::Mul,
+            Op::Div,
+            Op::Max,
+            Op::Min,
+        ] {
             check(op, &[a8.clone(), b8.clone()]);
         }
         let a32 = t(&[5], TensorData::I32(vec![i32::MAX, i32::MIN, 7, -7, 5]));
         let b32 = t(&[5], TensorData::I32(vec![1, 1, -2, 2, 0]));
-        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div, Op::PRelu] {
+        for op in [
+            Op::Add {
+                activation: Default::default(),
+            },
+            Op::Sub,
+            Op::Mul,
+            Op::Div,
+            Op::PRelu,
+        ] {
             check(op, &[a32.clone(), b32.clone()]);
         }
         let u = t(&[3], TensorData::U8(vec![200, 3, 0]));
         let v = t(&[3], TensorData::U8(vec![100, 5, 0]));
         for op in [
-            Op::Add,
+            Op::Add {
+                activation: Default::default(),
+            },
             Op::Sub,
             Op::Mul,
             Op::Div,
@@ -549,8 +569,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn fused_activation_on_add() {
+        let op = Op::Add {
+            activation: kiln_ir::Activation::Relu,
+        };
+        check(op, &[ramp(&[3, 1, 5], 0.5), ramp(&[1, 4, 1], -0.25)]);
+        let op = Op::Add {
+            activation: kiln_ir::Activation::HardSwish,
+        };
+        check(op, &[ramp(&[2, 6], 1.5), ramp(&[6], -0.75)]);
+    }
+
+    #[test]
     fn broadcasting_patterns() {
-        check(Op::Add, &[ramp(&[3, 1, 5], 0.5), ramp(&[1, 4, 1], 0.25)]);
+        check(
+            Op::Add {
+                activation: Default::default(),
+            },
+            &[ramp(&[3, 1, 5], 0.5), ramp(&[1, 4, 1], 0.25)],
+        );
         check(Op::Sub, &[ramp(&[2, 3, 4], 0.5), ramp(&[3, 1], 1.0)]);
         check(Op::Mul, &[ramp(&[2, 3, 4], 0.5), ramp(&[], 1.0)]);
         check(Op::Div, &[ramp(&[], 3.0), ramp(&[2, 1, 4], 0.5)]);

@@ -20,12 +20,13 @@ pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
         return crate::cannot!("{} inputs have different types", op.name());
     }
     let body = match op {
-        Op::MatMul => matmul(cx, dtype)?,
+        Op::MatMul { .. } => matmul(cx, dtype)?,
         Op::Gemm {
             alpha,
             beta,
             trans_a,
             trans_b,
+            ..
         } => gemm(
             cx,
             dtype,
@@ -316,14 +317,55 @@ mod tests {
     }
 
     #[test]
+    fn fused_activations() {
+        use kiln_ir::Activation;
+        let relu6 = Activation::Clip {
+            min: Some(0.0),
+            max: Some(6.0),
+        };
+        let op = Op::MatMul { activation: relu6 };
+        check_schedules(op, vec![f(&[2, 3, 5], 60), f(&[5, 4], 61)]);
+        let op = Op::Gemm {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a: true,
+            trans_b: false,
+            activation: Activation::Sigmoid,
+        };
+        check_schedules(op, vec![f(&[5, 3], 62), f(&[5, 4], 63), f(&[4], 64)]);
+    }
+
+    #[test]
     fn matmul_shapes_and_types() {
-        check(Op::MatMul, vec![f(&[2, 1, 3, 4], 1), f(&[3, 4, 2], 2)]);
-        check(Op::MatMul, vec![f(&[4], 3), f(&[2, 4, 3], 4)]);
-        check(Op::MatMul, vec![f(&[2, 3, 4], 5), f(&[4], 6)]);
-        check(Op::MatMul, vec![f(&[4], 7), f(&[4], 8)]);
+        check(
+            Op::MatMul {
+                activation: Default::default(),
+            },
+            vec![f(&[2, 1, 3, 4], 1), f(&[3, 4, 2], 2)],
+        );
+        check(
+            Op::MatMul {
+                activation: Default::default(),
+            },
+            vec![f(&[4], 3), f(&[2, 4, 3], 4)],
+        );
+        check(
+            Op::MatMul {
+                activation: Default::default(),
+            },
+            vec![f(&[2, 3, 4], 5), f(&[4], 6)],
+        );
+        check(
+            Op::MatMul {
+                activation: Default::default(),
+            },
+            vec![f(&[4], 7), f(&[4], 8)],
+        );
         for wide in [false, true] {
             check(
-                Op::MatMul,
+                Op::MatMul {
+                    activation: Default::default(),
+                },
                 vec![ints(&[2, 3, 4], 1, wide), ints(&[4, 5], 2, wide)],
             );
         }
@@ -337,6 +379,7 @@ mod tests {
                 beta: -2.0,
                 trans_a,
                 trans_b,
+                activation: Default::default(),
             };
             let a = if trans_a { [4, 3] } else { [3, 4] };
             let b = if trans_b { [5, 4] } else { [4, 5] };
@@ -348,6 +391,7 @@ mod tests {
             beta: 2.0,
             trans_a: false,
             trans_b: true,
+            activation: Default::default(),
         };
         for wide in [false, true] {
             let c = ints(&[4], 5, wide);
@@ -362,12 +406,29 @@ mod tests {
     fn tiled_columns() {
         // Widths below, equal to and not divisible by the tiles (1, 2, 3, 4).
         for n in [1, 3, 4, 7, 9] {
-            check_schedules(Op::MatMul, vec![f(&[2, 3, 5], 40), f(&[5, n], 41)]);
+            check_schedules(
+                Op::MatMul {
+                    activation: Default::default(),
+                },
+                vec![f(&[2, 3, 5], 40), f(&[5, n], 41)],
+            );
         }
-        check_schedules(Op::MatMul, vec![f(&[3, 0], 42), f(&[0, 6], 43)]);
-        check_schedules(Op::MatMul, vec![f(&[4], 44), f(&[2, 4, 7], 45)]);
         check_schedules(
-            Op::MatMul,
+            Op::MatMul {
+                activation: Default::default(),
+            },
+            vec![f(&[3, 0], 42), f(&[0, 6], 43)],
+        );
+        check_schedules(
+            Op::MatMul {
+                activation: Default::default(),
+            },
+            vec![f(&[4], 44), f(&[2, 4, 7], 45)],
+        );
+        check_schedules(
+            Op::MatMul {
+                activation: Default::default(),
+            },
             vec![ints(&[2, 3], 1, false), ints(&[3, 7], 2, false)],
         );
         for (trans_a, trans_b) in [(false, false), (true, true), (false, true)] {
@@ -376,6 +437,7 @@ mod tests {
                 beta: -2.0,
                 trans_a,
                 trans_b,
+                activation: Default::default(),
             };
             let a = if trans_a { [4, 3] } else { [3, 4] };
             let b = if trans_b { [7, 4] } else { [4, 7] };
@@ -387,6 +449,7 @@ mod tests {
             beta: 2.0,
             trans_a: false,
             trans_b: true,
+            activation: Default::default(),
         };
         check_schedules(
             op,

@@ -56,7 +56,7 @@ fn operand_names(op: &Op, n_in: usize, n_out: usize) -> (Vec<String>, Vec<String
     let fixed: &[&str] = match op {
         Op::Conv { .. } | Op::ConvTranspose { .. } => &["X", "W", "B"],
         Op::Gemm { .. } => &["A", "B", "C"],
-        Op::MatMul => &["A", "B"],
+        Op::MatMul { .. } => &["A", "B"],
         Op::BatchNormalization { .. } => &["X", "scale", "B", "mean", "var"],
         Op::InstanceNormalization { .. } => &["input", "scale", "B"],
         Op::LayerNormalization { .. } => &["X", "Scale", "B"],
@@ -127,7 +127,72 @@ pub fn lower_op(
         OpFamily::Movement => movement::lower(op, &mut cx)?,
         OpFamily::Quant => quant::lower(op, &mut cx)?,
     };
+    let body = match op.activation().as_op() {
+        Some(act) => {
+            let out = cx.output(0);
+            epilogue(body, out, &act, &mut cx)?
+        }
+        None => body,
+    };
     Ok(cx.kb.finish(body))
+}
+
+/// Applies a fused activation (`act`, a unary op) to every value stored into param `out`.
+/// Conv, ConvTranspose, MatMul, Gemm and Add (the ops that carry one) store each output element
+/// exactly once, with its final value, so this is the activation of the result.
+fn epilogue(
+    stmts: Vec<Stmt>,
+    out: usize,
+    act: &Op,
+    cx: &mut Lowering,
+) -> Result<Vec<Stmt>, BackendError> {
+    let mut result = Vec::with_capacity(stmts.len());
+    for stmt in stmts {
+        match stmt {
+            Stmt::Store {
+                param,
+                index,
+                value,
+            } if param == out => {
+                let ty = kiln_ir::DType::F32;
+                let v = cx.var(ty);
+                result.push(Stmt::Let {
+                    var: v,
+                    ty,
+                    init: value,
+                });
+                let value =
+                    elementwise::unary(act, crate::kernel::Expr::Var(v), ty, cx, &mut result)?;
+                result.push(Stmt::Store {
+                    param,
+                    index,
+                    value,
+                });
+            }
+            Stmt::For {
+                var,
+                extent,
+                unroll,
+                body,
+            } => result.push(Stmt::For {
+                var,
+                extent,
+                unroll,
+                body: epilogue(body, out, act, cx)?,
+            }),
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => result.push(Stmt::If {
+                cond,
+                then: epilogue(then, out, act, cx)?,
+                otherwise: epilogue(otherwise, out, act, cx)?,
+            }),
+            other => result.push(other),
+        }
+    }
+    Ok(result)
 }
 
 /// A kernel that copies input 0 to output 0 element by element (for aliases that must

@@ -6,7 +6,7 @@
 //! after; Cast's `to` is a type name before opset 6; Dropout's test mode is `is_test` before
 //! opset 7 and the `training_mode` input from opset 12, and its mask is bool only from opset 10.
 
-use kiln_ir::{DType, Op, TensorType};
+use kiln_ir::{Activation, DType, Op, TensorType};
 
 use super::{norm_axis, LowerError, Lowered, NodeCtx};
 use crate::tensor::dtype_from_onnx;
@@ -54,7 +54,12 @@ pub fn lower(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         "Clip" => clip(ctx),
         "Cast" => cast(ctx),
         "Dropout" => dropout(ctx),
-        "Add" => binary(ctx, Op::Add),
+        "Add" => binary(
+            ctx,
+            Op::Add {
+                activation: Activation::None,
+            },
+        ),
         "Sub" => binary(ctx, Op::Sub),
         "Mul" => binary(ctx, Op::Mul),
         "Div" => binary(ctx, Op::Div),

@@ -5,7 +5,7 @@
 //! input shapes: `auto_pad` and ConvTranspose's `output_shape` become explicit pads, kernel
 //! shapes come from the weights when absent, and per-opset defaults are applied.
 
-use kiln_ir::{DType, Op};
+use kiln_ir::{Activation, DType, Op};
 
 use super::{norm_axis, LowerError, Lowered, NodeCtx};
 use crate::{bad, unsupported};
@@ -229,6 +229,7 @@ fn conv(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         dilations: w.dilations,
         pads: w.pads,
         group: group(ctx)?,
+        activation: Activation::None,
     };
     Ok(Lowered::new(op, inputs))
 }
@@ -274,6 +275,7 @@ fn conv_transpose(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         pads,
         output_padding,
         group: group(ctx)?,
+        activation: Activation::None,
     };
     Ok(Lowered::new(op, inputs))
 }
@@ -355,7 +357,12 @@ fn split_transpose_pad(total: usize, auto_pad: AutoPad) -> (usize, usize) {
 
 /// ONNX MatMul.
 fn matmul(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
-    Ok(Lowered::new(Op::MatMul, inputs(ctx, 2, 2)?))
+    Ok(Lowered::new(
+        Op::MatMul {
+            activation: Activation::None,
+        },
+        inputs(ctx, 2, 2)?,
+    ))
 }
 
 /// ONNX Gemm. Opsets before 7 have a `broadcast` flag; broadcasting C always gives the same
@@ -367,6 +374,7 @@ fn gemm(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         beta: ctx.attr_float_or("beta", 1.0)?,
         trans_a: ctx.attr_int_or("transA", 0)? != 0,
         trans_b: ctx.attr_int_or("transB", 0)? != 0,
+        activation: Activation::None,
     };
     Ok(Lowered::new(op, inputs))
 }

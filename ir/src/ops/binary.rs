@@ -332,7 +332,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
     let name = op.name();
     let (dtype, shape) = match op {
         // ONNX Add, Sub, Mul, Div.
-        Op::Add | Op::Sub | Op::Mul | Op::Div => {
+        Op::Add { .. } | Op::Sub | Op::Mul | Op::Div => {
             check_arity(name, inputs.len(), 2, 2)?;
             let dt = common_dtype(name, inputs)?;
             numeric(name, dt)?;
@@ -420,7 +420,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     let shape = out.shape.as_slice();
     let name = op.name();
     let data = match op {
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::PRelu => {
+        Op::Add { .. } | Op::Sub | Op::Mul | Op::Div | Op::PRelu => {
             let (a, b) = (inputs[0], inputs[1]);
             with_num_type!(a.dtype(), arith(op, a, b, shape), bool => unreachable_dtype(name))?
         }
@@ -455,7 +455,7 @@ fn arith<T: Num>(op: &Op, a: &Tensor, b: &Tensor, shape: &[usize]) -> Result<Ten
     let a_ = (elems::<T>(op.name(), a)?, a.shape());
     let b_ = (elems::<T>(op.name(), b)?, b.shape());
     let v = match op {
-        Op::Add => zip_map(a_, b_, shape, T::plus),
+        Op::Add { .. } => zip_map(a_, b_, shape, T::plus),
         Op::Sub => zip_map(a_, b_, shape, T::minus),
         Op::Mul => zip_map(a_, b_, shape, T::times),
         Op::Div => zip_map(a_, b_, shape, T::divided_by),
@@ -629,7 +629,12 @@ mod tests {
     fn add_broadcasts_like_numpy() {
         let a = f32s(&[2, 1], &[1.0, 2.0]);
         let b = f32s(&[3], &[10.0, 20.0, 30.0]);
-        let y = run(Op::Add, &[&a, &b]);
+        let y = run(
+            Op::Add {
+                activation: Default::default(),
+            },
+            &[&a, &b],
+        );
         assert_eq!(y.shape(), &[2, 3]);
         assert_eq!(y.as_f32().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
         // Scalar on the left.
@@ -651,7 +656,13 @@ mod tests {
         let a = t(&[2], TensorData::I8(vec![127, -128]));
         let b = t(&[2], TensorData::I8(vec![1, 2]));
         assert_eq!(
-            run(Op::Add, &[&a, &b]).data(),
+            run(
+                Op::Add {
+                    activation: Default::default()
+                },
+                &[&a, &b]
+            )
+            .data(),
             &TensorData::I8(vec![-128, -126])
         );
         assert_eq!(
@@ -776,9 +787,27 @@ mod tests {
         let i = TensorType::new(DType::I64, vec![2, 3]);
         let b = TensorType::new(DType::Bool, vec![2, 3]);
         let odd = TensorType::new(DType::F32, vec![4]);
-        assert!(infer(&Op::Add, &[&f, &i]).is_err());
-        assert!(infer(&Op::Add, &[&f, &odd]).is_err());
-        assert!(infer(&Op::Add, &[&b, &b]).is_err());
+        assert!(infer(
+            &Op::Add {
+                activation: Default::default()
+            },
+            &[&f, &i]
+        )
+        .is_err());
+        assert!(infer(
+            &Op::Add {
+                activation: Default::default()
+            },
+            &[&f, &odd]
+        )
+        .is_err());
+        assert!(infer(
+            &Op::Add {
+                activation: Default::default()
+            },
+            &[&b, &b]
+        )
+        .is_err());
         assert!(infer(&Op::And, &[&f, &f]).is_err());
         assert!(infer(&Op::Where, &[&f, &f, &f]).is_err());
         assert!(infer(&Op::Sum, &[&i, &i]).is_err());

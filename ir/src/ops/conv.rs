@@ -68,6 +68,7 @@ impl Geometry {
                 dilations,
                 pads,
                 group,
+                ..
             } => {
                 let attrs =
                     SpatialAttrs::new(x, w, kernel_shape, strides, dilations, pads, *group)?;
@@ -80,6 +81,7 @@ impl Geometry {
                 pads,
                 output_padding,
                 group,
+                ..
             } => {
                 let attrs =
                     SpatialAttrs::new(x, w, kernel_shape, strides, dilations, pads, *group)?;
@@ -527,6 +529,7 @@ mod tests {
             dilations: d.to_vec(),
             pads: p.to_vec(),
             group,
+            activation: Default::default(),
         }
     }
 
@@ -703,6 +706,7 @@ mod tests {
             pads: vec![1, 0],
             output_padding: vec![1],
             group: 1,
+            activation: Default::default(),
         };
         let x = t(&[1, 1, 2], vec![1.0, 10.0]);
         let w = t(&[1, 1, 3], vec![1.0, 2.0, 3.0]);
@@ -720,6 +724,7 @@ mod tests {
             pads: vec![0; 4],
             output_padding: vec![0, 0],
             group: 2,
+            activation: Default::default(),
         };
         let x = t(&[1, 2, 1, 1], vec![1.0, 10.0]);
         // [C_in=2, C_out/group=2, 1, 1]

@@ -16,7 +16,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     let dtype = common_dtype(op, inputs.iter().map(|t| t.dtype))?;
     let shape = match op {
-        Op::MatMul => {
+        Op::MatMul { .. } => {
             check_arity("MatMul", inputs.len(), 2, 2)?;
             MatMulDims::new(shapes[0], shapes[1])?.out_shape
         }
@@ -38,14 +38,15 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     common_dtype(op, inputs.iter().map(|t| t.dtype()))?;
     let out = match (op, inputs) {
-        (Op::MatMul, [a, b]) => matmul(a, b)?,
-        (Op::MatMul, _) => return invalid!("MatMul takes 2 inputs, got {}", inputs.len()),
+        (Op::MatMul { .. }, [a, b]) => matmul(a, b)?,
+        (Op::MatMul { .. }, _) => return invalid!("MatMul takes 2 inputs, got {}", inputs.len()),
         (
             Op::Gemm {
                 alpha,
                 beta,
                 trans_a,
                 trans_b,
+                ..
             },
             [a, b, rest @ ..],
         ) if rest.len() <= 1 => {
@@ -401,7 +402,12 @@ mod tests {
     fn matmul_2d() {
         let a = f(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let b = f(&[3, 2], vec![7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
-        let y = run(&Op::MatMul, &[&a, &b]);
+        let y = run(
+            &Op::MatMul {
+                activation: Default::default(),
+            },
+            &[&a, &b],
+        );
         assert_eq!(y.as_f32().unwrap(), &[58.0, 64.0, 139.0, 154.0]);
     }
 
@@ -409,14 +415,29 @@ mod tests {
     fn matmul_promotes_vectors() {
         let v = f(&[3], vec![1.0, 2.0, 3.0]);
         let m = f(&[2, 3, 2], (0..12).map(|i| i as f32).collect());
-        let y = run(&Op::MatMul, &[&v, &m]);
+        let y = run(
+            &Op::MatMul {
+                activation: Default::default(),
+            },
+            &[&v, &m],
+        );
         assert_eq!(y.shape(), &[2, 2]);
         assert_eq!(y.as_f32().unwrap(), &[16.0, 22.0, 52.0, 58.0]);
-        let y = run(&Op::MatMul, &[&v, &v]);
+        let y = run(
+            &Op::MatMul {
+                activation: Default::default(),
+            },
+            &[&v, &v],
+        );
         assert_eq!(y.shape(), &[] as &[usize]);
         assert_eq!(y.as_f32().unwrap(), &[14.0]);
         let mt = f(&[2, 3], vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
-        let y = run(&Op::MatMul, &[&mt, &v]);
+        let y = run(
+            &Op::MatMul {
+                activation: Default::default(),
+            },
+            &[&mt, &v],
+        );
         assert_eq!(y.shape(), &[2]);
         assert_eq!(y.as_f32().unwrap(), &[1.0, 3.0]);
     }
@@ -425,7 +446,12 @@ mod tests {
     fn matmul_broadcasts_batches() {
         let a = f(&[2, 1, 1, 2], vec![1.0, 2.0, 3.0, 4.0]);
         let b = f(&[3, 2, 1], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
-        let y = run(&Op::MatMul, &[&a, &b]);
+        let y = run(
+            &Op::MatMul {
+                activation: Default::default(),
+            },
+            &[&a, &b],
+        );
         assert_eq!(y.shape(), &[2, 3, 1, 1]);
         assert_eq!(y.as_f32().unwrap(), &[1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
     }
@@ -434,7 +460,12 @@ mod tests {
     fn matmul_integers_wrap() {
         let a = Tensor::new(vec![1, 2], TensorData::I32(vec![i32::MAX, 1])).unwrap();
         let b = Tensor::new(vec![2, 1], TensorData::I32(vec![2, 3])).unwrap();
-        let y = run(&Op::MatMul, &[&a, &b]);
+        let y = run(
+            &Op::MatMul {
+                activation: Default::default(),
+            },
+            &[&a, &b],
+        );
         assert_eq!(
             y.data(),
             &TensorData::I32(vec![i32::MAX.wrapping_mul(2).wrapping_add(3)])
@@ -448,6 +479,7 @@ mod tests {
             beta: 2.0,
             trans_a: true,
             trans_b: true,
+            activation: Default::default(),
         };
         // A' = [[1, 2]], B' = [[1, 0, 1], [0, 1, 1]].
         let a = f(&[2, 1], vec![1.0, 2.0]);
@@ -465,6 +497,7 @@ mod tests {
             beta: -1.0,
             trans_a: false,
             trans_b: false,
+            activation: Default::default(),
         };
         let a = Tensor::new(vec![1, 2], TensorData::I64(vec![1, 2])).unwrap();
         let b = Tensor::new(vec![2, 2], TensorData::I64(vec![3, 4, 5, 6])).unwrap();
@@ -480,6 +513,7 @@ mod tests {
             beta: 1.0,
             trans_a: false,
             trans_b: false,
+            activation: Default::default(),
         };
         assert!(matches!(
             eval(&half, &[&a, &b]),
@@ -491,7 +525,12 @@ mod tests {
     fn mismatched_inner_dims_are_invalid() {
         let a = TensorType::new(DType::F32, vec![2, 3]);
         assert!(matches!(
-            infer(&Op::MatMul, &[&a, &a]),
+            infer(
+                &Op::MatMul {
+                    activation: Default::default()
+                },
+                &[&a, &a]
+            ),
             Err(OpError::Invalid(_))
         ));
     }

@@ -15,12 +15,25 @@ pub mod reduce;
 pub mod unary;
 pub mod util;
 
+use crate::dtype::DType;
 use crate::error::OpError;
 use crate::op::{Op, OpFamily};
 use crate::tensor::{Tensor, TensorType};
 
 /// Output types of `op` applied to inputs of these types, or why the combination is invalid.
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    let types = infer_plain(op, inputs)?;
+    if !op.activation().is_none() && types.first().is_some_and(|t| t.dtype != DType::F32) {
+        return Err(OpError::Invalid(format!(
+            "a fused activation needs an f32 result, {} gives {}",
+            op.name(),
+            types[0].dtype
+        )));
+    }
+    Ok(types)
+}
+
+fn infer_plain(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
     match op.family() {
         OpFamily::Unary => unary::infer(op, inputs),
         OpFamily::Binary => binary::infer(op, inputs),
@@ -35,7 +48,20 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 /// Reference semantics: computes the outputs of `op` on concrete inputs.
+/// A fused activation (see [`crate::op::Activation`]) is applied to the first result by the
+/// unary op it stands for, so fused and unfused graphs compute the same values.
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    let mut results = eval_plain(op, inputs)?;
+    if let (Some(act), Some(first)) = (op.activation().as_op(), results.first_mut()) {
+        let activated = unary::eval(&act, &[first])?;
+        if let Some(y) = activated.into_iter().next() {
+            *first = y;
+        }
+    }
+    Ok(results)
+}
+
+fn eval_plain(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     match op.family() {
         OpFamily::Unary => unary::eval(op, inputs),
         OpFamily::Binary => binary::eval(op, inputs),
@@ -81,7 +107,7 @@ pub fn macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
             let k: u64 = kernel_shape.iter().map(|&k| k as u64).product();
             in_numel * k * (out_ch / (*group).max(1) as u64)
         }
-        Op::MatMul => {
+        Op::MatMul { .. } => {
             let k = inputs
                 .first()
                 .and_then(|t| t.shape.last())

@@ -1,0 +1,163 @@
+//! `fuse-gelu`: fuses the erf form of GELU, as exporters decompose it, into one Gelu.
+//!
+//! Matches `t = Div(x, sqrt 2) | Mul(x, 1/sqrt 2)`, `e = Erf(t)`, `a = Add(e, 1)`, and the
+//! product of `x`, `a` and the constant `0.5` in any association (`Mul(Mul(x, a), 0.5)`,
+//! `Mul(Mul(x, 0.5), a)`, `Mul(x, Mul(a, 0.5))`), with constants compared to f32 precision and
+//! every intermediate read only by the next node. Produces `Gelu {tanh_approx: false}(x)`. Sound
+//! because `0.5 * x * (1 + erf(x / sqrt 2))` is the ONNX definition of Gelu (the tanh
+//! approximation is a different function and is not matched here).
+
+use kiln_ir::{Graph, IrError, NodeId, Op, ValueId};
+
+use crate::pipeline::Pass;
+use crate::util;
+
+#[derive(Debug)]
+pub struct FuseGelu;
+
+impl Pass for FuseGelu {
+    fn name(&self) -> &'static str {
+        "fuse-gelu"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
+        let mut changed = false;
+        for id in g.topo_order()? {
+            if !g.contains_node(id) || g.node(id).op != Op::Erf {
+                continue;
+            }
+            let Some((x, last, nodes)) = match_gelu(g, id) else {
+                continue;
+            };
+            let name = g.node(last).name.clone();
+            let gelu = g.add_node(
+                util::derived_name(&name, "fused"),
+                Op::Gelu { tanh_approx: false },
+                vec![x],
+                vec![],
+            )?;
+            let y = g.node(gelu).outputs[0];
+            if !util::redirect(g, g.node(last).outputs[0], y) {
+                g.remove_node(gelu);
+                continue;
+            }
+            for n in nodes.into_iter().rev() {
+                g.remove_node(n);
+            }
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+fn close(v: f32, want: f64) -> bool {
+    (f64::from(v) - want).abs() <= want.abs() * 1e-6
+}
+
+fn out(g: &Graph, n: NodeId) -> ValueId {
+    g.node(n).outputs[0]
+}
+
+fn sole_consumer(g: &Graph, v: ValueId) -> Option<NodeId> {
+    if !util::single_use(g, v) {
+        return None;
+    }
+    g.consumers(v).first().map(|&(n, _)| n)
+}
+
+/// `(other operand, constant)` of a binary node with one scalar-constant operand.
+fn with_const(g: &Graph, n: NodeId) -> Option<(ValueId, f32)> {
+    let ins = &g.node(n).inputs;
+    if ins.len() != 2 {
+        return None;
+    }
+    if let Some(c) = util::const_scalar(g, ins[1]) {
+        return Some((ins[0], c));
+    }
+    util::const_scalar(g, ins[0]).map(|c| (ins[1], c))
+}
+
+fn is_mul(g: &Graph, n: NodeId) -> bool {
+    g.node(n).op == Op::Mul
+}
+
+/// Returns `(x, last node, every node of the pattern)` for the Erf node `erf`.
+fn match_gelu(g: &Graph, erf: NodeId) -> Option<(ValueId, NodeId, Vec<NodeId>)> {
+    let sqrt2 = std::f64::consts::SQRT_2;
+    let t = g.node(erf).inputs[0];
+    let scale = util::producer(g, t)?;
+    if !util::single_use(g, t) {
+        return None;
+    }
+    let x = match g.node(scale).op {
+        Op::Div => {
+            let ins = &g.node(scale).inputs;
+            (util::const_scalar(g, ins[1]).is_some_and(|c| close(c, sqrt2))).then_some(ins[0])?
+        }
+        Op::Mul => {
+            let (x, c) = with_const(g, scale)?;
+            close(c, 1.0 / sqrt2).then_some(x)?
+        }
+        _ => return None,
+    };
+    if g.value(x).ty.dtype != kiln_ir::DType::F32 || g.value(out(g, erf)).ty != g.value(x).ty {
+        return None;
+    }
+    let add = sole_consumer(g, out(g, erf))?;
+    if !matches!(g.node(add).op, Op::Add { activation } if activation.is_none()) {
+        return None;
+    }
+    let (_, one) = with_const(g, add)?;
+    if one != 1.0 {
+        return None;
+    }
+    let a = out(g, add);
+    let mut nodes = vec![scale, erf, add];
+    let m1 = sole_consumer(g, a)?;
+    if !is_mul(g, m1) {
+        return None;
+    }
+    let m1_ins = g.node(m1).inputs.clone();
+    let other = if m1_ins[0] == a { m1_ins[1] } else { m1_ins[0] };
+    nodes.push(m1);
+    let last = if other == x {
+        // Mul(Mul(x, a), 0.5)
+        let m2 = sole_consumer(g, out(g, m1))?;
+        let (_, half) = if is_mul(g, m2) {
+            with_const(g, m2)?
+        } else {
+            return None;
+        };
+        if half != 0.5 {
+            return None;
+        }
+        nodes.push(m2);
+        m2
+    } else if let Some(h) = util::producer(g, other).filter(|&h| is_mul(g, h)) {
+        // Mul(Mul(x, 0.5), a)
+        let (hx, half) = with_const(g, h)?;
+        if hx != x || half != 0.5 || !util::single_use(g, other) {
+            return None;
+        }
+        nodes.insert(0, h);
+        m1
+    } else if util::const_scalar(g, other) == Some(0.5) {
+        // Mul(x, Mul(a, 0.5))
+        let m2 = sole_consumer(g, out(g, m1))?;
+        if !is_mul(g, m2) {
+            return None;
+        }
+        let ins = &g.node(m2).inputs;
+        if !(ins[0] == x || ins[1] == x) {
+            return None;
+        }
+        nodes.push(m2);
+        m2
+    } else {
+        return None;
+    };
+    if g.value(out(g, last)).ty != g.value(x).ty {
+        return None;
+    }
+    Some((x, last, nodes))
+}

@@ -1,0 +1,233 @@
+//! `fuse-layernorm`: fuses a decomposed layer normalization into one LayerNormalization.
+//!
+//! Matches what PyTorch and TF exporters emit for LayerNorm over the trailing axes `[a, rank)`:
+//! `m = ReduceMean(x)`, `d = Sub(x, m)`, `v = ReduceMean(Pow(d, 2) | Mul(d, d))`,
+//! `s = Sqrt(Add(v, eps))`, `n = Div(d, s) | Mul(d, Reciprocal(s))`, then optionally
+//! `Mul(n, gamma)` and `Add(_, beta)` with constant gamma and beta that broadcast over the
+//! normalized axes only. Every intermediate must have no other reader (except `d`, read twice).
+//! Produces `LayerNormalization {axis: a, epsilon: eps}(x, gamma, beta)`. Sound because that is
+//! the ONNX definition of LayerNormalization with a biased variance (the reference computes the
+//! statistics in f64, so the fused op is at least as accurate as the chain it replaces).
+
+use std::sync::Arc;
+
+use kiln_ir::{Graph, IrError, NodeId, Op, Tensor, ValueId};
+
+use crate::pipeline::Pass;
+use crate::util;
+
+#[derive(Debug)]
+pub struct FuseLayerNorm;
+
+impl Pass for FuseLayerNorm {
+    fn name(&self) -> &'static str {
+        "fuse-layernorm"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
+        let mut changed = false;
+        for id in g.topo_order()? {
+            if !g.contains_node(id) {
+                continue;
+            }
+            if let Some(m) = match_layernorm(g, id) {
+                rewrite(g, m)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+struct LayerNormMatch {
+    x: ValueId,
+    axis: usize,
+    epsilon: f32,
+    gamma: Option<Arc<Tensor>>,
+    beta: Option<Arc<Tensor>>,
+    /// The node whose result the fused op replaces.
+    last: NodeId,
+    /// Every node of the chain (removed after the rewrite).
+    nodes: Vec<NodeId>,
+}
+
+/// The single node reading `v` (and `v` is not a graph output).
+fn sole_consumer(g: &Graph, v: ValueId) -> Option<NodeId> {
+    if !util::single_use(g, v) {
+        return None;
+    }
+    g.consumers(v).first().map(|&(n, _)| n)
+}
+
+/// The other operand of binary node `n` when one operand is `v`.
+fn other_operand(g: &Graph, n: NodeId, v: ValueId) -> Option<ValueId> {
+    match g.node(n).inputs.as_slice() {
+        [a, b] if *a == v => Some(*b),
+        [a, b] if *b == v => Some(*a),
+        _ => None,
+    }
+}
+
+fn out(g: &Graph, n: NodeId) -> ValueId {
+    g.node(n).outputs[0]
+}
+
+/// Matches starting from the first ReduceMean.
+fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
+    let Op::ReduceMean {
+        axes,
+        keepdims: true,
+    } = &g.node(mean).op
+    else {
+        return None;
+    };
+    let x = g.node(mean).inputs[0];
+    let rank = g.value(x).ty.rank();
+    let axis = *axes.first()?;
+    if *axes != (axis..rank).collect::<Vec<_>>() || g.value(x).ty.dtype != kiln_ir::DType::F32 {
+        return None;
+    }
+    let sub = sole_consumer(g, out(g, mean))?;
+    if g.node(sub).op != Op::Sub || g.node(sub).inputs != [x, out(g, mean)] {
+        return None;
+    }
+    let d = out(g, sub);
+    let uses = g.consumers(d);
+    if g.is_output(d) || !(2..=3).contains(&uses.len()) {
+        return None;
+    }
+    // The square: Pow(d, 2) or Mul(d, d) (which reads d twice).
+    let sq = uses
+        .iter()
+        .map(|&(n, _)| n)
+        .find(|&n| match &g.node(n).op {
+            Op::Pow => {
+                g.node(n).inputs[0] == d && util::const_scalar(g, g.node(n).inputs[1]) == Some(2.0)
+            }
+            Op::Mul => g.node(n).inputs == [d, d],
+            _ => false,
+        })?;
+    let div = uses.iter().map(|&(n, _)| n).find(|&n| n != sq)?;
+    let var = sole_consumer(g, out(g, sq))?;
+    if g.node(var).op != g.node(mean).op {
+        return None;
+    }
+    let add_eps = sole_consumer(g, out(g, var))?;
+    if !matches!(g.node(add_eps).op, Op::Add { activation } if activation.is_none()) {
+        return None;
+    }
+    let epsilon = util::const_scalar(g, other_operand(g, add_eps, out(g, var))?)?;
+    let sqrt = sole_consumer(g, out(g, add_eps))?;
+    if g.node(sqrt).op != Op::Sqrt {
+        return None;
+    }
+    let mut nodes = vec![mean, sub, sq, var, add_eps, sqrt];
+    let s = out(g, sqrt);
+    let normed = match g.node(div).op {
+        Op::Div if g.node(div).inputs == [d, s] && util::single_use(g, s) => div,
+        Op::Mul => {
+            let r = other_operand(g, div, d)?;
+            let recip = util::producer(g, r)?;
+            if g.node(recip).op != Op::Reciprocal
+                || g.node(recip).inputs != [s]
+                || !util::single_use(g, s)
+                || !util::single_use(g, r)
+            {
+                return None;
+            }
+            nodes.push(recip);
+            div
+        }
+        _ => return None,
+    };
+    nodes.push(normed);
+    let normalized = g.value(x).ty.shape[axis..].to_vec();
+    let mut last = normed;
+    let mut gamma = None;
+    let mut beta = None;
+    if let Some(mul) = sole_consumer(g, out(g, last)) {
+        if matches!(g.node(mul).op, Op::Mul) {
+            let c = other_operand(g, mul, out(g, last))?;
+            if let Some(t) = util::const_of(g, c).and_then(|t| param(&t, &normalized)) {
+                gamma = Some(t);
+                last = mul;
+                nodes.push(mul);
+            }
+        }
+    }
+    if let Some(add) = sole_consumer(g, out(g, last)) {
+        if matches!(g.node(add).op, Op::Add { activation } if activation.is_none()) {
+            let c = other_operand(g, add, out(g, last))?;
+            if let Some(t) = util::const_of(g, c).and_then(|t| param(&t, &normalized)) {
+                beta = Some(t);
+                last = add;
+                nodes.push(add);
+            }
+        }
+    }
+    if g.value(out(g, last)).ty != g.value(x).ty {
+        return None;
+    }
+    Some(LayerNormMatch {
+        x,
+        axis,
+        epsilon,
+        gamma,
+        beta,
+        last,
+        nodes,
+    })
+}
+
+/// A scale or bias constant as a LayerNormalization parameter: f32, broadcasting to the
+/// normalized shape without spreading over other axes (leading unit dims are dropped).
+fn param(t: &Tensor, normalized: &[usize]) -> Option<Arc<Tensor>> {
+    t.as_f32()?;
+    let mut shape = t.shape().to_vec();
+    while shape.len() > normalized.len() {
+        if shape[0] != 1 {
+            return None;
+        }
+        shape.remove(0);
+    }
+    let offset = normalized.len() - shape.len();
+    let fits = shape
+        .iter()
+        .enumerate()
+        .all(|(i, &s)| s == 1 || s == normalized[offset + i]);
+    if !fits {
+        return None;
+    }
+    Tensor::new(shape, t.data().clone()).ok().map(Arc::new)
+}
+
+fn rewrite(g: &mut Graph, m: LayerNormMatch) -> Result<(), IrError> {
+    let name = g.node(m.last).name.clone();
+    let normalized = g.value(m.x).ty.shape[m.axis..].to_vec();
+    let ones = || Tensor::from_f32(normalized.clone(), vec![1.0; normalized.iter().product()]);
+    let gamma = match m.gamma {
+        Some(t) => t,
+        None => Arc::new(ones()?),
+    };
+    let scale = g.add_const(util::derived_name(&name, "scale"), gamma);
+    let mut inputs = vec![m.x, scale];
+    if let Some(b) = m.beta {
+        inputs.push(g.add_const(util::derived_name(&name, "bias"), b));
+    }
+    let op = Op::LayerNormalization {
+        axis: m.axis,
+        epsilon: m.epsilon,
+        outputs: 1,
+    };
+    let ln = g.add_node(util::derived_name(&name, "fused"), op, inputs, vec![])?;
+    let y = out(g, ln);
+    let old = out(g, m.last);
+    if !util::redirect(g, old, y) {
+        g.remove_node(ln);
+        return Ok(());
+    }
+    for n in m.nodes.into_iter().rev() {
+        g.remove_node(n);
+    }
+    Ok(())
+}
