@@ -2,7 +2,8 @@
 # Installs the toolchains and emulators the tests and `kiln verify` use, from Debian's packages:
 # clang; arm-none-eabi-gcc with newlib and picolibc (Cortex-M); riscv64-unknown-elf-gcc with
 # picolibc (RV32/RV64 bare metal); QEMU system emulators for the Arm and RISC-V boards and QEMU
-# user mode. Idempotent and fast when everything is present.
+# user mode with aarch64/riscv64 Linux cross compilers (to link and run the Cranelift backend's
+# objects). Idempotent and fast when everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
@@ -14,6 +15,8 @@ command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
 command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
 command -v qemu-system-riscv32 >/dev/null || need+=(qemu-system-misc)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v riscv64-linux-gnu-gcc >/dev/null || need+=(gcc-riscv64-linux-gnu libc6-dev-riscv64-cross)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
