@@ -272,11 +272,8 @@ pub(crate) fn define_program<M: Module>(
                 prefix: p.to_string(),
             };
             let mut t = KernelTranslator::new(kernel, &mut builder, params, pointer, &mut callees);
-            let body = if simd { simd::vectorize(kernel) } else { None };
-            match body {
-                Some(vector_body) => simd::translate(&mut t, &vector_body)?,
-                None => t.stmts(&kernel.body)?,
-            }
+            t.simd = simd;
+            t.stmts(&kernel.body)?;
             builder.ins().return_(&[]);
             math = std::mem::take(&mut callees.math);
             pow_i64 = callees.pow_i64;

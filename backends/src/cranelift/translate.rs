@@ -80,6 +80,8 @@ pub struct KernelTranslator<'a, 'b, C: Callees> {
     pub params: Vec<Value>,
     pub pointer: Type,
     pub callees: &'a mut C,
+    /// Vectorize loops that qualify (see `simd.rs`).
+    pub simd: bool,
     vars: HashMap<Var, Variable>,
 }
 
@@ -97,8 +99,13 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             params,
             pointer,
             callees,
+            simd: false,
             vars: HashMap::new(),
         }
+    }
+
+    pub(super) fn var_type_of(&self, v: Var) -> ScalarType {
+        self.var_type(v)
     }
 
     fn var_type(&self, v: Var) -> ScalarType {
@@ -109,7 +116,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             .unwrap_or(DType::I32)
     }
 
-    fn variable(&mut self, v: Var) -> Variable {
+    pub(super) fn variable(&mut self, v: Var) -> Variable {
         if let Some(&var) = self.vars.get(&v) {
             return var;
         }
@@ -152,6 +159,10 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             self.stmt(s)?;
         }
         Ok(())
+    }
+
+    pub(super) fn scalar_stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
+        self.stmt(s)
     }
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
@@ -222,11 +233,25 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
     /// `for v in 0..extent`, as a bottom-tested loop (extents are constants, never zero here,
     /// but a zero extent is still skipped).
     fn for_loop(&mut self, var: Var, extent: usize, body: &[Stmt]) -> Result<(), BackendError> {
-        if extent == 0 {
+        if self.simd && super::simd::vectorizable(self.kernel, var, extent, body) {
+            return self.vector_loop(var, extent, body);
+        }
+        self.scalar_loop_from(var, 0, extent, body)
+    }
+
+    /// `for v in start..extent`, scalar.
+    pub(super) fn scalar_loop_from(
+        &mut self,
+        var: Var,
+        start: usize,
+        extent: usize,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        if extent <= start {
             return Ok(());
         }
         let counter = self.variable(var);
-        let zero = self.builder.ins().iconst(types::I32, 0);
+        let zero = self.builder.ins().iconst(types::I32, start as i64);
         self.builder.def_var(counter, zero);
         let body_block = self.builder.create_block();
         let exit = self.builder.create_block();
@@ -253,6 +278,25 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             .get(param)
             .map(|p| p.dtype)
             .ok_or_else(|| BackendError::Lowering(format!("kernel parameter {param} is missing")))
+    }
+
+    /// Address of element `index` (an `i32` value) of parameter `param`.
+    pub(super) fn element_address(
+        &mut self,
+        param: usize,
+        index: Value,
+    ) -> Result<Value, BackendError> {
+        let size = self.param_dtype(param)?.size_bytes() as i64;
+        let base = *self.params.get(param).ok_or_else(|| {
+            BackendError::Lowering(format!("kernel parameter {param} is missing"))
+        })?;
+        let i = if self.pointer == types::I32 {
+            index
+        } else {
+            self.builder.ins().sextend(self.pointer, index)
+        };
+        let offset = self.builder.ins().imul_imm_s(i, size);
+        Ok(self.builder.ins().iadd(base, offset))
     }
 
     /// Address of element `index` of parameter `param`.
