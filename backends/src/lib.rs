@@ -2,6 +2,7 @@
 //! `lower/`); emitters translate kernels to C99 (`c/`). Backends never change the graph.
 
 pub mod c;
+pub mod cranelift;
 pub mod error;
 pub mod host;
 pub mod kernel;

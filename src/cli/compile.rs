@@ -1,11 +1,15 @@
-//! `kiln compile`: ONNX model to C99 sources, with a report of memory and compute.
+//! `kiln compile`: ONNX model to C99 sources or a native object file, with a report of memory
+//! and compute.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kiln_backends::c::{emit_c, ArenaMode, COptions, CProgram};
+use kiln_backends::c::{emit_c, ArenaMode, COptions};
+use kiln_backends::cranelift::{emit_object, CraneliftOptions, CraneliftTarget};
+use kiln_backends::program::LayerInfo;
+use kiln_passes::MemoryPlan;
 
 use super::load::{load_model, write_atomically};
 use super::ModelArgs;
@@ -17,6 +21,12 @@ pub struct CompileArgs {
     /// What to generate.
     #[arg(long, value_enum, default_value_t = Emit::C)]
     emit: Emit,
+    /// Machine for `--emit obj` (the Cranelift backend): x86_64, aarch64 or riscv64.
+    #[arg(long, value_enum, default_value_t = ObjTarget::X86_64)]
+    target: ObjTarget,
+    /// With --emit obj: scalar code only, no 128-bit vectors.
+    #[arg(long)]
+    no_simd: bool,
     /// Output directory (created if missing). It is self-contained: `cc -c DIR/*.c` builds it.
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     output_dir: PathBuf,
@@ -94,6 +104,34 @@ impl CodegenArgs {
 enum Emit {
     /// Portable C99 sources.
     C,
+    /// An ELF relocatable object (PREFIX.o) and the same header (PREFIX.h), from Cranelift.
+    Obj,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ObjTarget {
+    #[value(name = "x86_64", alias = "x86-64")]
+    X86_64,
+    Aarch64,
+    Riscv64,
+}
+
+impl ObjTarget {
+    fn cranelift(self) -> CraneliftTarget {
+        match self {
+            ObjTarget::X86_64 => CraneliftTarget::X86_64,
+            ObjTarget::Aarch64 => CraneliftTarget::Aarch64,
+            ObjTarget::Riscv64 => CraneliftTarget::Riscv64,
+        }
+    }
+}
+
+/// What a backend produced, for writing and reporting.
+struct Compiled {
+    files: Vec<(String, Vec<u8>)>,
+    plan: MemoryPlan,
+    layers: Vec<LayerInfo>,
+    weight_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,29 +156,59 @@ enum Report {
 pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let options = args.codegen.c_options()?;
     let model = load_model(&args.model)?;
-    let Emit::C = args.emit;
-    let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compiled = match args.emit {
+        Emit::C => {
+            let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Compiled {
+                files: program
+                    .files
+                    .into_iter()
+                    .map(|(n, t)| (n, t.into_bytes()))
+                    .collect(),
+                plan: program.plan,
+                layers: program.layers,
+                weight_bytes: program.weight_bytes,
+            }
+        }
+        Emit::Obj => {
+            let cl = CraneliftOptions {
+                name: options.name.clone(),
+                target: args.target.cranelift(),
+                arena: options.arena,
+                simd: !args.no_simd,
+                schedule: options.schedule,
+                alignment: options.alignment,
+            };
+            let program = emit_object(&model.graph, &cl).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Compiled {
+                files: program.files,
+                plan: program.plan,
+                layers: program.layers,
+                weight_bytes: program.weight_bytes,
+            }
+        }
+    };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
         format!(
             "cannot create output directory '{}'",
             args.output_dir.display()
         )
     })?;
-    for (name, text) in &program.files {
-        write_atomically(&args.output_dir.join(name), text.as_bytes())?;
+    for (name, bytes) in &compiled.files {
+        write_atomically(&args.output_dir.join(name), bytes)?;
     }
-    let report = report_json(&program, &args.codegen.name);
+    let report = report_json(&compiled, &args.codegen.name);
     if args.report == Some(Report::Json) {
         let path = args
             .output_dir
             .join(format!("{}.report.json", args.codegen.name));
         write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
-    print_report(&program, &args.output_dir);
+    print_report(&compiled, &args.output_dir);
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_json(program: &CProgram, name: &str) -> serde_json::Value {
+fn report_json(program: &Compiled, name: &str) -> serde_json::Value {
     let plan = &program.plan;
     let layers: Vec<serde_json::Value> = program
         .layers
@@ -169,7 +237,7 @@ fn report_json(program: &CProgram, name: &str) -> serde_json::Value {
     })
 }
 
-fn print_report(program: &CProgram, dir: &std::path::Path) {
+fn print_report(program: &Compiled, dir: &std::path::Path) {
     let plan = &program.plan;
     println!(
         "{:<40}  {:<18}  {:<20}  {:>12}  {:>10}  {:>9}",

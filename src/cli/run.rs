@@ -35,6 +35,8 @@ enum Backend {
     Interp,
     /// The generated C, built with the host compiler ($CC, default cc) at -O2.
     C,
+    /// Native code from the Cranelift backend, compiled in-process (JIT).
+    Cranelift,
 }
 
 /// Output file name: characters outside `[A-Za-z0-9._-]` become `_`.
@@ -71,6 +73,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             kiln_backends::host::run_c(graph, &inputs, &Default::default(), &Default::default())
                 .map_err(|e| anyhow::anyhow!("{e}"))?
         }
+        Backend::Cranelift => {
+            let options = kiln_backends::cranelift::CraneliftOptions::default();
+            kiln_backends::cranelift::JitProgram::compile(graph, &options)
+                .and_then(|mut program| program.run(&inputs))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
     };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
         format!(
@@ -104,6 +112,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             "backend": match args.backend {
                 Backend::Interp => "interp",
                 Backend::C => "c",
+                Backend::Cranelift => "cranelift",
             },
             "random_input": random,
             "outputs": described,

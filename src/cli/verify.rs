@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use kiln_targets::compare::{compare_outputs, Comparison};
-use kiln_targets::{BoardOptions, BoardRun};
+use kiln_targets::{BoardOptions, BoardRun, CodeBackend};
 
 use super::compile::CodegenArgs;
 use super::load::{load_model, write_atomically};
@@ -21,9 +21,16 @@ pub struct VerifyArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The target CPU: cortex-m0, cortex-m3, cortex-m4, cortex-m7, cortex-m33, cortex-m55,
-    /// rv32imac or rv64gc.
+    /// rv32imac, rv64gc (bare-metal boards), or aarch64 (Linux, QEMU user mode).
     #[arg(long, value_name = "TARGET")]
     target: String,
+    /// Which backend generates the code: the C backend (every target) or Cranelift's object
+    /// files (rv64gc and aarch64).
+    #[arg(long, value_enum, default_value_t = VerifyBackend::C)]
+    backend: VerifyBackend,
+    /// With --backend cranelift: scalar code only, no 128-bit vectors.
+    #[arg(long)]
+    no_simd: bool,
     /// The emulated board (default: the target's first board; rv32imac also runs on sifive_e).
     #[arg(long, value_name = "BOARD")]
     board: Option<String>,
@@ -50,6 +57,12 @@ pub struct VerifyArgs {
     codegen: CodegenArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VerifyBackend {
+    C,
+    Cranelift,
+}
+
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let c = args.codegen.c_options()?;
     let (target, board) =
@@ -64,6 +77,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("the reference interpreter failed")?;
     let options = BoardOptions {
+        backend: match args.backend {
+            VerifyBackend::C => CodeBackend::C,
+            VerifyBackend::Cranelift => CodeBackend::Cranelift {
+                simd: !args.no_simd,
+            },
+        },
         cflags: args.cflags.clone(),
         timeout: Duration::from_secs(args.timeout),
         keep_dir: args.keep_dir.clone(),

@@ -9,6 +9,10 @@ pub enum Arch {
     CortexM,
     Riscv32,
     Riscv64,
+    /// AArch64 Linux, run under QEMU user mode (no bare-metal board).
+    Aarch64Linux,
+    /// x86_64 Linux, run under QEMU user mode (for deterministic instruction counts).
+    X86_64Linux,
 }
 
 impl Arch {
@@ -17,6 +21,8 @@ impl Arch {
         match self {
             Arch::CortexM => "arm-none-eabi-gcc",
             Arch::Riscv32 | Arch::Riscv64 => "riscv64-unknown-elf-gcc",
+            Arch::Aarch64Linux => "aarch64-linux-gnu-gcc",
+            Arch::X86_64Linux => "gcc",
         }
     }
 
@@ -25,6 +31,8 @@ impl Arch {
         match self {
             Arch::CortexM => "gcc-arm-none-eabi picolibc-arm-none-eabi",
             Arch::Riscv32 | Arch::Riscv64 => "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf",
+            Arch::Aarch64Linux => "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+            Arch::X86_64Linux => "gcc libc6-dev",
         }
     }
 }
@@ -61,6 +69,9 @@ pub struct Board {
     pub ram: Region,
     /// Stack reserved at link time; the harness reports what it really used.
     pub stack_min: u64,
+    /// A Linux user-mode emulator (`qemu-aarch64`) rather than a system board: the program is
+    /// a static Linux executable, and flash and RAM are the model's own sections.
+    pub user_mode: bool,
 }
 
 impl Board {
@@ -68,6 +79,7 @@ impl Board {
     pub fn qemu_package(&self) -> &'static str {
         match self.qemu {
             "qemu-system-arm" => "qemu-system-arm",
+            _ if self.user_mode => "qemu-user",
             _ => "qemu-system-misc",
         }
     }
@@ -84,9 +96,13 @@ pub struct Target {
     pub cpu_flags: &'static [&'static str],
     /// Boards that run this target; the first is the default.
     pub boards: &'static [&'static str],
+    /// The Cranelift backend's ISA for this target, if it has one (Cranelift has no 32-bit
+    /// Arm or RISC-V backend).
+    pub cranelift: Option<kiln_backends::cranelift::CraneliftTarget>,
 }
 
 pub const BOARDS: &[Board] = &[
+    LINUX_USER,
     Board {
         name: "microbit",
         description: "BBC micro:bit (nRF51822, Cortex-M0): 256 KB flash, 16 KB RAM",
@@ -96,6 +112,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x0000_0000, 256 * K),
         ram: region(0x2000_0000, 16 * K),
         stack_min: 1024,
+        user_mode: false,
     },
     Board {
         name: "mps2-an385",
@@ -106,6 +123,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x0000_0000, 4 * M),
         ram: region(0x2000_0000, 4 * M),
         stack_min: 4096,
+        user_mode: false,
     },
     Board {
         name: "mps2-an386",
@@ -116,6 +134,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x0000_0000, 4 * M),
         ram: region(0x2000_0000, 4 * M),
         stack_min: 4096,
+        user_mode: false,
     },
     Board {
         name: "mps2-an500",
@@ -126,6 +145,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x0000_0000, 4 * M),
         ram: region(0x2000_0000, 4 * M),
         stack_min: 4096,
+        user_mode: false,
     },
     Board {
         name: "mps2-an505",
@@ -137,6 +157,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x1000_0000, 4 * M),
         ram: region(0x3800_0000, 4 * M),
         stack_min: 4096,
+        user_mode: false,
     },
     Board {
         name: "mps3-an547",
@@ -147,6 +168,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x0100_0000, 2 * M),
         ram: region(0x2000_0000, 512 * K),
         stack_min: 4096,
+        user_mode: false,
     },
     Board {
         name: "virt",
@@ -157,6 +179,7 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x8000_0000, 4 * M),
         ram: region(0x8040_0000, 4 * M),
         stack_min: 4096,
+        user_mode: false,
     },
     Board {
         name: "sifive_e",
@@ -167,8 +190,22 @@ pub const BOARDS: &[Board] = &[
         flash: region(0x2040_0000, 4 * M),
         ram: region(0x8000_0000, 16 * K),
         stack_min: 1024,
+        user_mode: false,
     },
 ];
+
+const LINUX_USER: Board = Board {
+    name: "linux-user",
+    description: "QEMU user mode (static Linux executable); sizes are the model's own sections",
+    // The emulator follows the target's architecture (see `qemu_binary`).
+    qemu: "",
+    qemu_args: &[],
+    boot: None,
+    flash: region(0, 1 << 30),
+    ram: region(0, 1 << 30),
+    stack_min: 0,
+    user_mode: true,
+};
 
 pub const TARGETS: &[Target] = &[
     Target {
@@ -177,6 +214,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::CortexM,
         cpu_flags: &["-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"],
         boards: &["microbit"],
+        cranelift: None,
     },
     Target {
         name: "cortex-m3",
@@ -184,6 +222,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::CortexM,
         cpu_flags: &["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"],
         boards: &["mps2-an385"],
+        cranelift: None,
     },
     Target {
         name: "cortex-m4",
@@ -196,6 +235,7 @@ pub const TARGETS: &[Target] = &[
             "-mfloat-abi=hard",
         ],
         boards: &["mps2-an386"],
+        cranelift: None,
     },
     Target {
         name: "cortex-m7",
@@ -208,6 +248,7 @@ pub const TARGETS: &[Target] = &[
             "-mfloat-abi=hard",
         ],
         boards: &["mps2-an500"],
+        cranelift: None,
     },
     Target {
         name: "cortex-m33",
@@ -220,6 +261,7 @@ pub const TARGETS: &[Target] = &[
             "-mfloat-abi=hard",
         ],
         boards: &["mps2-an505"],
+        cranelift: None,
     },
     Target {
         name: "cortex-m55",
@@ -227,6 +269,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::CortexM,
         cpu_flags: &["-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"],
         boards: &["mps3-an547"],
+        cranelift: None,
     },
     Target {
         name: "rv32imac",
@@ -235,6 +278,7 @@ pub const TARGETS: &[Target] = &[
         // -misa-spec=2.2 keeps zicsr implied without changing the multilib GCC 12 picks.
         cpu_flags: &["-march=rv32imac", "-mabi=ilp32", "-misa-spec=2.2"],
         boards: &["virt", "sifive_e"],
+        cranelift: None,
     },
     Target {
         name: "rv64gc",
@@ -242,6 +286,23 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::Riscv64,
         cpu_flags: &["-march=rv64imafdc", "-mabi=lp64d", "-mcmodel=medany"],
         boards: &["virt"],
+        cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Riscv64),
+    },
+    Target {
+        name: "aarch64",
+        description: "AArch64 (Armv8-A) Linux, static executable under qemu-aarch64",
+        arch: Arch::Aarch64Linux,
+        cpu_flags: &[],
+        boards: &["linux-user"],
+        cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Aarch64),
+    },
+    Target {
+        name: "x86_64",
+        description: "x86_64 Linux, static executable under qemu-x86_64",
+        arch: Arch::X86_64Linux,
+        cpu_flags: &[],
+        boards: &["linux-user"],
+        cranelift: Some(kiln_backends::cranelift::CraneliftTarget::X86_64),
     },
 ];
 
@@ -259,6 +320,8 @@ pub fn find_board(name: &str) -> Option<&'static Board> {
 /// RISC-V widths).
 pub fn qemu_binary(target: &Target, board: &Board) -> &'static str {
     match (board.qemu, target.arch) {
+        ("", Arch::Aarch64Linux) => "qemu-aarch64",
+        ("", Arch::X86_64Linux) => "qemu-x86_64",
         ("", Arch::Riscv64) => "qemu-system-riscv64",
         ("", _) => "qemu-system-riscv32",
         (qemu, _) => qemu,
@@ -285,7 +348,7 @@ mod tests {
 
     #[test]
     fn regions_do_not_overlap() {
-        for b in BOARDS {
+        for b in BOARDS.iter().filter(|b| !b.user_mode) {
             let mut regions = vec![b.flash, b.ram];
             regions.extend(b.boot);
             for (i, x) in regions.iter().enumerate() {

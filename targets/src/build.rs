@@ -15,18 +15,19 @@ const SECTIONS_LD: &str = include_str!("../../runtime/boards/common/sections.ld"
 const CORTEX_M_STARTUP: &str = include_str!("../../runtime/boards/cortex-m/startup.c");
 const RISCV_STARTUP: &str = include_str!("../../runtime/boards/riscv/startup.S");
 const RISCV_SEMIHOST: &str = include_str!("../../runtime/boards/riscv/semihost.c");
+const LINUX_BOARD_C: &str = include_str!("../../runtime/boards/linux/kiln_board.c");
 
 /// Flags for every file: the model's code is built as a firmware team would, at -O2 with
 /// per-function sections so that the linker drops what is unused.
-const COMMON_FLAGS: &[&str] = &[
-    "-std=c99",
-    "-O2",
-    "-ffunction-sections",
-    "-fdata-sections",
+const COMMON_FLAGS: &[&str] = &["-std=c99", "-O2", "-ffunction-sections", "-fdata-sections"];
+/// Bare-metal boards: picolibc's libc and libm, kiln's own start-up and linker script.
+const BARE_METAL_FLAGS: &[&str] = &[
     "--specs=picolibc.specs",
     "-nostartfiles",
     "-Wl,--gc-sections",
 ];
+/// Linux user mode: a static executable against the cross glibc.
+const USER_MODE_FLAGS: &[&str] = &["-static", "-Wl,--gc-sections"];
 
 pub fn unique_dir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,12 +74,13 @@ fn linker_script(board: &Board, flash: Region, ram: Region) -> String {
 }
 
 /// Writes the sources and links `prog.elf`; a program too large for the board is an error that
-/// says how much it needs.
+/// says how much it needs. `files` are the backend's output (C sources or an object, and the
+/// header); `model` names the one to compile or link (`PREFIX.c` or `PREFIX.o`).
 pub fn build(
     dir: &Path,
-    files: &[(String, String)],
+    files: &[(String, Vec<u8>)],
     harness: &str,
-    prefix: &str,
+    model: &str,
     target: &Target,
     board: &Board,
     options: &crate::BoardOptions,
@@ -92,22 +94,58 @@ pub fn build(
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
-    for (name, text) in files {
-        write(dir, name, text)?;
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| TargetError::Io(format!("writing {}: {e}", dir.join(name).display())))?;
     }
     write(dir, "harness.c", harness)?;
     write(dir, "kiln_board.h", BOARD_HEADER)?;
-    write(dir, "kiln_board.c", BOARD_C)?;
-    let mut sources = vec![
-        format!("{prefix}.c"),
-        "harness.c".into(),
-        "kiln_board.c".into(),
-    ];
+    write(
+        dir,
+        "kiln_board.c",
+        if board.user_mode {
+            LINUX_BOARD_C
+        } else {
+            BOARD_C
+        },
+    )?;
+    let mut sources = vec![model.to_string(), "harness.c".into(), "kiln_board.c".into()];
+    if board.user_mode {
+        // Compile the model on its own first: its object's sections are what gets reported.
+        if let Some(stem) = model.strip_suffix(".c") {
+            let object = format!("{stem}.o");
+            let out = Command::new(compiler)
+                .current_dir(dir)
+                .args(target.cpu_flags)
+                .args(COMMON_FLAGS)
+                .args(&options.cflags)
+                .args(["-I", ".", "-c", model, "-o", &object])
+                .output()
+                .map_err(|e| TargetError::Io(format!("running {compiler}: {e}")))?;
+            if !out.status.success() {
+                return Err(TargetError::Build {
+                    target: target.name.into(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            sources[0] = object;
+        }
+        let elf = dir.join("prog.elf");
+        let out = link(dir, &sources, None, &elf, target, options)?;
+        if !out.status.success() {
+            return Err(TargetError::Build {
+                target: target.name.into(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        return Ok(elf);
+    }
     match target.arch {
         Arch::CortexM => {
             write(dir, "startup.c", CORTEX_M_STARTUP)?;
             sources.push("startup.c".into());
         }
+        Arch::Aarch64Linux | Arch::X86_64Linux => {}
         Arch::Riscv32 | Arch::Riscv64 => {
             write(dir, "startup.S", RISCV_STARTUP)?;
             write(dir, "semihost.c", RISCV_SEMIHOST)?;
@@ -120,7 +158,7 @@ pub fn build(
         &linker_script(board, board.flash, board.ram),
     )?;
     let elf = dir.join("prog.elf");
-    let link = link(dir, &sources, "board.ld", &elf, target, options)?;
+    let link = link(dir, &sources, Some("board.ld"), &elf, target, options)?;
     if link.status.success() {
         return Ok(elf);
     }
@@ -134,10 +172,11 @@ pub fn build(
     })
 }
 
+/// Compiles and links; `script` is the bare-metal linker script (none in user mode).
 fn link(
     dir: &Path,
     sources: &[String],
-    script: &str,
+    script: Option<&str>,
     elf: &Path,
     target: &Target,
     options: &crate::BoardOptions,
@@ -147,8 +186,16 @@ fn link(
     cmd.current_dir(dir)
         .args(target.cpu_flags)
         .args(COMMON_FLAGS)
-        .args(["-I", ".", "-L", ".", "-T", script]);
-    if target.arch != Arch::CortexM {
+        .args(["-I", "."]);
+    match script {
+        Some(script) => {
+            cmd.args(BARE_METAL_FLAGS).args(["-L", ".", "-T", script]);
+        }
+        None => {
+            cmd.args(USER_MODE_FLAGS);
+        }
+    }
+    if matches!(target.arch, Arch::Riscv32 | Arch::Riscv64) {
         // No linker relaxation: the start-up code does not set up the global pointer.
         cmd.arg("-mno-relax");
     }
@@ -181,7 +228,7 @@ fn does_not_fit(
     };
     let measured = write(dir, "measure.ld", &linker_script(board, flash, ram)).and_then(|()| {
         let elf = dir.join("measure.elf");
-        let out = link(dir, sources, "measure.ld", &elf, target, options)?;
+        let out = link(dir, sources, Some("measure.ld"), &elf, target, options)?;
         if !out.status.success() {
             return Err(TargetError::Build {
                 target: target.name.into(),

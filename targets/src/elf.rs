@@ -40,6 +40,28 @@ pub struct ElfFacts {
     pub count_end: Option<u64>,
 }
 
+/// Section sizes of a relocatable object (one model's own code and data, as in user mode, where
+/// the linked executable also holds the C library).
+pub fn object_sizes(bytes: &[u8]) -> Result<SectionSizes, TargetError> {
+    let file = object::File::parse(bytes).map_err(|e| TargetError::Elf(e.to_string()))?;
+    let mut sizes = SectionSizes::default();
+    for section in file.sections() {
+        let name = section.name().unwrap_or("");
+        let size = section.size();
+        let is = |prefix: &str| name == prefix || name.starts_with(&format!("{prefix}."));
+        if is(".text") {
+            sizes.text += size;
+        } else if is(".rodata") || is(".srodata") {
+            sizes.rodata += size;
+        } else if is(".data") || is(".sdata") {
+            sizes.data += size;
+        } else if is(".bss") || is(".sbss") {
+            sizes.bss += size;
+        }
+    }
+    Ok(sizes)
+}
+
 /// Reads `bytes` (a linked ELF file).
 pub fn read_elf(bytes: &[u8], thumb: bool) -> Result<ElfFacts, TargetError> {
     let file = object::File::parse(bytes).map_err(|e| TargetError::Elf(e.to_string()))?;
@@ -50,7 +72,7 @@ pub fn read_elf(bytes: &[u8], thumb: bool) -> Result<ElfFacts, TargetError> {
         let sizes = &mut facts.sizes;
         match name {
             ".vectors" | ".text" | ".ARM.exidx" => sizes.text += size,
-            ".rodata" => sizes.rodata += size,
+            ".rodata" | ".got" => sizes.rodata += size,
             ".data" | ".tdata" => sizes.data += size,
             ".tbss" | ".bss" => sizes.bss += size,
             ".kiln_testdata" => sizes.testdata += size,

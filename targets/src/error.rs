@@ -18,6 +18,8 @@ pub enum TargetError {
     MissingTool { tool: String, packages: String },
     #[error("the model does not fit board '{board}': {detail}")]
     DoesNotFit { board: String, detail: String },
+    #[error("the Cranelift backend has no ISA for target '{target}' (it serves x86_64, aarch64 and riscv64); use --backend c")]
+    NoCranelift { target: String },
     #[error("code generation failed: {0}")]
     Codegen(#[from] kiln_backends::BackendError),
     #[error("building for {target} failed:\n{stderr}")]

@@ -67,7 +67,7 @@ pub fn harness_source(
         let cty = c_type(graph, v);
         args.push(format!("({cty} *)kiln_out{i}"));
     }
-    s.push_str("    kiln_count_begin();\n");
+    s.push_str("    kiln_stack_paint();\n    kiln_count_begin();\n");
     let _ = writeln!(s, "    int status = {prefix}_run({});", args.join(", "));
     s.push_str("    kiln_count_end();\n");
     s.push_str("    if (status != 0) {\n        kiln_board_write(\"kiln: run returned an error\\n\");\n        return 4;\n    }\n");

@@ -16,15 +16,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kiln_backends::c::{emit_c, ArenaMode, COptions};
+use kiln_backends::cranelift::{emit_object, CraneliftOptions};
 use kiln_ir::{Graph, Tensor};
 
 pub use board::{find_board, find_target, Arch, Board, Target, BOARDS, TARGETS};
 pub use elf::SectionSizes;
 pub use error::TargetError;
 
+/// Which backend produces the model's code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CodeBackend {
+    /// The C backend, compiled by the target's cross gcc.
+    #[default]
+    C,
+    /// The Cranelift backend's object file (targets with a Cranelift ISA only).
+    Cranelift { simd: bool },
+}
+
 /// How to build and run.
 #[derive(Clone, Debug)]
 pub struct BoardOptions {
+    pub backend: CodeBackend,
     /// Extra compiler flags, after kiln's own (`-O2`, CPU flags).
     pub cflags: Vec<String>,
     /// Time limit for the emulator.
@@ -36,6 +48,7 @@ pub struct BoardOptions {
 impl Default for BoardOptions {
     fn default() -> Self {
         BoardOptions {
+            backend: CodeBackend::C,
             cflags: Vec::new(),
             timeout: Duration::from_secs(300),
             keep_dir: None,
@@ -110,22 +123,55 @@ pub fn run_on_board(
             "the board harness prints at most 10 outputs".into(),
         ));
     }
-    let program = emit_c(graph, c)?;
+    let (files, model, arena_bytes) = match options.backend {
+        CodeBackend::C => {
+            let program = emit_c(graph, c)?;
+            let files = program
+                .files
+                .into_iter()
+                .map(|(n, t)| (n, t.into_bytes()))
+                .collect::<Vec<_>>();
+            (files, format!("{}.c", c.name), program.plan.arena_bytes)
+        }
+        CodeBackend::Cranelift { simd } => {
+            let Some(isa) = target.cranelift else {
+                return Err(TargetError::NoCranelift {
+                    target: target.name.into(),
+                });
+            };
+            let opts = CraneliftOptions {
+                name: c.name.clone(),
+                target: isa,
+                arena: c.arena,
+                simd,
+                schedule: c.schedule,
+                alignment: c.alignment,
+            };
+            let program = emit_object(graph, &opts)?;
+            (
+                program.files,
+                format!("{}.o", c.name),
+                program.plan.arena_bytes,
+            )
+        }
+    };
     let harness = harness::harness_source(graph, &c.name, inputs, c.arena == ArenaMode::Static);
     let dir = options.keep_dir.clone().unwrap_or_else(build::unique_dir);
     let result = (|| {
-        let elf = build::build(
-            &dir,
-            &program.files,
-            &harness,
-            &c.name,
-            target,
-            board,
-            options,
-        )?;
+        let elf = build::build(&dir, &files, &harness, &model, target, board, options)?;
         let bytes = std::fs::read(&elf)
             .map_err(|e| TargetError::Io(format!("reading {}: {e}", elf.display())))?;
-        let facts = elf::read_elf(&bytes, target.arch == Arch::CortexM)?;
+        let mut facts = elf::read_elf(&bytes, target.arch == Arch::CortexM)?;
+        if board.user_mode {
+            let object = dir.join(model.replace(".c", ".o"));
+            let object = std::fs::read(&object)
+                .map_err(|e| TargetError::Io(format!("reading {}: {e}", object.display())))?;
+            facts.sizes = elf::object_sizes(&object)?;
+            if c.arena == ArenaMode::Caller {
+                // The caller's arena is the model's RAM too.
+                facts.sizes.bss += arena_bytes as u64;
+            }
+        }
         let ran = qemu::run(&dir, &elf, &facts, target, board, options.timeout)?;
         let parsed = harness::parse_output(&ran.stdout, graph.outputs().len())?;
         let outputs = harness::output_tensors(graph, &parsed.outputs)?;
@@ -135,7 +181,7 @@ pub fn run_on_board(
             outputs,
             sizes: facts.sizes,
             stack_bytes: parsed.stack_peak,
-            arena_bytes: program.plan.arena_bytes as u64,
+            arena_bytes: arena_bytes as u64,
             instructions: ran.instructions,
         })
     })();

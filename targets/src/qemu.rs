@@ -93,20 +93,26 @@ pub fn run(
         plugin()?.display(),
         count_file.display()
     );
-    let mut child = Command::new(qemu)
-        .args(["-M", board.name])
-        .args(board.qemu_args)
-        .args(["-display", "none", "-monitor", "none", "-serial", "none"])
-        // Semihosting output to stdout rather than QEMU's stderr.
-        .args(["-chardev", "stdio,id=kiln0"])
-        .args([
-            "-semihosting-config",
-            "enable=on,target=native,chardev=kiln0",
-        ])
-        .arg("-kernel")
-        .arg(elf)
-        .arg("-plugin")
-        .arg(plugin_arg)
+    let mut cmd = Command::new(qemu);
+    if board.user_mode {
+        // A fixed, empty environment: the guest's start-up work depends on it.
+        cmd.env_clear().arg("-plugin").arg(plugin_arg).arg(elf);
+    } else {
+        cmd.args(["-M", board.name])
+            .args(board.qemu_args)
+            .args(["-display", "none", "-monitor", "none", "-serial", "none"])
+            // Semihosting output to stdout rather than QEMU's stderr.
+            .args(["-chardev", "stdio,id=kiln0"])
+            .args([
+                "-semihosting-config",
+                "enable=on,target=native,chardev=kiln0",
+            ])
+            .arg("-kernel")
+            .arg(elf)
+            .arg("-plugin")
+            .arg(plugin_arg);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

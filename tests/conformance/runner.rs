@@ -43,6 +43,8 @@ pub enum Engine {
     /// The generated C cross-compiled for Cortex-M4 and run on QEMU's mps2-an386, on one case
     /// per op (see [`one_case_per_op`]).
     CortexM4,
+    /// The Cranelift backend's host JIT.
+    Cranelift,
 }
 
 impl Engine {
@@ -50,7 +52,7 @@ impl Engine {
         match self {
             Engine::Interp => "tests/conformance/KNOWN_FAILURES",
             // Refused at import, as for the host C engine.
-            Engine::C | Engine::COptimized | Engine::CortexM4 => {
+            Engine::C | Engine::COptimized | Engine::CortexM4 | Engine::Cranelift => {
                 "tests/conformance/KNOWN_FAILURES_C"
             }
         }
@@ -70,6 +72,12 @@ impl Engine {
                 kiln_backends::host::run_c(&graph, inputs, &Default::default(), &Default::default())
                     .map_err(|e| e.to_string())
             }
+            Engine::Cranelift => kiln_backends::cranelift::JitProgram::compile(
+                graph,
+                &kiln_backends::cranelift::CraneliftOptions::default(),
+            )
+            .and_then(|mut program| program.run(inputs))
+            .map_err(|e| e.to_string()),
             Engine::CortexM4 => {
                 let (target, board) =
                     kiln_targets::resolve("cortex-m4", None).map_err(|e| e.to_string())?;

@@ -71,7 +71,7 @@ pub struct CProgram {
 }
 
 /// Checks that `name` can prefix C identifiers.
-fn check_prefix(name: &str) -> Result<(), BackendError> {
+pub(crate) fn check_prefix(name: &str) -> Result<(), BackendError> {
     let ok = name
         .chars()
         .next()
@@ -125,7 +125,7 @@ fn shape_macro(ty: &TensorType) -> String {
     format!("{{{}}}", dims.join(", "))
 }
 
-fn emit_header(graph: &Graph, plan: &MemoryPlan, opts: &COptions) -> String {
+pub(crate) fn emit_header(graph: &Graph, plan: &MemoryPlan, opts: &COptions) -> String {
     let p = &opts.name;
     let up = p.to_ascii_uppercase();
     let mut w = Writer::new();

@@ -20,6 +20,9 @@ void kiln_board_exit(int status) __attribute__((noreturn));
 void kiln_count_begin(void);
 void kiln_count_end(void);
 
+/* Prepares stack measurement before the code under test runs (bare metal: done at start-up). */
+void kiln_stack_paint(void);
+
 /* Deepest stack use so far, in bytes: the startup code fills the free stack with a pattern and
  * this finds the lowest word that was overwritten. */
 size_t kiln_stack_peak(void);

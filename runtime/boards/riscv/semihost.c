@@ -17,3 +17,32 @@ uintptr_t kiln_semihost(uintptr_t op, const void *arg) {
                      : "memory");
     return a0;
 }
+
+static void put_hex(char *out, uintptr_t v) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = (int)sizeof v * 2 - 1; i >= 0; i--) {
+        out[i] = digits[v & 15u];
+        v >>= 4;
+    }
+}
+
+/* The trap handler's report: "kiln: trap cause=... pc=... value=...", then exit status 99. */
+void kiln_riscv_trap(uintptr_t cause, uintptr_t pc, uintptr_t value) __attribute__((noreturn));
+void kiln_riscv_trap(uintptr_t cause, uintptr_t pc, uintptr_t value) {
+    enum { W = sizeof(uintptr_t) * 2 };
+    char line[64 + 3 * W];
+    const char *parts[3] = {"kiln: trap cause=", " pc=", " value="};
+    uintptr_t values[3] = {cause, pc, value};
+    unsigned k = 0;
+    for (int i = 0; i < 3; i++) {
+        for (const char *p = parts[i]; *p; p++) {
+            line[k++] = *p;
+        }
+        put_hex(line + k, values[i]);
+        k += W;
+    }
+    line[k++] = '\n';
+    line[k] = 0;
+    kiln_board_write(line);
+    kiln_board_exit(99);
+}

@@ -1,7 +1,7 @@
 /* kiln board support for RISC-V (RV32 and RV64, machine mode).
  *
- * Sets the stack pointer, points mtvec at a handler that reports the trap over semihosting and
- * exits with status 99, turns on the FPU when the target has one, then enters the C start-up.
+ * Sets the stack pointer, points mtvec at a handler that reports the trap (cause, pc, value)
+ * over semihosting and exits with status 99, turns on the FPU when the target has one, then enters the C start-up.
  * The global pointer is not used: the boards link with --no-relax.
  */
     .section .text.kiln_reset, "ax", @progbits
@@ -24,12 +24,8 @@ kiln_reset:
     .balign 4
 kiln_trap:
     la sp, __stack_top
-    la a0, kiln_trap_message
-    call kiln_board_write
-    li a0, 99
-    call kiln_board_exit
+    csrr a0, mcause
+    csrr a1, mepc
+    csrr a2, mtval
+    call kiln_riscv_trap
 2:  j 2b
-
-    .section .rodata.kiln_trap_message, "a", @progbits
-kiln_trap_message:
-    .string "kiln: trap\n"

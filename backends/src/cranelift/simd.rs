@@ -1,0 +1,643 @@
+//! Outer-loop vectorization over 128-bit vectors (`f32x4`).
+//!
+//! A loop qualifies when every store it makes writes `param[base + v]` (stride one in the loop
+//! variable `v`) of an f32 buffer, and every value that varies with `v` is either such a
+//! stride-one f32 load, f32 arithmetic on those, or an `i32` index affine in `v`. Then four
+//! consecutive iterations run as one: varying floats become `f32x4` lanes, uniform values are
+//! splatted, stride-one loads and stores become vector loads and stores, and nested loops (the
+//! channel and tap loops of a convolution inside its output-width loop) run once per group.
+//! Leftover iterations run the scalar translation. The outermost qualifying loop is chosen,
+//! which for convolutions and matrix products is the loop over output columns, so each lane
+//! computes one output exactly as the scalar code does: results are bit-identical.
+//!
+//! Math calls (`expf`, ...) run per lane; integer data and conditions that vary per lane keep
+//! the scalar path.
+
+use std::collections::{HashMap, HashSet};
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::Variable;
+use kiln_ir::DType;
+
+use super::translate::{Callees, KernelTranslator, MathFn};
+use crate::error::BackendError;
+use crate::kernel::{BinOp, Expr, Kernel, Stmt, UnOp, Var};
+
+pub const LANES: usize = 4;
+
+/// How a value behaves across the lanes of a vectorized loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The same in every lane.
+    Uniform,
+    /// An `i32` equal to `lane0 + stride * lane`.
+    Affine(i64),
+    /// An f32 per lane.
+    Vector,
+    /// A comparison result per lane.
+    Mask,
+}
+
+/// Decides whether the loop over `var` can be vectorized (see the module doc).
+pub fn vectorizable(kernel: &Kernel, var: Var, extent: usize, body: &[Stmt]) -> bool {
+    if extent < LANES {
+        return false;
+    }
+    let mut a = Analysis {
+        kernel,
+        shapes: HashMap::from([(var, Shape::Affine(1))]),
+        declared: HashSet::new(),
+        vector_stores: 0,
+    };
+    a.stmts(body).is_some() && a.vector_stores > 0
+}
+
+struct Analysis<'k> {
+    kernel: &'k Kernel,
+    shapes: HashMap<Var, Shape>,
+    /// Locals declared inside the loop.
+    declared: HashSet<Var>,
+    vector_stores: usize,
+}
+
+impl Analysis<'_> {
+    fn var_type(&self, v: Var) -> DType {
+        self.kernel
+            .vars
+            .get(v.0 as usize)
+            .copied()
+            .unwrap_or(DType::I32)
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) -> Option<()> {
+        body.iter().try_for_each(|s| self.stmt(s))
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Option<()> {
+        match s {
+            Stmt::For { var, body, .. } => {
+                self.shapes.insert(*var, Shape::Uniform);
+                self.declared.insert(*var);
+                self.stmts(body)
+            }
+            Stmt::Let { var, ty, init } => {
+                let shape = self.expr(init)?;
+                self.declared.insert(*var);
+                let shape = match (ty, shape) {
+                    // Float locals are lanes (accumulators start uniform and become varying).
+                    (DType::F32, Shape::Uniform | Shape::Vector) => Shape::Vector,
+                    (DType::I32, Shape::Uniform | Shape::Affine(_)) => shape,
+                    (_, Shape::Uniform) => Shape::Uniform,
+                    _ => return None,
+                };
+                self.shapes.insert(*var, shape);
+                Some(())
+            }
+            Stmt::Assign { var, value } => {
+                let shape = self.expr(value)?;
+                let var_shape = self.shapes.get(var).copied().unwrap_or(Shape::Uniform);
+                match (var_shape, shape) {
+                    (Shape::Vector, Shape::Uniform | Shape::Vector) => Some(()),
+                    // A uniform (or outer) local may only take uniform values.
+                    (Shape::Uniform, Shape::Uniform) => Some(()),
+                    (Shape::Affine(a), Shape::Affine(b)) if a == b => Some(()),
+                    _ => None,
+                }
+            }
+            Stmt::Store {
+                param,
+                index,
+                value,
+            } => {
+                let dtype = self.kernel.params.get(*param)?.dtype;
+                let value = self.expr(value)?;
+                match self.expr(index)? {
+                    Shape::Affine(1) if dtype == DType::F32 => {
+                        self.vector_stores += 1;
+                        matches!(value, Shape::Uniform | Shape::Vector).then_some(())
+                    }
+                    Shape::Uniform if value == Shape::Uniform => Some(()),
+                    _ => None,
+                }
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                if self.expr(cond)? != Shape::Uniform {
+                    return None;
+                }
+                self.stmts(then)?;
+                self.stmts(otherwise)
+            }
+        }
+    }
+
+    fn expr(&self, e: &Expr) -> Option<Shape> {
+        Some(match e {
+            Expr::Int(_) | Expr::Const(..) => Shape::Uniform,
+            Expr::Var(v) => self.shapes.get(v).copied().unwrap_or(Shape::Uniform),
+            Expr::Load { param, index } => {
+                let dtype = self.kernel.params.get(*param)?.dtype;
+                match self.expr(index)? {
+                    Shape::Uniform => Shape::Uniform,
+                    Shape::Affine(1) if dtype == DType::F32 => Shape::Vector,
+                    _ => return None,
+                }
+            }
+            Expr::Unary(op, a) => {
+                let s = self.expr(a)?;
+                match s {
+                    Shape::Uniform => Shape::Uniform,
+                    Shape::Vector if *op != UnOp::Not => Shape::Vector,
+                    Shape::Affine(k) if *op == UnOp::Neg => Shape::Affine(-k),
+                    _ => return None,
+                }
+            }
+            Expr::Binary(op, a, b) => self.binary(*op, a, b)?,
+            Expr::Select(c, a, b) => {
+                let (c, a, b) = (self.expr(c)?, self.expr(a)?, self.expr(b)?);
+                match (c, a, b) {
+                    (Shape::Uniform, Shape::Uniform, Shape::Uniform) => Shape::Uniform,
+                    (
+                        Shape::Uniform | Shape::Mask,
+                        Shape::Uniform | Shape::Vector,
+                        Shape::Uniform | Shape::Vector,
+                    ) if self.is_float(e) => Shape::Vector,
+                    _ => return None,
+                }
+            }
+            Expr::Cast(t, a) => match self.expr(a)? {
+                Shape::Uniform => Shape::Uniform,
+                Shape::Vector if *t == DType::F32 => Shape::Vector,
+                Shape::Affine(k) if *t == DType::I32 => Shape::Affine(k),
+                _ => return None,
+            },
+        })
+    }
+
+    fn is_float(&self, e: &Expr) -> bool {
+        match e {
+            Expr::Const(_, t) | Expr::Cast(t, _) => *t == DType::F32,
+            Expr::Var(v) => self.var_type(*v) == DType::F32,
+            Expr::Load { param, .. } => self
+                .kernel
+                .params
+                .get(*param)
+                .is_some_and(|p| p.dtype == DType::F32),
+            Expr::Unary(UnOp::Not, _) => false,
+            Expr::Unary(_, a) => self.is_float(a),
+            Expr::Binary(op, a, b) => !is_comparison(*op) && (self.is_float(a) || self.is_float(b)),
+            Expr::Select(_, a, _) => self.is_float(a),
+            Expr::Int(_) => false,
+        }
+    }
+
+    fn binary(&self, op: BinOp, a: &Expr, b: &Expr) -> Option<Shape> {
+        let (sa, sb) = (self.expr(a)?, self.expr(b)?);
+        let float = self.is_float(a) || self.is_float(b);
+        if sa == Shape::Uniform && sb == Shape::Uniform {
+            return Some(Shape::Uniform);
+        }
+        if float {
+            if !matches!(sa, Shape::Uniform | Shape::Vector)
+                || !matches!(sb, Shape::Uniform | Shape::Vector)
+            {
+                return None;
+            }
+            return match op {
+                BinOp::Add
+                | BinOp::Sub
+                | BinOp::Mul
+                | BinOp::Div
+                | BinOp::Max
+                | BinOp::Min
+                | BinOp::Pow => Some(Shape::Vector),
+                BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => {
+                    Some(Shape::Mask)
+                }
+                _ => None,
+            };
+        }
+        // Integer index arithmetic: affine only.
+        let constant = |e: &Expr| match e {
+            Expr::Int(v) => Some(*v),
+            _ => None,
+        };
+        match (op, sa, sb) {
+            (BinOp::Add, Shape::Affine(k), Shape::Uniform)
+            | (BinOp::Add, Shape::Uniform, Shape::Affine(k))
+            | (BinOp::Sub, Shape::Affine(k), Shape::Uniform) => Some(Shape::Affine(k)),
+            (BinOp::Sub, Shape::Uniform, Shape::Affine(k)) => Some(Shape::Affine(-k)),
+            (BinOp::Add, Shape::Affine(x), Shape::Affine(y)) => Some(Shape::Affine(x + y)),
+            (BinOp::Sub, Shape::Affine(x), Shape::Affine(y)) => Some(Shape::Affine(x - y)),
+            (BinOp::Mul, Shape::Affine(k), Shape::Uniform) => {
+                constant(b).map(|c| Shape::Affine(k * c))
+            }
+            (BinOp::Mul, Shape::Uniform, Shape::Affine(k)) => {
+                constant(a).map(|c| Shape::Affine(k * c))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn is_comparison(op: BinOp) -> bool {
+    matches!(
+        op,
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne
+    )
+}
+
+/// A translated value in a vectorized loop.
+#[derive(Clone, Copy, Debug)]
+enum Lanes {
+    /// A scalar, the same in every lane.
+    Uniform(Value),
+    /// `lane0 + stride * lane` (an `i32`).
+    Affine(Value, i64),
+    /// `f32x4`.
+    Vector(Value),
+    /// `i32x4` of all-ones or zero per lane.
+    Mask(Value),
+}
+
+/// State of the vectorized loop being translated.
+pub(super) struct VectorScope {
+    /// f32 locals as `f32x4` variables.
+    vectors: HashMap<Var, Variable>,
+    /// Strides of affine `i32` locals (their lane-0 value lives in the scalar variable).
+    affine: HashMap<Var, i64>,
+}
+
+impl<C: Callees> KernelTranslator<'_, '_, C> {
+    /// `for var in 0..extent` as groups of four lanes, then the scalar remainder.
+    pub(super) fn vector_loop(
+        &mut self,
+        var: Var,
+        extent: usize,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        let groups = extent / LANES;
+        let counter = self.variable(var);
+        let zero = self.builder.ins().iconst(types::I32, 0);
+        self.builder.def_var(counter, zero);
+        let body_block = self.builder.create_block();
+        let exit = self.builder.create_block();
+        self.builder.ins().jump(body_block, &[]);
+        self.builder.switch_to_block(body_block);
+        let mut scope = VectorScope {
+            vectors: HashMap::new(),
+            affine: HashMap::from([(var, 1)]),
+        };
+        self.vstmts(&mut scope, body)?;
+        let i = self.builder.use_var(counter);
+        let next = self.builder.ins().iadd_imm_s(i, LANES as i64);
+        self.builder.def_var(counter, next);
+        let more =
+            self.builder
+                .ins()
+                .icmp_imm_s(IntCC::SignedLessThan, next, (groups * LANES) as i64);
+        self.builder.ins().brif(more, body_block, &[], exit, &[]);
+        self.builder.seal_block(body_block);
+        self.builder.switch_to_block(exit);
+        self.builder.seal_block(exit);
+        if !extent.is_multiple_of(LANES) {
+            self.scalar_loop_from(var, groups * LANES, extent, body)?;
+        }
+        Ok(())
+    }
+
+    fn vstmts(&mut self, scope: &mut VectorScope, body: &[Stmt]) -> Result<(), BackendError> {
+        for s in body {
+            self.vstmt(scope, s)?;
+        }
+        Ok(())
+    }
+
+    fn vstmt(&mut self, scope: &mut VectorScope, s: &Stmt) -> Result<(), BackendError> {
+        match s {
+            Stmt::For {
+                var, extent, body, ..
+            } => {
+                // A nested loop runs once per group, with a uniform counter.
+                if *extent == 0 {
+                    return Ok(());
+                }
+                let counter = self.variable(*var);
+                let zero = self.builder.ins().iconst(types::I32, 0);
+                self.builder.def_var(counter, zero);
+                let body_block = self.builder.create_block();
+                let exit = self.builder.create_block();
+                self.builder.ins().jump(body_block, &[]);
+                self.builder.switch_to_block(body_block);
+                self.vstmts(scope, body)?;
+                let i = self.builder.use_var(counter);
+                let next = self.builder.ins().iadd_imm_s(i, 1);
+                self.builder.def_var(counter, next);
+                let more =
+                    self.builder
+                        .ins()
+                        .icmp_imm_s(IntCC::SignedLessThan, next, *extent as i64);
+                self.builder.ins().brif(more, body_block, &[], exit, &[]);
+                self.builder.seal_block(body_block);
+                self.builder.switch_to_block(exit);
+                self.builder.seal_block(exit);
+                Ok(())
+            }
+            Stmt::Let { var, ty, init } => {
+                let value = self.vexpr(scope, init)?;
+                if *ty == DType::F32 {
+                    let v = self.vector_variable(scope, *var);
+                    let value = self.splat_to_vector(value);
+                    self.builder.def_var(v, value);
+                } else {
+                    self.define_scalar_or_affine(scope, *var, *ty, value)?;
+                }
+                Ok(())
+            }
+            Stmt::Assign { var, value } => {
+                let lanes = self.vexpr(scope, value)?;
+                if let Some(&v) = scope.vectors.get(var) {
+                    let value = self.splat_to_vector(lanes);
+                    self.builder.def_var(v, value);
+                    Ok(())
+                } else {
+                    let ty = self.var_type_of(*var);
+                    self.define_scalar_or_affine(scope, *var, ty, lanes)
+                }
+            }
+            Stmt::Store {
+                param,
+                index,
+                value,
+            } => {
+                let lanes = self.vexpr(scope, value)?;
+                match self.vexpr(scope, index)? {
+                    Lanes::Affine(lane0, 1) => {
+                        let vector = self.splat_to_vector(lanes);
+                        let addr = self.element_address(*param, lane0)?;
+                        self.builder.ins().store(
+                            MemFlagsData::new().with_notrap(),
+                            vector,
+                            addr,
+                            0,
+                        );
+                        Ok(())
+                    }
+                    Lanes::Uniform(_) => self.scalar_stmt(s),
+                    other => Err(not_vectorizable(&format!("store index {other:?}"))),
+                }
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let Lanes::Uniform(c) = self.vexpr(scope, cond)? else {
+                    return Err(not_vectorizable("varying condition"));
+                };
+                let then_block = self.builder.create_block();
+                let else_block = self.builder.create_block();
+                let join = self.builder.create_block();
+                self.builder.ins().brif(c, then_block, &[], else_block, &[]);
+                self.builder.switch_to_block(then_block);
+                self.builder.seal_block(then_block);
+                self.vstmts(scope, then)?;
+                self.builder.ins().jump(join, &[]);
+                self.builder.switch_to_block(else_block);
+                self.builder.seal_block(else_block);
+                self.vstmts(scope, otherwise)?;
+                self.builder.ins().jump(join, &[]);
+                self.builder.switch_to_block(join);
+                self.builder.seal_block(join);
+                Ok(())
+            }
+        }
+    }
+
+    fn vector_variable(&mut self, scope: &mut VectorScope, v: Var) -> Variable {
+        if let Some(&var) = scope.vectors.get(&v) {
+            return var;
+        }
+        let var = self.builder.declare_var(types::F32X4);
+        scope.vectors.insert(v, var);
+        var
+    }
+
+    fn define_scalar_or_affine(
+        &mut self,
+        scope: &mut VectorScope,
+        var: Var,
+        ty: DType,
+        value: Lanes,
+    ) -> Result<(), BackendError> {
+        let scalar = match value {
+            Lanes::Uniform(v) => {
+                scope.affine.remove(&var);
+                v
+            }
+            Lanes::Affine(v, k) => {
+                scope.affine.insert(var, k);
+                v
+            }
+            _ => return Err(not_vectorizable("vector value in a scalar local")),
+        };
+        let _ = ty;
+        let v = self.variable(var);
+        self.builder.def_var(v, scalar);
+        Ok(())
+    }
+
+    fn splat_to_vector(&mut self, lanes: Lanes) -> Value {
+        match lanes {
+            Lanes::Vector(v) => v,
+            Lanes::Uniform(s) => self.builder.ins().splat(types::F32X4, s),
+            // The analysis admits neither into a float vector.
+            Lanes::Affine(v, _) | Lanes::Mask(v) => v,
+        }
+    }
+
+    fn vexpr(&mut self, scope: &VectorScope, e: &Expr) -> Result<Lanes, BackendError> {
+        Ok(match e {
+            Expr::Int(_) | Expr::Const(..) => Lanes::Uniform(self.expr(e)?),
+            Expr::Var(v) => {
+                if let Some(&var) = scope.vectors.get(v) {
+                    Lanes::Vector(self.builder.use_var(var))
+                } else {
+                    let value = self.expr(e)?;
+                    match scope.affine.get(v) {
+                        Some(&k) => Lanes::Affine(value, k),
+                        None => Lanes::Uniform(value),
+                    }
+                }
+            }
+            Expr::Load { param, index } => match self.vexpr(scope, index)? {
+                Lanes::Uniform(_) => Lanes::Uniform(self.expr(e)?),
+                Lanes::Affine(lane0, 1) => {
+                    let addr = self.element_address(*param, lane0)?;
+                    Lanes::Vector(self.builder.ins().load(
+                        types::F32X4,
+                        MemFlagsData::new().with_notrap(),
+                        addr,
+                        0,
+                    ))
+                }
+                other => return Err(not_vectorizable(&format!("load index {other:?}"))),
+            },
+            Expr::Unary(op, a) => {
+                let x = self.vexpr(scope, a)?;
+                match x {
+                    Lanes::Uniform(_) => Lanes::Uniform(self.expr(e)?),
+                    Lanes::Affine(v, k) if *op == UnOp::Neg => {
+                        Lanes::Affine(self.builder.ins().ineg(v), -k)
+                    }
+                    Lanes::Vector(v) => Lanes::Vector(self.vunary(*op, v)?),
+                    _ => return Err(not_vectorizable("unary")),
+                }
+            }
+            Expr::Binary(op, a, b) => self.vbinary(scope, e, *op, a, b)?,
+            Expr::Select(c, a, b) => {
+                let (lc, la, lb) = (
+                    self.vexpr(scope, c)?,
+                    self.vexpr(scope, a)?,
+                    self.vexpr(scope, b)?,
+                );
+                match (lc, la, lb) {
+                    (Lanes::Uniform(_), Lanes::Uniform(_), Lanes::Uniform(_)) => {
+                        Lanes::Uniform(self.expr(e)?)
+                    }
+                    (Lanes::Uniform(c), x, y) => {
+                        let (x, y) = (self.splat_to_vector(x), self.splat_to_vector(y));
+                        Lanes::Vector(self.builder.ins().select(c, x, y))
+                    }
+                    (Lanes::Mask(m), x, y) => {
+                        let (x, y) = (self.splat_to_vector(x), self.splat_to_vector(y));
+                        let m = self
+                            .builder
+                            .ins()
+                            .bitcast(types::F32X4, MemFlagsData::new(), m);
+                        Lanes::Vector(self.builder.ins().bitselect(m, x, y))
+                    }
+                    _ => return Err(not_vectorizable("select")),
+                }
+            }
+            Expr::Cast(t, a) => match self.vexpr(scope, a)? {
+                Lanes::Uniform(_) => Lanes::Uniform(self.expr(e)?),
+                Lanes::Vector(v) if *t == DType::F32 => Lanes::Vector(v),
+                Lanes::Affine(v, k) if *t == DType::I32 => Lanes::Affine(v, k),
+                _ => return Err(not_vectorizable("cast")),
+            },
+        })
+    }
+
+    fn vunary(&mut self, op: UnOp, v: Value) -> Result<Value, BackendError> {
+        let b = &mut *self.builder;
+        Ok(match op {
+            UnOp::Neg => b.ins().fneg(v),
+            UnOp::Abs => b.ins().fabs(v),
+            UnOp::Sqrt => b.ins().sqrt(v),
+            UnOp::Floor => b.ins().floor(v),
+            UnOp::Ceil => b.ins().ceil(v),
+            UnOp::RoundEven => b.ins().nearest(v),
+            UnOp::Exp => self.per_lane(MathFn::Expf, &[v])?,
+            UnOp::Log => self.per_lane(MathFn::Logf, &[v])?,
+            UnOp::Tanh => self.per_lane(MathFn::Tanhf, &[v])?,
+            UnOp::Erf => self.per_lane(MathFn::Erff, &[v])?,
+            UnOp::Not => return Err(not_vectorizable("not")),
+        })
+    }
+
+    /// Calls a scalar math function on each lane.
+    fn per_lane(&mut self, f: MathFn, args: &[Value]) -> Result<Value, BackendError> {
+        let mut result = self.builder.ins().f32const(0.0);
+        result = self.builder.ins().splat(types::F32X4, result);
+        for lane in 0..LANES as u8 {
+            let scalars: Vec<Value> = args
+                .iter()
+                .map(|&v| self.builder.ins().extractlane(v, lane))
+                .collect();
+            let callee = self.callees.math(self.builder, f)?;
+            let call = self.builder.ins().call(callee, &scalars);
+            let r = self.builder.inst_results(call)[0];
+            result = self.builder.ins().insertlane(result, r, lane);
+        }
+        Ok(result)
+    }
+
+    fn vbinary(
+        &mut self,
+        scope: &VectorScope,
+        e: &Expr,
+        op: BinOp,
+        a: &Expr,
+        b: &Expr,
+    ) -> Result<Lanes, BackendError> {
+        let (la, lb) = (self.vexpr(scope, a)?, self.vexpr(scope, b)?);
+        if let (Lanes::Uniform(_), Lanes::Uniform(_)) = (la, lb) {
+            return Ok(Lanes::Uniform(self.expr(e)?));
+        }
+        let float = matches!(la, Lanes::Vector(_)) || matches!(lb, Lanes::Vector(_));
+        if float {
+            let x = self.splat_to_vector(la);
+            let y = self.splat_to_vector(lb);
+            let ins = self.builder.ins();
+            let fcmp = |cc| Lanes::Mask(ins.fcmp(cc, x, y));
+            return Ok(match op {
+                BinOp::Add => Lanes::Vector(self.builder.ins().fadd(x, y)),
+                BinOp::Sub => Lanes::Vector(self.builder.ins().fsub(x, y)),
+                BinOp::Mul => Lanes::Vector(self.builder.ins().fmul(x, y)),
+                BinOp::Div => Lanes::Vector(self.builder.ins().fdiv(x, y)),
+                BinOp::Max => Lanes::Vector(self.builder.ins().fmax(x, y)),
+                BinOp::Min => Lanes::Vector(self.builder.ins().fmin(x, y)),
+                BinOp::Pow => Lanes::Vector(self.per_lane(MathFn::Powf, &[x, y])?),
+                BinOp::Lt => fcmp(FloatCC::LessThan),
+                BinOp::Le => fcmp(FloatCC::LessThanOrEqual),
+                BinOp::Gt => fcmp(FloatCC::GreaterThan),
+                BinOp::Ge => fcmp(FloatCC::GreaterThanOrEqual),
+                BinOp::Eq => fcmp(FloatCC::Equal),
+                BinOp::Ne => fcmp(FloatCC::NotEqual),
+                _ => return Err(not_vectorizable("float op")),
+            });
+        }
+        // Affine index arithmetic: the lane-0 value is the scalar computation.
+        let shape = |l: Lanes| match l {
+            Lanes::Affine(_, k) => Some(k),
+            Lanes::Uniform(_) => Some(0),
+            _ => None,
+        };
+        let (Some(ka), Some(kb)) = (shape(la), shape(lb)) else {
+            return Err(not_vectorizable("index op"));
+        };
+        let value = |l: Lanes| match l {
+            Lanes::Affine(v, _) | Lanes::Uniform(v) => v,
+            Lanes::Vector(v) | Lanes::Mask(v) => v,
+        };
+        let (x, y) = (value(la), value(lb));
+        let constant = |e: &Expr| match e {
+            Expr::Int(v) => Some(*v),
+            _ => None,
+        };
+        Ok(match op {
+            BinOp::Add => Lanes::Affine(self.builder.ins().iadd(x, y), ka + kb),
+            BinOp::Sub => Lanes::Affine(self.builder.ins().isub(x, y), ka - kb),
+            BinOp::Mul => {
+                let k = match (constant(a), constant(b)) {
+                    (_, Some(c)) => ka * c,
+                    (Some(c), _) => kb * c,
+                    _ => return Err(not_vectorizable("varying product")),
+                };
+                Lanes::Affine(self.builder.ins().imul(x, y), k)
+            }
+            _ => return Err(not_vectorizable("index op")),
+        })
+    }
+}
+
+fn not_vectorizable(what: &str) -> BackendError {
+    // The analysis admitted the loop, so reaching this is a bug in this file, reported as an
+    // error rather than wrong code.
+    BackendError::Lowering(format!("vectorizer: unexpected {what}"))
+}

@@ -1,0 +1,662 @@
+//! Kernel IR to Cranelift IR: one kernel becomes one function over buffer pointers.
+//!
+//! Semantics follow the C emitter exactly (C99 on a two's-complement target), so the two
+//! backends agree bit for bit where C does:
+//! - integers narrower than 32 bits live as `i32` values holding their C-promoted value (sign-
+//!   or zero-extended); they are narrowed where C converts: stores, assignments to narrow
+//!   locals, casts, and the runtime helpers that return the narrow type (div, rem, min, max, abs);
+//! - comparisons and logical operators give `i32` 0 or 1;
+//! - integer division and remainder by zero give 0 (the runtime's `kiln_div`/`kiln_rem`), and
+//!   `MIN / -1` wraps instead of trapping;
+//! - float-to-int casts saturate (C leaves out-of-range values undefined);
+//! - `Select`, `And` and `Or` evaluate lazily when an operand loads memory, as C's `?:`, `&&`
+//!   and `||` do, so a guarded out-of-bounds index is never dereferenced.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use kiln_ir::DType;
+
+use crate::error::BackendError;
+use crate::kernel::{BinOp, Expr, Kernel, ScalarType, Stmt, UnOp, Var};
+
+/// Math functions the kernels call, by their C names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MathFn {
+    Expf,
+    Logf,
+    Tanhf,
+    Erff,
+    Powf,
+}
+
+impl MathFn {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            MathFn::Expf => "expf",
+            MathFn::Logf => "logf",
+            MathFn::Tanhf => "tanhf",
+            MathFn::Erff => "erff",
+            MathFn::Powf => "powf",
+        }
+    }
+
+    pub fn arity(self) -> usize {
+        if self == MathFn::Powf {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Resolves the functions a kernel calls into references inside the function being built.
+pub trait Callees {
+    fn math(&mut self, builder: &mut FunctionBuilder, f: MathFn) -> Result<FuncRef, BackendError>;
+    /// `int64_t kiln_pow_i64(int64_t, int64_t)`, defined in the same module.
+    fn pow_i64(&mut self, builder: &mut FunctionBuilder) -> Result<FuncRef, BackendError>;
+}
+
+/// The register type holding values of a kernel scalar type.
+pub fn reg_type(t: ScalarType) -> Type {
+    match t {
+        DType::F32 => types::F32,
+        DType::I64 => types::I64,
+        _ => types::I32,
+    }
+}
+
+fn mem() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// Translates one kernel's body. The function's block parameters are the buffer pointers, in
+/// the kernel's parameter order.
+pub struct KernelTranslator<'a, 'b, C: Callees> {
+    pub kernel: &'a Kernel,
+    pub builder: &'a mut FunctionBuilder<'b>,
+    pub params: Vec<Value>,
+    pub pointer: Type,
+    pub callees: &'a mut C,
+    /// Vectorize loops that qualify (see `simd.rs`).
+    pub simd: bool,
+    vars: HashMap<Var, Variable>,
+}
+
+impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
+    pub fn new(
+        kernel: &'a Kernel,
+        builder: &'a mut FunctionBuilder<'b>,
+        params: Vec<Value>,
+        pointer: Type,
+        callees: &'a mut C,
+    ) -> Self {
+        KernelTranslator {
+            kernel,
+            builder,
+            params,
+            pointer,
+            callees,
+            simd: false,
+            vars: HashMap::new(),
+        }
+    }
+
+    pub(super) fn var_type_of(&self, v: Var) -> ScalarType {
+        self.var_type(v)
+    }
+
+    fn var_type(&self, v: Var) -> ScalarType {
+        self.kernel
+            .vars
+            .get(v.0 as usize)
+            .copied()
+            .unwrap_or(DType::I32)
+    }
+
+    pub(super) fn variable(&mut self, v: Var) -> Variable {
+        if let Some(&var) = self.vars.get(&v) {
+            return var;
+        }
+        let ty = reg_type(self.var_type(v));
+        let var = self.builder.declare_var(ty);
+        self.vars.insert(v, var);
+        var
+    }
+
+    /// The kernel scalar type of an expression (as the C emitter types it).
+    pub fn type_of(&self, e: &Expr) -> ScalarType {
+        match e {
+            Expr::Int(_) => DType::I32,
+            Expr::Const(_, t) | Expr::Cast(t, _) => *t,
+            Expr::Var(v) => self.var_type(*v),
+            Expr::Load { param, .. } => self
+                .kernel
+                .params
+                .get(*param)
+                .map_or(DType::F32, |p| p.dtype),
+            Expr::Unary(UnOp::Not, _) => DType::Bool,
+            Expr::Unary(_, a) => self.type_of(a),
+            Expr::Binary(op, a, b) => match op {
+                BinOp::Lt
+                | BinOp::Le
+                | BinOp::Gt
+                | BinOp::Ge
+                | BinOp::Eq
+                | BinOp::Ne
+                | BinOp::And
+                | BinOp::Or => DType::Bool,
+                _ => common_type(self.type_of(a), self.type_of(b)),
+            },
+            Expr::Select(_, a, _) => self.type_of(a),
+        }
+    }
+
+    pub fn stmts(&mut self, body: &[Stmt]) -> Result<(), BackendError> {
+        for s in body {
+            self.stmt(s)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn scalar_stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
+        self.stmt(s)
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
+        match s {
+            Stmt::For {
+                var, extent, body, ..
+            } => self.for_loop(*var, *extent, body),
+            Stmt::Let { var, ty, init } => {
+                let value = self.expr_as(init, *ty)?;
+                let v = self.variable(*var);
+                self.builder.def_var(v, value);
+                Ok(())
+            }
+            Stmt::Assign { var, value } => {
+                let ty = self.var_type(*var);
+                let value = self.expr_as(value, ty)?;
+                let v = self.variable(*var);
+                self.builder.def_var(v, value);
+                Ok(())
+            }
+            Stmt::Store {
+                param,
+                index,
+                value,
+            } => {
+                let dtype = self.param_dtype(*param)?;
+                let value = self.expr_as(value, dtype)?;
+                let addr = self.address(*param, index)?;
+                let b = self.builder.ins();
+                match dtype {
+                    DType::I8 | DType::U8 | DType::Bool => {
+                        b.istore8(mem(), value, addr, 0);
+                    }
+                    DType::I16 => {
+                        b.istore16(mem(), value, addr, 0);
+                    }
+                    _ => {
+                        b.store(mem(), value, addr, 0);
+                    }
+                }
+                Ok(())
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.truth(cond)?;
+                let then_block = self.builder.create_block();
+                let else_block = self.builder.create_block();
+                let join = self.builder.create_block();
+                self.builder.ins().brif(c, then_block, &[], else_block, &[]);
+                self.builder.switch_to_block(then_block);
+                self.builder.seal_block(then_block);
+                self.stmts(then)?;
+                self.builder.ins().jump(join, &[]);
+                self.builder.switch_to_block(else_block);
+                self.builder.seal_block(else_block);
+                self.stmts(otherwise)?;
+                self.builder.ins().jump(join, &[]);
+                self.builder.switch_to_block(join);
+                self.builder.seal_block(join);
+                Ok(())
+            }
+        }
+    }
+
+    /// `for v in 0..extent`, as a bottom-tested loop (extents are constants, never zero here,
+    /// but a zero extent is still skipped).
+    fn for_loop(&mut self, var: Var, extent: usize, body: &[Stmt]) -> Result<(), BackendError> {
+        if self.simd && super::simd::vectorizable(self.kernel, var, extent, body) {
+            return self.vector_loop(var, extent, body);
+        }
+        self.scalar_loop_from(var, 0, extent, body)
+    }
+
+    /// `for v in start..extent`, scalar.
+    pub(super) fn scalar_loop_from(
+        &mut self,
+        var: Var,
+        start: usize,
+        extent: usize,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        if extent <= start {
+            return Ok(());
+        }
+        let counter = self.variable(var);
+        let zero = self.builder.ins().iconst(types::I32, start as i64);
+        self.builder.def_var(counter, zero);
+        let body_block = self.builder.create_block();
+        let exit = self.builder.create_block();
+        self.builder.ins().jump(body_block, &[]);
+        self.builder.switch_to_block(body_block);
+        self.stmts(body)?;
+        let i = self.builder.use_var(counter);
+        let next = self.builder.ins().iadd_imm_s(i, 1);
+        self.builder.def_var(counter, next);
+        let more = self
+            .builder
+            .ins()
+            .icmp_imm_s(IntCC::SignedLessThan, next, extent as i64);
+        self.builder.ins().brif(more, body_block, &[], exit, &[]);
+        self.builder.seal_block(body_block);
+        self.builder.switch_to_block(exit);
+        self.builder.seal_block(exit);
+        Ok(())
+    }
+
+    fn param_dtype(&self, param: usize) -> Result<DType, BackendError> {
+        self.kernel
+            .params
+            .get(param)
+            .map(|p| p.dtype)
+            .ok_or_else(|| BackendError::Lowering(format!("kernel parameter {param} is missing")))
+    }
+
+    /// Address of element `index` (an `i32` value) of parameter `param`.
+    pub(super) fn element_address(
+        &mut self,
+        param: usize,
+        index: Value,
+    ) -> Result<Value, BackendError> {
+        let size = self.param_dtype(param)?.size_bytes() as i64;
+        let base = *self.params.get(param).ok_or_else(|| {
+            BackendError::Lowering(format!("kernel parameter {param} is missing"))
+        })?;
+        let i = if self.pointer == types::I32 {
+            index
+        } else {
+            self.builder.ins().sextend(self.pointer, index)
+        };
+        let offset = self.builder.ins().imul_imm_s(i, size);
+        Ok(self.builder.ins().iadd(base, offset))
+    }
+
+    /// Address of element `index` of parameter `param`.
+    fn address(&mut self, param: usize, index: &Expr) -> Result<Value, BackendError> {
+        let size = self.param_dtype(param)?.size_bytes() as i64;
+        let base = *self.params.get(param).ok_or_else(|| {
+            BackendError::Lowering(format!("kernel parameter {param} is missing"))
+        })?;
+        if let Expr::Int(i) = index {
+            return Ok(self.builder.ins().iadd_imm_s(base, i * size));
+        }
+        let i = self.expr_as(index, DType::I32)?;
+        let i = if self.pointer == types::I32 {
+            i
+        } else {
+            self.builder.ins().sextend(self.pointer, i)
+        };
+        let offset = self.builder.ins().imul_imm_s(i, size);
+        Ok(self.builder.ins().iadd(base, offset))
+    }
+
+    /// A condition as a Cranelift truth value (non-zero is true).
+    fn truth(&mut self, e: &Expr) -> Result<Value, BackendError> {
+        self.expr(e)
+    }
+
+    /// Evaluates `e` and converts it to `target` as a C assignment would.
+    pub fn expr_as(&mut self, e: &Expr, target: ScalarType) -> Result<Value, BackendError> {
+        let from = self.type_of(e);
+        let v = self.expr(e)?;
+        Ok(self.convert(v, from, target))
+    }
+
+    /// C conversion of a value of type `from` to type `to`.
+    fn convert(&mut self, v: Value, from: ScalarType, to: ScalarType) -> Value {
+        if from == to {
+            return v;
+        }
+        let (rf, rt) = (reg_type(from), reg_type(to));
+        let b = &mut *self.builder;
+        let widened = match (from == DType::F32, to == DType::F32) {
+            (true, true) => v,
+            // int -> float: promoted narrow values are exact in i32.
+            (false, true) => b.ins().fcvt_from_sint(types::F32, v),
+            // float -> int: truncate toward zero, saturating.
+            (true, false) => b.ins().fcvt_to_sint_sat(rt, v),
+            (false, false) => {
+                if rf == rt {
+                    v
+                } else if rt == types::I64 {
+                    b.ins().sextend(types::I64, v)
+                } else {
+                    b.ins().ireduce(types::I32, v)
+                }
+            }
+        };
+        self.narrow(widened, to)
+    }
+
+    /// Wraps an `i32` register to the range of a narrow type, as C's conversion does.
+    fn narrow(&mut self, v: Value, t: ScalarType) -> Value {
+        let b = &mut *self.builder;
+        match t {
+            DType::I8 => {
+                let r = b.ins().ireduce(types::I8, v);
+                b.ins().sextend(types::I32, r)
+            }
+            DType::U8 | DType::Bool => b.ins().band_imm_s(v, 0xff),
+            DType::I16 => {
+                let r = b.ins().ireduce(types::I16, v);
+                b.ins().sextend(types::I32, r)
+            }
+            _ => v,
+        }
+    }
+
+    fn bool_to_i32(&mut self, flag: Value) -> Value {
+        self.builder.ins().uextend(types::I32, flag)
+    }
+
+    pub fn expr(&mut self, e: &Expr) -> Result<Value, BackendError> {
+        Ok(match e {
+            Expr::Int(v) => self.builder.ins().iconst(types::I32, *v as i32 as i64),
+            Expr::Const(v, t) => match t {
+                DType::F32 => self.builder.ins().f32const(*v as f32),
+                DType::I64 => self.builder.ins().iconst(types::I64, *v as i64),
+                other => {
+                    let c = self
+                        .builder
+                        .ins()
+                        .iconst(types::I32, *v as i64 as i32 as i64);
+                    self.narrow(c, *other)
+                }
+            },
+            Expr::Var(v) => {
+                let var = self.variable(*v);
+                self.builder.use_var(var)
+            }
+            Expr::Load { param, index } => {
+                let dtype = self.param_dtype(*param)?;
+                let addr = self.address(*param, index)?;
+                let b = self.builder.ins();
+                match dtype {
+                    DType::I8 => b.sload8(types::I32, mem(), addr, 0),
+                    DType::U8 | DType::Bool => b.uload8(types::I32, mem(), addr, 0),
+                    DType::I16 => b.sload16(types::I32, mem(), addr, 0),
+                    other => b.load(reg_type(other), mem(), addr, 0),
+                }
+            }
+            Expr::Unary(op, a) => self.unary(*op, a)?,
+            Expr::Binary(op, a, b) => self.binary(*op, a, b)?,
+            Expr::Select(c, a, b) => {
+                let t = self.type_of(e);
+                if loads_memory(a) || loads_memory(b) {
+                    self.lazy_select(c, a, b, t)?
+                } else {
+                    let cv = self.truth(c)?;
+                    let av = self.expr_as(a, t)?;
+                    let bv = self.expr_as(b, t)?;
+                    self.builder.ins().select(cv, av, bv)
+                }
+            }
+            Expr::Cast(t, a) => self.expr_as(a, *t)?,
+        })
+    }
+
+    /// `c ? a : b` with only the chosen arm evaluated.
+    fn lazy_select(
+        &mut self,
+        c: &Expr,
+        a: &Expr,
+        b: &Expr,
+        t: ScalarType,
+    ) -> Result<Value, BackendError> {
+        let cv = self.truth(c)?;
+        let then_block = self.builder.create_block();
+        let else_block = self.builder.create_block();
+        let join = self.builder.create_block();
+        let result = self.builder.append_block_param(join, reg_type(t));
+        self.builder
+            .ins()
+            .brif(cv, then_block, &[], else_block, &[]);
+        self.builder.switch_to_block(then_block);
+        self.builder.seal_block(then_block);
+        let av = self.expr_as(a, t)?;
+        self.builder.ins().jump(join, &[av.into()]);
+        self.builder.switch_to_block(else_block);
+        self.builder.seal_block(else_block);
+        let bv = self.expr_as(b, t)?;
+        self.builder.ins().jump(join, &[bv.into()]);
+        self.builder.switch_to_block(join);
+        self.builder.seal_block(join);
+        Ok(result)
+    }
+
+    fn call_math(&mut self, f: MathFn, args: &[Value]) -> Result<Value, BackendError> {
+        let callee = self.callees.math(self.builder, f)?;
+        let call = self.builder.ins().call(callee, args);
+        Ok(self.builder.inst_results(call)[0])
+    }
+
+    fn unary(&mut self, op: UnOp, a: &Expr) -> Result<Value, BackendError> {
+        let t = self.type_of(a);
+        let x = self.expr(a)?;
+        let float = t == DType::F32;
+        let b = &mut *self.builder;
+        Ok(match op {
+            UnOp::Neg if float => b.ins().fneg(x),
+            UnOp::Neg => b.ins().ineg(x),
+            UnOp::Abs if float => b.ins().fabs(x),
+            UnOp::Abs => {
+                let r = b.ins().iabs(x);
+                self.narrow(r, t)
+            }
+            UnOp::Not => {
+                let flag = if float {
+                    let zero = b.ins().f32const(0.0);
+                    b.ins().fcmp(FloatCC::Equal, x, zero)
+                } else {
+                    b.ins().icmp_imm_s(IntCC::Equal, x, 0)
+                };
+                self.bool_to_i32(flag)
+            }
+            UnOp::Sqrt => b.ins().sqrt(x),
+            UnOp::Floor => b.ins().floor(x),
+            UnOp::Ceil => b.ins().ceil(x),
+            UnOp::RoundEven => b.ins().nearest(x),
+            UnOp::Exp => self.call_math(MathFn::Expf, &[x])?,
+            UnOp::Log => self.call_math(MathFn::Logf, &[x])?,
+            UnOp::Tanh => self.call_math(MathFn::Tanhf, &[x])?,
+            UnOp::Erf => self.call_math(MathFn::Erff, &[x])?,
+        })
+    }
+
+    fn binary(&mut self, op: BinOp, a: &Expr, b: &Expr) -> Result<Value, BackendError> {
+        if matches!(op, BinOp::And | BinOp::Or) {
+            return self.logical(op, a, b);
+        }
+        let t = self.type_of(a);
+        let tb = self.type_of(b);
+        // C's usual arithmetic conversions: the wider (or float) operand type wins.
+        let common = common_type(t, tb);
+        let x = self.expr_as(a, common)?;
+        let y = self.expr_as(b, common)?;
+        let float = common == DType::F32;
+        let positive_const = matches!(b, Expr::Int(v) if *v > 0);
+        let cmp = |s: &mut Self, fcc: FloatCC, icc: IntCC| {
+            let flag = if float {
+                s.builder.ins().fcmp(fcc, x, y)
+            } else {
+                s.builder.ins().icmp(icc, x, y)
+            };
+            s.bool_to_i32(flag)
+        };
+        Ok(match op {
+            BinOp::Add if float => self.builder.ins().fadd(x, y),
+            BinOp::Add => self.builder.ins().iadd(x, y),
+            BinOp::Sub if float => self.builder.ins().fsub(x, y),
+            BinOp::Sub => self.builder.ins().isub(x, y),
+            BinOp::Mul if float => self.builder.ins().fmul(x, y),
+            BinOp::Mul => self.builder.ins().imul(x, y),
+            BinOp::Div if float => self.builder.ins().fdiv(x, y),
+            BinOp::Div if positive_const => self.builder.ins().sdiv(x, y),
+            BinOp::Div => {
+                let q = self.guarded_division(x, y, false);
+                self.narrow(q, common)
+            }
+            BinOp::Rem if positive_const => self.builder.ins().srem(x, y),
+            BinOp::Rem => {
+                let r = self.guarded_division(x, y, true);
+                self.narrow(r, common)
+            }
+            BinOp::Max if float => self.builder.ins().fmax(x, y),
+            BinOp::Max => self.builder.ins().smax(x, y),
+            BinOp::Min if float => self.builder.ins().fmin(x, y),
+            BinOp::Min => self.builder.ins().smin(x, y),
+            BinOp::Pow if float => self.call_math(MathFn::Powf, &[x, y])?,
+            BinOp::Pow => {
+                let x64 = self.convert(x, common, DType::I64);
+                let y64 = self.convert(y, common, DType::I64);
+                let callee = self.callees.pow_i64(self.builder)?;
+                let call = self.builder.ins().call(callee, &[x64, y64]);
+                let r = self.builder.inst_results(call)[0];
+                self.convert(r, DType::I64, common)
+            }
+            BinOp::Lt => cmp(self, FloatCC::LessThan, IntCC::SignedLessThan),
+            BinOp::Le => cmp(self, FloatCC::LessThanOrEqual, IntCC::SignedLessThanOrEqual),
+            BinOp::Gt => cmp(self, FloatCC::GreaterThan, IntCC::SignedGreaterThan),
+            BinOp::Ge => cmp(
+                self,
+                FloatCC::GreaterThanOrEqual,
+                IntCC::SignedGreaterThanOrEqual,
+            ),
+            BinOp::Eq => cmp(self, FloatCC::Equal, IntCC::Equal),
+            BinOp::Ne => cmp(self, FloatCC::NotEqual, IntCC::NotEqual),
+            BinOp::And | BinOp::Or => {
+                return Err(BackendError::Lowering(
+                    "logical operators are translated by `logical`".into(),
+                ))
+            }
+        })
+    }
+
+    /// The runtime's `kiln_div`/`kiln_rem`: 0 for a zero divisor, and `MIN / -1` wraps.
+    fn guarded_division(&mut self, x: Value, y: Value, remainder: bool) -> Value {
+        let ty = self.builder.func.dfg.value_type(x);
+        let b = &mut *self.builder;
+        let zero = b.ins().iconst(ty, 0);
+        let one = b.ins().iconst(ty, 1);
+        let is_zero = b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+        let is_minus_one = b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+        let special = b.ins().bor(is_zero, is_minus_one);
+        let safe = b.ins().select(special, one, y);
+        if remainder {
+            let r = b.ins().srem(x, safe);
+            b.ins().select(special, zero, r)
+        } else {
+            let q = b.ins().sdiv(x, safe);
+            let negated = b.ins().ineg(x);
+            let q = b.ins().select(is_minus_one, negated, q);
+            b.ins().select(is_zero, zero, q)
+        }
+    }
+
+    /// `a && b`, `a || b`: 0 or 1; `b` is evaluated only when needed if it loads memory.
+    fn logical(&mut self, op: BinOp, a: &Expr, b: &Expr) -> Result<Value, BackendError> {
+        let av = self.truth_flag(a)?;
+        if !loads_memory(b) {
+            let bv = self.truth_flag(b)?;
+            let r = if op == BinOp::And {
+                self.builder.ins().band(av, bv)
+            } else {
+                self.builder.ins().bor(av, bv)
+            };
+            return Ok(r);
+        }
+        let rhs_block = self.builder.create_block();
+        let join = self.builder.create_block();
+        let result = self.builder.append_block_param(join, types::I32);
+        if op == BinOp::And {
+            self.builder
+                .ins()
+                .brif(av, rhs_block, &[], join, &[av.into()]);
+        } else {
+            self.builder
+                .ins()
+                .brif(av, join, &[av.into()], rhs_block, &[]);
+        }
+        self.builder.switch_to_block(rhs_block);
+        self.builder.seal_block(rhs_block);
+        let bv = self.truth_flag(b)?;
+        self.builder.ins().jump(join, &[bv.into()]);
+        self.builder.switch_to_block(join);
+        self.builder.seal_block(join);
+        Ok(result)
+    }
+
+    /// 1 if `e` is non-zero, else 0, as an `i32`.
+    fn truth_flag(&mut self, e: &Expr) -> Result<Value, BackendError> {
+        let t = self.type_of(e);
+        let v = self.expr(e)?;
+        let flag = if t == DType::F32 {
+            let zero = self.builder.ins().f32const(0.0);
+            self.builder.ins().fcmp(FloatCC::NotEqual, v, zero)
+        } else {
+            self.builder.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+        };
+        Ok(self.bool_to_i32(flag))
+    }
+}
+
+/// The type C computes a binary operation in: float if either is, else the wider integer.
+fn common_type(a: ScalarType, b: ScalarType) -> ScalarType {
+    if a == DType::F32 || b == DType::F32 {
+        DType::F32
+    } else if a == DType::I64 || b == DType::I64 {
+        DType::I64
+    } else {
+        a
+    }
+}
+
+/// Whether evaluating `e` reads a buffer.
+fn loads_memory(e: &Expr) -> bool {
+    match e {
+        Expr::Load { .. } => true,
+        Expr::Int(_) | Expr::Const(..) | Expr::Var(_) => false,
+        Expr::Unary(_, a) | Expr::Cast(_, a) => loads_memory(a),
+        Expr::Binary(_, a, b) => loads_memory(a) || loads_memory(b),
+        Expr::Select(c, a, b) => loads_memory(c) || loads_memory(a) || loads_memory(b),
+    }
+}
+
+/// Signature of a kernel: one pointer per buffer parameter.
+pub fn kernel_signature(
+    sig: &mut cranelift_codegen::ir::Signature,
+    kernel: &Kernel,
+    pointer: Type,
+) {
+    for _ in &kernel.params {
+        sig.params.push(AbiParam::new(pointer));
+    }
+}

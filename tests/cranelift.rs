@@ -1,0 +1,205 @@
+//! The Cranelift backend: every model through the host JIT (with and without SIMD) against the
+//! interpreter, and through its ELF objects on aarch64 (qemu-aarch64), riscv64 (QEMU virt board,
+//! bare metal) and x86_64 (qemu-x86_64) via `kiln verify --backend cranelift`, checked against
+//! onnxruntime's reference outputs. Also `kiln compile --emit obj`: the object and the same header
+//! as the C backend.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_backends::cranelift::{CraneliftOptions, JitProgram};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running kiln: {e}"))
+}
+
+fn model_dirs() -> Vec<PathBuf> {
+    let root = common::repo_root().join("tests/models");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/models")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 7, "expected the repo's models");
+    dirs
+}
+
+fn import(dir: &Path) -> kiln_ir::Graph {
+    let bytes = std::fs::read(dir.join("model.onnx")).expect("model");
+    kiln_frontend::import_model(&bytes, &Default::default())
+        .expect("import")
+        .graph
+}
+
+#[test]
+fn every_model_matches_the_interpreter_through_the_jit() {
+    for dir in model_dirs() {
+        let graph = import(&dir);
+        let input = common::read_npy(&dir.join("input_0.npy"));
+        let want = kiln_ir::interp::run(&graph, std::slice::from_ref(&input)).expect("interp");
+        for simd in [true, false] {
+            let options = CraneliftOptions {
+                simd,
+                ..CraneliftOptions::default()
+            };
+            let mut program = JitProgram::compile(&graph, &options)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let got = program.run(std::slice::from_ref(&input)).expect("run");
+            // Run twice: the arena is reused, and results must not depend on its old contents.
+            let again = program.run(std::slice::from_ref(&input)).expect("run");
+            for ((g, a), w) in got.iter().zip(&again).zip(&want) {
+                assert_eq!(g, a, "{}: second run differs", dir.display());
+                let (err, magnitude) = common::max_abs_diff(g, w);
+                assert!(
+                    err <= 1e-4 * magnitude.max(1.0),
+                    "{} (simd {simd}): JIT differs from the interpreter by {err}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// `kiln verify --backend cranelift` on `target` for every model, and the board's output
+/// against onnxruntime's reference.
+fn every_model_verifies_on(target: &str) {
+    for dir in model_dirs() {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out_dir =
+            std::env::temp_dir().join(format!("kiln-cl-{}-{name}-{target}", std::process::id()));
+        let model = dir.join("model.onnx");
+        let input = dir.join("input_0.npy");
+        let out = kiln(&[
+            "verify",
+            &model.to_string_lossy(),
+            "--target",
+            target,
+            "--backend",
+            "cranelift",
+            "--input",
+            &input.to_string_lossy(),
+            "--output-dir",
+            &out_dir.to_string_lossy(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name} on {target}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(doc["passed"], true, "{doc}");
+        assert!(doc["instructions"].as_u64().unwrap_or(0) > 1000, "{doc}");
+        let got = std::fs::read_dir(&out_dir)
+            .expect("outputs")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with("_0.npy"))
+            .expect("output 0");
+        let (err, magnitude) = common::max_abs_diff(
+            &common::read_npy(&got),
+            &common::read_npy(&dir.join("output_0.npy")),
+        );
+        assert!(
+            err <= 1e-4 * magnitude.max(1.0),
+            "{name} on {target}: {err}"
+        );
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
+}
+
+#[test]
+fn every_model_runs_as_an_aarch64_object_under_qemu() {
+    every_model_verifies_on("aarch64");
+}
+
+#[test]
+fn every_model_runs_as_a_riscv64_object_on_the_virt_board() {
+    every_model_verifies_on("rv64gc");
+}
+
+#[test]
+fn every_model_runs_as_an_x86_64_object() {
+    every_model_verifies_on("x86_64");
+}
+
+#[test]
+fn compile_emits_an_object_and_the_c_backends_header() {
+    let model = common::repo_root().join("tests/models/digits_cnn/model.onnx");
+    let base = std::env::temp_dir().join(format!("kiln-cl-obj-{}", std::process::id()));
+    let obj_dir = base.join("obj");
+    let c_dir = base.join("c");
+    for target in ["x86_64", "aarch64", "riscv64"] {
+        let out = kiln(&[
+            "compile",
+            &model.to_string_lossy(),
+            "--emit",
+            "obj",
+            "--target",
+            target,
+            "--name",
+            "cnn",
+            "-o",
+            &obj_dir.to_string_lossy(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let object = std::fs::read(obj_dir.join("cnn.o")).expect("cnn.o");
+        assert_eq!(&object[..4], b"\x7fELF", "{target}: not an ELF file");
+        // e_machine: x86_64 62, aarch64 183, riscv 243.
+        let machine = u16::from_le_bytes([object[18], object[19]]);
+        let want = match target {
+            "x86_64" => 62,
+            "aarch64" => 183,
+            _ => 243,
+        };
+        assert_eq!(machine, want, "{target}");
+    }
+    let out = kiln(&[
+        "compile",
+        &model.to_string_lossy(),
+        "--name",
+        "cnn",
+        "-o",
+        &c_dir.to_string_lossy(),
+    ]);
+    assert!(out.status.success());
+    let header_obj = std::fs::read_to_string(obj_dir.join("cnn.h")).expect("header");
+    let header_c = std::fs::read_to_string(c_dir.join("cnn.h")).expect("header");
+    assert_eq!(
+        header_obj, header_c,
+        "firmware must link either backend with the same header"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn targets_without_a_cranelift_isa_are_refused() {
+    let model = common::repo_root().join("tests/models/digits_mlp/model.onnx");
+    let out = kiln(&[
+        "verify",
+        &model.to_string_lossy(),
+        "--target",
+        "cortex-m4",
+        "--backend",
+        "cranelift",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no ISA for target 'cortex-m4'") && err.contains("--backend c"),
+        "{err}"
+    );
+}
