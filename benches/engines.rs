@@ -18,7 +18,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kiln_backends::c::COptions;
 use kiln_backends::host::{time_c, HostOptions, TimingOptions};
@@ -31,32 +31,29 @@ const MIN_TIME: Duration = Duration::from_millis(500);
 const REL_TOLERANCE: f32 = 1e-4;
 
 /// Times the Cranelift JIT: returns the compile time (graph to runnable code), each timed run's
-/// latency, and the last run's outputs (checked against onnxruntime).
-///
-/// PLACEHOLDER until `kiln_backends::cranelift` lands; the table prints "n/a" meanwhile. With
-/// its API (`JitProgram::compile(&graph, &CraneliftOptions::default())`, `program.run(inputs)`)
-/// the body is, with the same warm-up and stopping rule as the other engines:
-///
-/// ```text
-/// let start = Instant::now();
-/// let mut program = JitProgram::compile(graph, &CraneliftOptions::default()).map_err(|e| e.to_string())?;
-/// let compile = start.elapsed();
-/// let mut outputs = Vec::new();
-/// for _ in 0..WARMUP { outputs = program.run(inputs).map_err(|e| e.to_string())?; }
-/// let (mut runs, start) = (Vec::new(), Instant::now());
-/// while runs.len() < reps || start.elapsed() < MIN_TIME {
-///     let t = Instant::now();
-///     outputs = program.run(inputs).map_err(|e| e.to_string())?;
-///     runs.push(t.elapsed());
-/// }
-/// Ok((compile, runs, outputs))
-/// ```
+/// latency, and the last run's outputs (checked against onnxruntime). Same warm-up and stopping
+/// rule as the other engines.
 fn time_cranelift(
-    _graph: &Graph,
-    _inputs: &[Tensor],
-    _reps: usize,
+    graph: &Graph,
+    inputs: &[Tensor],
+    reps: usize,
 ) -> Result<(Duration, Vec<Duration>, Vec<Tensor>), String> {
-    Err("cranelift backend not built yet".into())
+    use kiln_backends::cranelift::{CraneliftOptions, JitProgram};
+    let start = Instant::now();
+    let mut program =
+        JitProgram::compile(graph, &CraneliftOptions::default()).map_err(|e| e.to_string())?;
+    let compile = start.elapsed();
+    let mut outputs = Vec::new();
+    for _ in 0..WARMUP {
+        outputs = program.run(inputs).map_err(|e| e.to_string())?;
+    }
+    let (mut runs, start) = (Vec::new(), Instant::now());
+    while runs.len() < reps || start.elapsed() < MIN_TIME {
+        let t = Instant::now();
+        outputs = program.run(inputs).map_err(|e| e.to_string())?;
+        runs.push(t.elapsed());
+    }
+    Ok((compile, runs, outputs))
 }
 
 /// One model to benchmark: `dir` holds `model.onnx` and `input_0.npy`.
@@ -202,9 +199,12 @@ fn model_dirs(root: &Path) -> Vec<PathBuf> {
 
 fn bench_case(case: &Case, python: &Path, scratch: &Path) -> Result<Row, String> {
     let bytes = std::fs::read(case.dir.join("model.onnx")).map_err(|e| format!("reading: {e}"))?;
-    let graph = kiln_frontend::import_model(&bytes, &Default::default())
+    let mut graph = kiln_frontend::import_model(&bytes, &Default::default())
         .map_err(|e| format!("import: {e}"))?
         .graph;
+    // kiln's engines run the graph as `kiln compile` does by default: optimized at -O2.
+    kiln_passes::optimize(&mut graph, &kiln_passes::PassOptions::default())
+        .map_err(|e| format!("optimize: {e}"))?;
     let input_path = case.dir.join("input_0.npy");
     let input = kiln_ir::npy::read(&std::fs::read(&input_path).map_err(|e| e.to_string())?)
         .map_err(|e| format!("input: {e}"))?;

@@ -32,6 +32,8 @@ pub struct CompileArgs {
     output_dir: PathBuf,
     #[command(flatten)]
     codegen: CodegenArgs,
+    #[command(flatten)]
+    opt: super::OptArgs,
     /// Also write PREFIX.report.json.
     #[arg(long, value_enum)]
     report: Option<Report>,
@@ -155,7 +157,10 @@ enum Report {
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let options = args.codegen.c_options()?;
-    let model = load_model(&args.model)?;
+    let mut model = load_model(&args.model)?;
+    let before = summarize(&model.graph)?;
+    super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O2)?;
+    let after = summarize(&model.graph)?;
     let compiled = match args.emit {
         Emit::C => {
             let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -197,7 +202,12 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     for (name, bytes) in &compiled.files {
         write_atomically(&args.output_dir.join(name), bytes)?;
     }
-    let report = report_json(&compiled, &args.codegen.name);
+    let mut report = report_json(&compiled, &args.codegen.name);
+    report["optimization"] = serde_json::json!({
+        "level": args.opt.level_or(kiln_passes::OptLevel::O2) as u8,
+        "before": before.json(),
+        "after": after.json(),
+    });
     if args.report == Some(Report::Json) {
         let path = args
             .output_dir
@@ -205,7 +215,71 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     print_report(&compiled, &args.output_dir);
+    println!(
+        "optimization -O{}: {:>6} nodes {:>12} MACs {:>10} weight bytes {:>10} arena bytes (imported)",
+        args.opt.level_or(kiln_passes::OptLevel::O2) as u8,
+        before.nodes,
+        before.macs,
+        before.weight_bytes,
+        before.arena_bytes
+    );
+    println!(
+        "                {:>6} nodes {:>12} MACs {:>10} weight bytes {:>10} arena bytes (compiled)",
+        after.nodes, after.macs, after.weight_bytes, after.arena_bytes
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Size and cost of a graph, for the before/after optimization report.
+struct Summary {
+    nodes: usize,
+    macs: u64,
+    weight_bytes: usize,
+    arena_bytes: usize,
+}
+
+impl Summary {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "nodes": self.nodes,
+            "macs": self.macs,
+            "weight_bytes": self.weight_bytes,
+            "arena_bytes": self.arena_bytes,
+        })
+    }
+}
+
+fn summarize(graph: &kiln_ir::Graph) -> anyhow::Result<Summary> {
+    let order = graph.topo_order().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut macs = 0u64;
+    let mut weights = std::collections::BTreeSet::new();
+    for &id in &order {
+        let node = graph.node(id);
+        let ins: Vec<&kiln_ir::TensorType> =
+            node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let outs: Vec<kiln_ir::TensorType> = node
+            .outputs
+            .iter()
+            .map(|&v| graph.value(v).ty.clone())
+            .collect();
+        macs += kiln_ir::ops::macs(&node.op, &ins, &outs);
+        weights.extend(
+            node.inputs
+                .iter()
+                .copied()
+                .filter(|&v| graph.value(v).is_const()),
+        );
+    }
+    let plan = kiln_passes::plan_memory(graph, 16).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Summary {
+        nodes: order.len(),
+        macs,
+        weight_bytes: weights
+            .iter()
+            .map(|&v| graph.value(v).ty.size_bytes())
+            .sum(),
+        arena_bytes: plan.arena_bytes,
+    })
 }
 
 fn report_json(program: &Compiled, name: &str) -> serde_json::Value {

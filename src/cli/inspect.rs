@@ -22,6 +22,8 @@ pub struct InspectArgs {
     /// Also write the graph in Graphviz DOT format to FILE (render with `dot -Tsvg`).
     #[arg(long, value_name = "FILE")]
     dot: Option<PathBuf>,
+    #[command(flatten)]
+    opt: super::OptArgs,
 }
 
 struct Row {
@@ -45,10 +47,12 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         input_shapes: parse_input_shapes(&args.model.input_shapes)?,
         ..Default::default()
     };
-    let model = match kiln_frontend::import_model(&bytes, &options) {
+    let mut model = match kiln_frontend::import_model(&bytes, &options) {
         Ok(m) => m,
         Err(e) => return report_problems(args, &e),
     };
+    // Plain inspect shows the graph as imported; -O shows it as it will be compiled.
+    super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O0)?;
     let graph = &model.graph;
     let (rows, totals) = table(graph)?;
     if let Some(path) = &args.dot {

@@ -57,3 +57,43 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))
 }
+
+/// Runs the optimization pipeline at the level `opt` asks for (or `default`), printing the
+/// requested IR dumps and pass timings to stderr.
+pub fn optimize(
+    graph: &mut kiln_ir::Graph,
+    opt: &super::OptArgs,
+    default: kiln_passes::OptLevel,
+) -> anyhow::Result<kiln_passes::PassReport> {
+    let options = kiln_passes::PassOptions {
+        level: opt.level_or(default),
+        dump_after: opt.dump_ir_after.clone(),
+        time_passes: opt.time_passes,
+    };
+    let report = kiln_passes::optimize(graph, &options)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("optimization failed")?;
+    for (pass, text) in &report.dumps {
+        eprintln!("; IR after {pass}");
+        eprint!("{text}");
+    }
+    if opt.time_passes {
+        let total: std::time::Duration = report.runs.iter().map(|r| r.duration).sum();
+        eprintln!(
+            "{:<22} {:>10} {:>8} {:>8} {:>8}",
+            "pass", "ms", "changed", "nodes", "after"
+        );
+        for r in &report.runs {
+            eprintln!(
+                "{:<22} {:>10.3} {:>8} {:>8} {:>8}",
+                r.name,
+                r.duration.as_secs_f64() * 1e3,
+                if r.changed { "yes" } else { "no" },
+                r.nodes_before,
+                r.nodes_after
+            );
+        }
+        eprintln!("{:<22} {:>10.3}", "total", total.as_secs_f64() * 1e3);
+    }
+    Ok(report)
+}

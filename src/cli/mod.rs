@@ -57,6 +57,35 @@ pub struct ModelArgs {
     pub input_shapes: Vec<String>,
 }
 
+/// Optimization options, shared by `compile`, `run`, `verify` and `inspect` so that levels can
+/// be compared in one command.
+#[derive(Debug, Args)]
+pub struct OptArgs {
+    /// Optimization level: 0 (none), 1 (clean-up, constant and BatchNormalization folding),
+    /// 2 (everything: also transpose clean-up, fusion of activations, Pad, MatMul+Add,
+    /// LayerNorm and GELU). Default 2; `inspect` shows the imported graph unless -O is given.
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = ["0", "1", "2"])]
+    pub level: Option<String>,
+    /// Print the IR text dump after PASS (a pass name, or `all`) to stderr.
+    #[arg(long, value_name = "PASS")]
+    pub dump_ir_after: Option<String>,
+    /// Print how long each pass took to stderr.
+    #[arg(long)]
+    pub time_passes: bool,
+}
+
+impl OptArgs {
+    /// The level given, or `default`.
+    pub fn level_or(&self, default: kiln_passes::OptLevel) -> kiln_passes::OptLevel {
+        match self.level.as_deref() {
+            Some("0") => kiln_passes::OptLevel::O0,
+            Some("1") => kiln_passes::OptLevel::O1,
+            Some("2") => kiln_passes::OptLevel::O2,
+            _ => default,
+        }
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Compile(args) => compile::compile(&args),

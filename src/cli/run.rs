@@ -27,6 +27,8 @@ pub struct RunArgs {
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value_t = Backend::Interp)]
     backend: Backend,
+    #[command(flatten)]
+    opt: super::OptArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,7 +61,8 @@ pub fn sanitize_file_name(name: &str) -> String {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let model = load_model(&args.model)?;
+    let mut model = load_model(&args.model)?;
+    super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O2)?;
     let graph = &model.graph;
     let (inputs, random) = bind_inputs(graph, &args.inputs)?;
     if random {

@@ -55,6 +55,8 @@ pub struct VerifyArgs {
     keep_dir: Option<PathBuf>,
     #[command(flatten)]
     codegen: CodegenArgs,
+    #[command(flatten)]
+    opt: super::OptArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,12 +70,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let (target, board) =
         kiln_targets::resolve(&args.target, args.board.as_deref()).map_err(anyhow::Error::new)?;
     let model = load_model(&args.model)?;
-    let graph = &model.graph;
-    let (inputs, random) = bind_inputs(graph, &args.inputs)?;
+    let (inputs, random) = bind_inputs(&model.graph, &args.inputs)?;
     if random && !args.json {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
     }
-    let expected = kiln_ir::interp::run(graph, &inputs)
+    // The reference is the imported graph: the check covers the passes as well as the code.
+    let expected = kiln_ir::interp::run(&model.graph, &inputs)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("the reference interpreter failed")?;
     let options = BoardOptions {
@@ -87,6 +89,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
         keep_dir: args.keep_dir.clone(),
     };
+    let mut optimized = model.graph.clone();
+    super::load::optimize(&mut optimized, &args.opt, kiln_passes::OptLevel::O2)?;
+    let graph = &optimized;
     let run = kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options)
         .map_err(anyhow::Error::new)
         .with_context(|| {

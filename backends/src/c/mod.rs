@@ -269,7 +269,11 @@ fn emit_kernel(w: &mut Writer, k: &Kernel) {
         })
         .collect();
     w.block(
-        format!("static void {}({})", k.name, params.join(", ")),
+        format!(
+            "static KILN_NOINLINE void {}({})",
+            k.name,
+            params.join(", ")
+        ),
         "",
         |w| {
             let mut body = Writer::new();

@@ -77,7 +77,11 @@ impl Default for CraneliftOptions {
             target: CraneliftTarget::Host,
             arena: ArenaMode::Caller,
             simd: true,
-            schedule: Schedule::default(),
+            schedule: Schedule {
+                unroll_limit: 3,
+                oc_tile: 4,
+                loop_order: Default::default(),
+            },
             alignment: 16,
         }
     }
