@@ -66,7 +66,9 @@ enum VerifyBackend {
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let c = args.codegen.c_options()?;
+    let c = args
+        .codegen
+        .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
     let (target, board) =
         kiln_targets::resolve(&args.target, args.board.as_deref()).map_err(anyhow::Error::new)?;
     let model = load_model(&args.model)?;
