@@ -1,6 +1,6 @@
 //! The Cranelift backend: every model through the host JIT (with and without SIMD) against the
-//! interpreter, and through its ELF objects on aarch64 (qemu-aarch64), riscv64 (QEMU virt board,
-//! bare metal) and x86_64 (qemu-x86_64) via `kiln verify --backend cranelift`, checked against
+//! interpreter, and through its ELF objects on aarch64 (qemu-aarch64), riscv64 (qemu-riscv64, and
+//! bare metal on the QEMU virt board) and x86_64 (qemu-x86_64) via `kiln verify --backend cranelift`, checked against
 //! onnxruntime's reference outputs. Also `kiln compile --emit obj`: the object and the same header
 //! as the C backend.
 
@@ -120,6 +120,11 @@ fn every_model_verifies_on(target: &str) {
 #[test]
 fn every_model_runs_as_an_aarch64_object_under_qemu() {
     every_model_verifies_on("aarch64");
+}
+
+#[test]
+fn every_model_runs_as_a_riscv64_object_under_qemu() {
+    every_model_verifies_on("riscv64");
 }
 
 #[test]

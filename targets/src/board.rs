@@ -13,6 +13,8 @@ pub enum Arch {
     Aarch64Linux,
     /// x86_64 Linux, run under QEMU user mode (for deterministic instruction counts).
     X86_64Linux,
+    /// RV64GC Linux, run under QEMU user mode.
+    Riscv64Linux,
 }
 
 impl Arch {
@@ -23,6 +25,7 @@ impl Arch {
             Arch::Riscv32 | Arch::Riscv64 => "riscv64-unknown-elf-gcc",
             Arch::Aarch64Linux => "aarch64-linux-gnu-gcc",
             Arch::X86_64Linux => "gcc",
+            Arch::Riscv64Linux => "riscv64-linux-gnu-gcc",
         }
     }
 
@@ -33,6 +36,7 @@ impl Arch {
             Arch::Riscv32 | Arch::Riscv64 => "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf",
             Arch::Aarch64Linux => "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
             Arch::X86_64Linux => "gcc libc6-dev",
+            Arch::Riscv64Linux => "gcc-riscv64-linux-gnu libc6-dev-riscv64-cross",
         }
     }
 }
@@ -297,6 +301,14 @@ pub const TARGETS: &[Target] = &[
         cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Aarch64),
     },
     Target {
+        name: "riscv64",
+        description: "RV64GC Linux, static executable under qemu-riscv64",
+        arch: Arch::Riscv64Linux,
+        cpu_flags: &[],
+        boards: &["linux-user"],
+        cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Riscv64),
+    },
+    Target {
         name: "x86_64",
         description: "x86_64 Linux, static executable under qemu-x86_64",
         arch: Arch::X86_64Linux,
@@ -322,6 +334,7 @@ pub fn qemu_binary(target: &Target, board: &Board) -> &'static str {
     match (board.qemu, target.arch) {
         ("", Arch::Aarch64Linux) => "qemu-aarch64",
         ("", Arch::X86_64Linux) => "qemu-x86_64",
+        ("", Arch::Riscv64Linux) => "qemu-riscv64",
         ("", Arch::Riscv64) => "qemu-system-riscv64",
         ("", _) => "qemu-system-riscv32",
         (qemu, _) => qemu,

@@ -145,7 +145,7 @@ pub fn build(
             write(dir, "startup.c", CORTEX_M_STARTUP)?;
             sources.push("startup.c".into());
         }
-        Arch::Aarch64Linux | Arch::X86_64Linux => {}
+        Arch::Aarch64Linux | Arch::X86_64Linux | Arch::Riscv64Linux => {}
         Arch::Riscv32 | Arch::Riscv64 => {
             write(dir, "startup.S", RISCV_STARTUP)?;
             write(dir, "semihost.c", RISCV_SEMIHOST)?;
