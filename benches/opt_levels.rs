@@ -34,45 +34,6 @@ fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
     dirs
 }
 
-struct Summary {
-    nodes: usize,
-    macs: u64,
-    weight_bytes: usize,
-    arena_bytes: usize,
-}
-
-fn summarize(graph: &kiln_ir::Graph) -> Summary {
-    let order = graph.topo_order().unwrap_or_default();
-    let mut macs = 0;
-    let mut weights = std::collections::BTreeSet::new();
-    for &id in &order {
-        let node = graph.node(id);
-        let ins: Vec<&kiln_ir::TensorType> =
-            node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
-        let outs: Vec<kiln_ir::TensorType> = node
-            .outputs
-            .iter()
-            .map(|&v| graph.value(v).ty.clone())
-            .collect();
-        macs += kiln_ir::ops::macs(&node.op, &ins, &outs);
-        weights.extend(
-            node.inputs
-                .iter()
-                .copied()
-                .filter(|&v| graph.value(v).is_const()),
-        );
-    }
-    Summary {
-        nodes: order.len(),
-        macs,
-        weight_bytes: weights
-            .iter()
-            .map(|&v| graph.value(v).ty.size_bytes())
-            .sum(),
-        arena_bytes: kiln_passes::plan_memory(graph, 16).map_or(0, |p| p.arena_bytes),
-    }
-}
-
 /// Instructions on the Cortex-M4 board, or the error. `speed` selects the schedule `kiln compile
 /// -O2` uses by default (four output channels per pass, 3-tap loops unrolled).
 fn m4_instructions(
@@ -135,7 +96,13 @@ fn main() {
             println!("| {name} | optimize failed: {e} |");
             continue;
         }
-        let (b, a) = (summarize(&graph), summarize(&optimized));
+        let (Ok(b), Ok(a)) = (
+            kiln_passes::summarize(&graph),
+            kiln_passes::summarize(&optimized),
+        ) else {
+            println!("| {name} | summary failed |");
+            continue;
+        };
         let o0 = m4_instructions(&graph, &inputs, &want, false);
         let o2 = m4_instructions(&optimized, &inputs, &want, true);
         let ratio = match (o0.parse::<f64>(), o2.parse::<f64>()) {

@@ -12,6 +12,7 @@ pub mod matmul_add;
 pub mod memory_plan;
 pub mod pipeline;
 pub mod remove_identity;
+pub mod summary;
 pub mod transpose;
 mod util;
 
@@ -19,3 +20,4 @@ pub use memory_plan::{plan_memory, MemoryPlan, Storage};
 pub use pipeline::{
     optimize, pass_names, OptLevel, Pass, PassError, PassOptions, PassReport, PassRun,
 };
+pub use summary::{summarize, GraphSummary};

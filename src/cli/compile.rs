@@ -163,9 +163,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         .codegen
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
     let mut model = load_model(&args.model)?;
-    let before = summarize(&model.graph)?;
+    let before = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O2)?;
-    let after = summarize(&model.graph)?;
+    let after = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = match args.emit {
         Emit::C => {
             let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -210,8 +210,8 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let mut report = report_json(&compiled, &args.codegen.name);
     report["optimization"] = serde_json::json!({
         "level": args.opt.level_or(kiln_passes::OptLevel::O2) as u8,
-        "before": before.json(),
-        "after": after.json(),
+        "before": summary_json(&before),
+        "after": summary_json(&after),
     });
     if args.report == Some(Report::Json) {
         let path = args
@@ -235,55 +235,12 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Size and cost of a graph, for the before/after optimization report.
-struct Summary {
-    nodes: usize,
-    macs: u64,
-    weight_bytes: usize,
-    arena_bytes: usize,
-}
-
-impl Summary {
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "nodes": self.nodes,
-            "macs": self.macs,
-            "weight_bytes": self.weight_bytes,
-            "arena_bytes": self.arena_bytes,
-        })
-    }
-}
-
-fn summarize(graph: &kiln_ir::Graph) -> anyhow::Result<Summary> {
-    let order = graph.topo_order().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut macs = 0u64;
-    let mut weights = std::collections::BTreeSet::new();
-    for &id in &order {
-        let node = graph.node(id);
-        let ins: Vec<&kiln_ir::TensorType> =
-            node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
-        let outs: Vec<kiln_ir::TensorType> = node
-            .outputs
-            .iter()
-            .map(|&v| graph.value(v).ty.clone())
-            .collect();
-        macs += kiln_ir::ops::macs(&node.op, &ins, &outs);
-        weights.extend(
-            node.inputs
-                .iter()
-                .copied()
-                .filter(|&v| graph.value(v).is_const()),
-        );
-    }
-    let plan = kiln_passes::plan_memory(graph, 16).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Summary {
-        nodes: order.len(),
-        macs,
-        weight_bytes: weights
-            .iter()
-            .map(|&v| graph.value(v).ty.size_bytes())
-            .sum(),
-        arena_bytes: plan.arena_bytes,
+fn summary_json(s: &kiln_passes::GraphSummary) -> serde_json::Value {
+    serde_json::json!({
+        "nodes": s.nodes,
+        "macs": s.macs,
+        "weight_bytes": s.weight_bytes,
+        "arena_bytes": s.arena_bytes,
     })
 }
 

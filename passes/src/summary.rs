@@ -1,0 +1,50 @@
+//! The size and cost of a graph in one line: node count, MACs, weight bytes and arena bytes.
+//! `kiln compile` reports it before and after optimization.
+
+use std::collections::BTreeSet;
+
+use kiln_ir::{Graph, IrError, TensorType};
+
+use crate::memory_plan::plan_memory;
+
+/// Figures of a graph as it would be compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraphSummary {
+    pub nodes: usize,
+    pub macs: u64,
+    /// Bytes of the constants the nodes read.
+    pub weight_bytes: usize,
+    /// Arena the memory planner needs (16-byte alignment).
+    pub arena_bytes: usize,
+}
+
+pub fn summarize(graph: &Graph) -> Result<GraphSummary, IrError> {
+    let order = graph.topo_order()?;
+    let mut macs = 0u64;
+    let mut weights = BTreeSet::new();
+    for &id in &order {
+        let node = graph.node(id);
+        let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let outs: Vec<TensorType> = node
+            .outputs
+            .iter()
+            .map(|&v| graph.value(v).ty.clone())
+            .collect();
+        macs += kiln_ir::ops::macs(&node.op, &ins, &outs);
+        weights.extend(
+            node.inputs
+                .iter()
+                .copied()
+                .filter(|&v| graph.value(v).is_const()),
+        );
+    }
+    Ok(GraphSummary {
+        nodes: order.len(),
+        macs,
+        weight_bytes: weights
+            .iter()
+            .map(|&v| graph.value(v).ty.size_bytes())
+            .sum(),
+        arena_bytes: plan_memory(graph, 16)?.arena_bytes,
+    })
+}
