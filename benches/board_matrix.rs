@@ -1,5 +1,6 @@
 //! Benchmark: every model in `tests/models/` (and the float MLPerf Tiny models when `../shared`
-//! is present) on every target's default board, plus rv32imac on sifive_e. Prints one markdown
+//! is present) on every target's default board, plus rv32imac on sifive_e, as `kiln verify`
+//! runs them by default (-O2). Prints one markdown
 //! table: pass/fail against the interpreter, max abs error, flash, RAM (static + stack peak),
 //! arena, stack and instructions executed by one inference. Models too large for a board show
 //! the error. Run with `cargo bench --bench board_matrix` (about 2 minutes on 2 cores);
@@ -56,11 +57,20 @@ fn run_job(job: &Job) -> String {
         Ok(tb) => tb,
         Err(e) => return format!("{head} {e} |"),
     };
+    // As `kiln verify` runs by default: the graph at -O2, with the -O2 schedule; the reference
+    // is the imported graph.
+    let mut optimized = graph.clone();
+    if let Err(e) = kiln_passes::optimize(&mut optimized, &Default::default()) {
+        return format!("{head} optimize failed: {e} |");
+    }
+    let mut c = kiln_backends::c::COptions::default();
+    c.schedule.oc_tile = 4;
+    c.schedule.unroll_limit = 3;
     let started = std::time::Instant::now();
     match kiln_targets::run_on_board(
-        &graph,
+        &optimized,
         &inputs,
-        &Default::default(),
+        &c,
         target,
         board,
         &BoardOptions::default(),

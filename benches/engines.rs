@@ -260,13 +260,11 @@ fn bench_c(graph: &Graph, inputs: &[Tensor], reference: &[Tensor]) -> Figures {
         min_time: MIN_TIME,
         max_runs: 1_000_000,
     };
-    match time_c(
-        graph,
-        inputs,
-        &COptions::default(),
-        &HostOptions::default(),
-        &timing,
-    ) {
+    // The schedule `kiln compile -O2` uses by default.
+    let mut options = COptions::default();
+    options.schedule.oc_tile = 4;
+    options.schedule.unroll_limit = 3;
+    match time_c(graph, inputs, &options, &HostOptions::default(), &timing) {
         Ok(t) => Figures {
             median_ms: Some(median_ms(&t.runs)),
             min_ms: t.runs.iter().min().map(|d| d.as_secs_f64() * 1e3),
