@@ -10,8 +10,9 @@
 //! which for convolutions and matrix products is the loop over output columns, so each lane
 //! computes one output exactly as the scalar code does: results are bit-identical.
 //!
-//! Math calls (`expf`, ...) run per lane; integer data and conditions that vary per lane keep
-//! the scalar path.
+//! Loads at other strides (strided convolutions) gather four scalar loads into lanes. Math calls
+//! (`expf`, ...) run per lane; integer data and conditions that vary per lane keep the scalar
+//! path.
 
 use std::collections::{HashMap, HashSet};
 
@@ -143,7 +144,9 @@ impl Analysis<'_> {
                 let dtype = self.kernel.params.get(*param)?.dtype;
                 match self.expr(index)? {
                     Shape::Uniform => Shape::Uniform,
-                    Shape::Affine(1) if dtype == DType::F32 => Shape::Vector,
+                    // Stride one: a vector load; other strides (strided convolutions): four
+                    // scalar loads gathered into lanes.
+                    Shape::Affine(k) if dtype == DType::F32 && k != 0 => Shape::Vector,
                     _ => return None,
                 }
             }
@@ -373,24 +376,22 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 param,
                 index,
                 value,
-            } => {
-                let lanes = self.vexpr(scope, value)?;
-                match self.vexpr(scope, index)? {
-                    Lanes::Affine(lane0, 1) => {
-                        let vector = self.splat_to_vector(lanes);
-                        let addr = self.element_address(*param, lane0)?;
-                        self.builder.ins().store(
-                            MemFlagsData::new().with_notrap(),
-                            vector,
-                            addr,
-                            0,
-                        );
-                        Ok(())
-                    }
-                    Lanes::Uniform(_) => self.scalar_stmt(s),
-                    other => Err(not_vectorizable(&format!("store index {other:?}"))),
+            } => match self.vexpr_shape(scope, index) {
+                Some(1) => {
+                    let lanes = self.vexpr(scope, value)?;
+                    let vector = self.splat_to_vector(lanes);
+                    let (addr, offset) = self.vector_address(scope, *param, index)?;
+                    self.builder.ins().store(
+                        MemFlagsData::new().with_notrap(),
+                        vector,
+                        addr,
+                        offset,
+                    );
+                    Ok(())
                 }
-            }
+                None => self.scalar_stmt(s),
+                Some(k) => Err(not_vectorizable(&format!("store index stride {k}"))),
+            },
             Stmt::If {
                 cond,
                 then,
@@ -416,6 +417,47 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 Ok(())
             }
         }
+    }
+
+    /// The stride of an index expression in the vectorized loop (`None`: uniform), without
+    /// emitting code.
+    fn vexpr_shape(&self, scope: &VectorScope, e: &Expr) -> Option<i64> {
+        let mut a = Analysis {
+            kernel: self.kernel,
+            shapes: scope
+                .affine
+                .iter()
+                .map(|(&v, &k)| (v, Shape::Affine(k)))
+                .collect(),
+            declared: HashSet::new(),
+            vector_stores: 0,
+        };
+        for &v in scope.vectors.keys() {
+            a.shapes.insert(v, Shape::Vector);
+        }
+        match a.expr(e) {
+            Some(Shape::Affine(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Base address and constant byte offset of the lane-0 element of a stride-one access.
+    fn vector_address(
+        &mut self,
+        scope: &VectorScope,
+        param: usize,
+        index: &Expr,
+    ) -> Result<(Value, i32), BackendError> {
+        let (rest, constant) = super::translate::split_offset(index);
+        let offset = i32::try_from(constant * 4).map_err(|_| not_vectorizable("offset"))?;
+        let base = match rest {
+            Some(rest) => match self.vexpr(scope, rest)? {
+                Lanes::Affine(lane0, 1) => self.element_address(param, lane0)?,
+                other => return Err(not_vectorizable(&format!("index {other:?}"))),
+            },
+            None => return Err(not_vectorizable("constant vector index")),
+        };
+        Ok((base, offset))
     }
 
     fn vector_variable(&mut self, scope: &mut VectorScope, v: Var) -> Variable {
@@ -474,18 +516,41 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                     }
                 }
             }
-            Expr::Load { param, index } => match self.vexpr(scope, index)? {
-                Lanes::Uniform(_) => Lanes::Uniform(self.expr(e)?),
-                Lanes::Affine(lane0, 1) => {
-                    let addr = self.element_address(*param, lane0)?;
+            Expr::Load { param, index } => match self.vexpr_shape(scope, index) {
+                None => Lanes::Uniform(self.expr(e)?),
+                Some(1) => {
+                    let (addr, offset) = self.vector_address(scope, *param, index)?;
                     Lanes::Vector(self.builder.ins().load(
                         types::F32X4,
                         MemFlagsData::new().with_notrap(),
                         addr,
-                        0,
+                        offset,
                     ))
                 }
-                other => return Err(not_vectorizable(&format!("load index {other:?}"))),
+                Some(k) => {
+                    let (rest, constant) = super::translate::split_offset(index);
+                    let Some(rest) = rest else {
+                        return Err(not_vectorizable("constant gather index"));
+                    };
+                    let Lanes::Affine(lane0, _) = self.vexpr(scope, rest)? else {
+                        return Err(not_vectorizable("gather index"));
+                    };
+                    let base = self.element_address(*param, lane0)?;
+                    let zero = self.builder.ins().f32const(0.0);
+                    let mut v = self.builder.ins().splat(types::F32X4, zero);
+                    for lane in 0..LANES as i64 {
+                        let offset = i32::try_from((constant + lane * k) * 4)
+                            .map_err(|_| not_vectorizable("gather offset"))?;
+                        let x = self.builder.ins().load(
+                            types::F32,
+                            MemFlagsData::trusted(),
+                            base,
+                            offset,
+                        );
+                        v = self.builder.ins().insertlane(v, x, lane as u8);
+                    }
+                    Lanes::Vector(v)
+                }
             },
             Expr::Unary(op, a) => {
                 let x = self.vexpr(scope, a)?;

@@ -190,17 +190,17 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             } => {
                 let dtype = self.param_dtype(*param)?;
                 let value = self.expr_as(value, dtype)?;
-                let addr = self.address(*param, index)?;
+                let (addr, offset) = self.address(*param, index)?;
                 let b = self.builder.ins();
                 match dtype {
                     DType::I8 | DType::U8 | DType::Bool => {
-                        b.istore8(mem(), value, addr, 0);
+                        b.istore8(mem(), value, addr, offset);
                     }
                     DType::I16 => {
-                        b.istore16(mem(), value, addr, 0);
+                        b.istore16(mem(), value, addr, offset);
                     }
                     _ => {
-                        b.store(mem(), value, addr, 0);
+                        b.store(mem(), value, addr, offset);
                     }
                 }
                 Ok(())
@@ -295,27 +295,39 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         } else {
             self.builder.ins().sextend(self.pointer, index)
         };
-        let offset = self.builder.ins().imul_imm_s(i, size);
+        // A shift, not a multiply: backends fold `base + (i << k)` into one addressing mode.
+        let offset = if size.count_ones() == 1 {
+            self.builder
+                .ins()
+                .ishl_imm_s(i, i64::from(size.trailing_zeros()))
+        } else {
+            self.builder.ins().imul_imm_s(i, size)
+        };
         Ok(self.builder.ins().iadd(base, offset))
     }
 
-    /// Address of element `index` of parameter `param`.
-    fn address(&mut self, param: usize, index: &Expr) -> Result<Value, BackendError> {
+    /// Address of element `index` of parameter `param`, as a base and a constant byte offset
+    /// (the memory instruction's immediate), so `X[i + 3]` costs no extra add.
+    fn address(&mut self, param: usize, index: &Expr) -> Result<(Value, i32), BackendError> {
         let size = self.param_dtype(param)?.size_bytes() as i64;
-        let base = *self.params.get(param).ok_or_else(|| {
-            BackendError::Lowering(format!("kernel parameter {param} is missing"))
-        })?;
-        if let Expr::Int(i) = index {
-            return Ok(self.builder.ins().iadd_imm_s(base, i * size));
+        let (rest, constant) = split_offset(index);
+        let offset = i32::try_from(constant * size).ok();
+        match (rest, offset) {
+            (None, Some(offset)) => {
+                let base = *self.params.get(param).ok_or_else(|| {
+                    BackendError::Lowering(format!("kernel parameter {param} is missing"))
+                })?;
+                Ok((base, offset))
+            }
+            (Some(rest), Some(offset)) => {
+                let i = self.expr_as(rest, DType::I32)?;
+                Ok((self.element_address(param, i)?, offset))
+            }
+            (_, None) => {
+                let i = self.expr_as(index, DType::I32)?;
+                Ok((self.element_address(param, i)?, 0))
+            }
         }
-        let i = self.expr_as(index, DType::I32)?;
-        let i = if self.pointer == types::I32 {
-            i
-        } else {
-            self.builder.ins().sextend(self.pointer, i)
-        };
-        let offset = self.builder.ins().imul_imm_s(i, size);
-        Ok(self.builder.ins().iadd(base, offset))
     }
 
     /// A condition as a Cranelift truth value (non-zero is true).
@@ -397,13 +409,13 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             }
             Expr::Load { param, index } => {
                 let dtype = self.param_dtype(*param)?;
-                let addr = self.address(*param, index)?;
+                let (addr, offset) = self.address(*param, index)?;
                 let b = self.builder.ins();
                 match dtype {
-                    DType::I8 => b.sload8(types::I32, mem(), addr, 0),
-                    DType::U8 | DType::Bool => b.uload8(types::I32, mem(), addr, 0),
-                    DType::I16 => b.sload16(types::I32, mem(), addr, 0),
-                    other => b.load(reg_type(other), mem(), addr, 0),
+                    DType::I8 => b.sload8(types::I32, mem(), addr, offset),
+                    DType::U8 | DType::Bool => b.uload8(types::I32, mem(), addr, offset),
+                    DType::I16 => b.sload16(types::I32, mem(), addr, offset),
+                    other => b.load(reg_type(other), mem(), addr, offset),
                 }
             }
             Expr::Unary(op, a) => self.unary(*op, a)?,
@@ -636,6 +648,29 @@ fn common_type(a: ScalarType, b: ScalarType) -> ScalarType {
         DType::I64
     } else {
         a
+    }
+}
+
+/// Splits an index into a variable part and a constant: `(e + 3) - 1` is `(e, 2)`; a constant
+/// index has no variable part.
+pub(super) fn split_offset(index: &Expr) -> (Option<&Expr>, i64) {
+    match index {
+        Expr::Int(c) => (None, *c),
+        Expr::Binary(BinOp::Add, a, b) => match (&**a, &**b) {
+            (e, Expr::Int(c)) | (Expr::Int(c), e) => {
+                let (rest, k) = split_offset(e);
+                (rest, k + c)
+            }
+            _ => (Some(index), 0),
+        },
+        Expr::Binary(BinOp::Sub, a, b) => match &**b {
+            Expr::Int(c) => {
+                let (rest, k) = split_offset(a);
+                (rest, k - c)
+            }
+            _ => (Some(index), 0),
+        },
+        _ => (Some(index), 0),
     }
 }
 
