@@ -208,3 +208,21 @@ fn targets_without_a_cranelift_isa_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn no_libm_is_refused_rather_than_ignored() {
+    let model = common::repo_root().join("tests/models/digits_mlp/model.onnx");
+    let dir = std::env::temp_dir().join(format!("kiln-cl-nolibm-{}", std::process::id()));
+    let out = kiln(&[
+        "compile",
+        &model.to_string_lossy(),
+        "--emit",
+        "obj",
+        "--no-libm",
+        "-o",
+        &dir.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-libm is not supported"));
+    assert!(!dir.exists(), "no output on error");
+}

@@ -181,6 +181,11 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Emit::Obj => {
+            if options.no_libm {
+                anyhow::bail!(
+                    "--no-libm is not supported with --emit obj yet: the Cranelift backend calls libm (expf, logf, tanhf, erff, powf); use --emit c"
+                );
+            }
             let cl = CraneliftOptions {
                 name: options.name.clone(),
                 target: args.target.cranelift(),

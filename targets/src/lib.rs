@@ -134,6 +134,11 @@ pub fn run_on_board(
             (files, format!("{}.c", c.name), program.plan.arena_bytes)
         }
         CodeBackend::Cranelift { simd } => {
+            if c.no_libm {
+                return Err(TargetError::Codegen(kiln_backends::BackendError::Lowering(
+                    "--no-libm is not supported by the Cranelift backend yet (it calls libm); use --backend c".into(),
+                )));
+            }
             let Some(isa) = target.cranelift else {
                 return Err(TargetError::NoCranelift {
                     target: target.name.into(),
