@@ -5,25 +5,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
-
-fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("model.onnx").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
-
 fn main() {
-    let mut dirs = model_dirs(&common::repo_root().join("tests/models"));
+    let mut dirs = common::model_dirs(&common::repo_root().join("tests/models"));
     if let Some(shared) = common::shared_models_dir() {
         dirs.extend(
-            model_dirs(&shared)
+            common::model_dirs(&shared)
                 .into_iter()
                 .filter(|d| !d.to_string_lossy().ends_with("_int8")),
         );

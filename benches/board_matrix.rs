@@ -14,18 +14,6 @@ use std::sync::Mutex;
 
 use kiln_targets::{compare::compare_outputs, BoardOptions, TargetError};
 
-fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("model.onnx").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
-
 struct Job {
     model: PathBuf,
     target: &'static str,
@@ -101,10 +89,10 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let mut models = model_dirs(&common::repo_root().join("tests/models"));
+    let mut models = common::model_dirs(&common::repo_root().join("tests/models"));
     if let Some(shared) = common::shared_models_dir() {
         models.extend(
-            model_dirs(&shared)
+            common::model_dirs(&shared)
                 .into_iter()
                 .filter(|d| !d.to_string_lossy().ends_with("_int8")),
         );

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         .collect();
     let python = common::python();
     let root = common::repo_root();
-    let mut cases: Vec<Case> = model_dirs(&root.join("tests/models"))
+    let mut cases: Vec<Case> = common::model_dirs(&root.join("tests/models"))
         .into_iter()
         .map(|dir| Case {
             name: dir
@@ -183,18 +183,6 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn model_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("model.onnx").exists() && p.join("input_0.npy").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
 }
 
 fn bench_case(case: &Case, python: &Path, scratch: &Path) -> Result<Row, String> {

@@ -9,8 +9,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
-
 use kiln_passes::{OptLevel, PassOptions};
 use kiln_targets::{compare::compare_outputs, BoardOptions};
 
@@ -21,18 +19,6 @@ const ONNX2C_M4: &[(&str, u64)] = &[
     ("mlperf_ic_resnet8_f32", 233_700_000),
     ("mlperf_ad_autoencoder_f32", 1_620_000),
 ];
-
-fn model_dirs(root: &std::path::Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("model.onnx").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
 
 /// Instructions on the Cortex-M4 board, or the error. `speed` selects the schedule `kiln compile
 /// -O2` uses by default (four output channels per pass, 3-tap loops unrolled).
@@ -58,10 +44,10 @@ fn m4_instructions(
 }
 
 fn main() {
-    let mut dirs = model_dirs(&common::repo_root().join("tests/models"));
+    let mut dirs = common::model_dirs(&common::repo_root().join("tests/models"));
     if let Some(shared) = common::shared_models_dir() {
         dirs.extend(
-            model_dirs(&shared)
+            common::model_dirs(&shared)
                 .into_iter()
                 .filter(|d| !d.to_string_lossy().ends_with("_int8")),
         );

@@ -17,22 +17,6 @@ fn kiln(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running kiln: {e}"))
 }
 
-fn model_dirs() -> Vec<PathBuf> {
-    let root = common::repo_root().join("tests/models");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/models")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").exists())
-        .collect();
-    dirs.sort();
-    assert!(
-        dirs.len() >= 7,
-        "expected the repo's models in {}",
-        root.display()
-    );
-    dirs
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-boards-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -127,7 +111,7 @@ fn check_fields(doc: &serde_json::Value) {
 }
 
 fn all_models_on(target: &str) {
-    for dir in model_dirs() {
+    for dir in common::repo_models() {
         let (doc, out_dir) = verify(&dir, target, None, &[]);
         check_fields(&doc);
         check_against_reference(&dir, &out_dir);

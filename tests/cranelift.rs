@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln_backends::cranelift::{CraneliftOptions, JitProgram};
@@ -18,18 +18,6 @@ fn kiln(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running kiln: {e}"))
 }
 
-fn model_dirs() -> Vec<PathBuf> {
-    let root = common::repo_root().join("tests/models");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/models")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.onnx").exists())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 7, "expected the repo's models");
-    dirs
-}
-
 fn import(dir: &Path) -> kiln_ir::Graph {
     let bytes = std::fs::read(dir.join("model.onnx")).expect("model");
     kiln_frontend::import_model(&bytes, &Default::default())
@@ -39,7 +27,7 @@ fn import(dir: &Path) -> kiln_ir::Graph {
 
 #[test]
 fn every_model_matches_the_interpreter_through_the_jit() {
-    for dir in model_dirs() {
+    for dir in common::repo_models() {
         let graph = import(&dir);
         let input = common::read_npy(&dir.join("input_0.npy"));
         let want = kiln_ir::interp::run(&graph, std::slice::from_ref(&input)).expect("interp");
@@ -69,7 +57,7 @@ fn every_model_matches_the_interpreter_through_the_jit() {
 /// `kiln verify --backend cranelift` on `target` for every model, and the board's output
 /// against onnxruntime's reference.
 fn every_model_verifies_on(target: &str) {
-    for dir in model_dirs() {
+    for dir in common::repo_models() {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -11,18 +11,6 @@ use std::process::Command;
 /// Max abs error allowed, relative to the largest reference magnitude (at least 1).
 const REL_TOL: f32 = 1e-4;
 
-fn model_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("model.onnx").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
-
 fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     (0..)
         .map(|i| dir.join(format!("{prefix}_{i}.npy")))
@@ -104,7 +92,7 @@ fn check_all(dirs: &[PathBuf]) {
 
 #[test]
 fn repo_models_match_onnxruntime() {
-    let dirs = model_dirs(&common::repo_root().join("tests/models"));
+    let dirs = common::model_dirs(&common::repo_root().join("tests/models"));
     assert!(dirs.len() >= 7, "tests/models has {} models", dirs.len());
     check_all(&dirs);
 }
@@ -113,7 +101,7 @@ fn repo_models_match_onnxruntime() {
 /// Constant nodes, symbolic dims, older opsets) in `tests/frontend_models/`.
 #[test]
 fn frontend_feature_models_match_onnxruntime() {
-    let dirs = model_dirs(&common::repo_root().join("tests/frontend_models"));
+    let dirs = common::model_dirs(&common::repo_root().join("tests/frontend_models"));
     assert!(dirs.len() >= 3);
     check_all(&dirs);
 }
@@ -125,7 +113,7 @@ fn shared_mlperf_tiny_float_models_match_onnxruntime() {
         return;
     };
     // The float models: f32 ones and the hybrid KWS (float I/O, int8 weights dequantized).
-    let dirs: Vec<PathBuf> = model_dirs(&root)
+    let dirs: Vec<PathBuf> = common::model_dirs(&root)
         .into_iter()
         .filter(|d| !d.to_string_lossy().ends_with("_int8"))
         .collect();
@@ -139,7 +127,7 @@ fn shared_mlperf_tiny_float_models_match_onnxruntime() {
 
 #[test]
 fn ir_dumps_are_stable() {
-    for dir in model_dirs(&common::repo_root().join("tests/models")) {
+    for dir in common::model_dirs(&common::repo_root().join("tests/models")) {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

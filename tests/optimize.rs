@@ -17,29 +17,17 @@ use kiln_passes::{optimize, OptLevel, PassOptions};
 /// Max abs error allowed, relative to the largest reference magnitude (at least 1).
 const REL_TOL: f32 = 1e-4;
 
-fn model_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("model.onnx").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
-
 fn all_models() -> Vec<PathBuf> {
     let root = common::repo_root();
-    let mut dirs = model_dirs(&root.join("tests/models"));
-    dirs.extend(model_dirs(&root.join("tests/frontend_models")));
+    let mut dirs = common::model_dirs(&root.join("tests/models"));
+    dirs.extend(common::model_dirs(&root.join("tests/frontend_models")));
     dirs.extend(shared_float_models());
     dirs
 }
 
 fn shared_float_models() -> Vec<PathBuf> {
     match common::shared_models_dir() {
-        Some(root) => model_dirs(&root)
+        Some(root) => common::model_dirs(&root)
             .into_iter()
             .filter(|d| !d.to_string_lossy().ends_with("_int8"))
             .collect(),

@@ -17,6 +17,32 @@ pub fn python() -> PathBuf {
     repo_root().join(".venv/bin/python")
 }
 
+/// The model directories (each holding `model.onnx`) directly under `root`, sorted; none if
+/// `root` is absent.
+pub fn model_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("model.onnx").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// The repository's own models (`tests/models/*`), checked to be all there.
+pub fn repo_models() -> Vec<PathBuf> {
+    let root = repo_root().join("tests/models");
+    let dirs = model_dirs(&root);
+    assert!(
+        dirs.len() >= 7,
+        "expected the repo's models in {}",
+        root.display()
+    );
+    dirs
+}
+
 /// The MLPerf Tiny reference models shared beside the repository, if present.
 pub fn shared_models_dir() -> Option<PathBuf> {
     let dir = repo_root().join("../shared/models/mlcommons_tiny_onnx");
