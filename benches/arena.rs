@@ -6,14 +6,7 @@
 mod common;
 
 fn main() {
-    let mut dirs = common::model_dirs(&common::repo_root().join("tests/models"));
-    if let Some(shared) = common::shared_models_dir() {
-        dirs.extend(
-            common::model_dirs(&shared)
-                .into_iter()
-                .filter(|d| !d.to_string_lossy().ends_with("_int8")),
-        );
-    }
+    let dirs = common::float_models();
     println!("| model | arena bytes | lower bound | arena / bound | naive sum | naive / arena |");
     println!("|---|---:|---:|---:|---:|---:|");
     for dir in dirs {

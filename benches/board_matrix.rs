@@ -89,14 +89,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let mut models = common::model_dirs(&common::repo_root().join("tests/models"));
-    if let Some(shared) = common::shared_models_dir() {
-        models.extend(
-            common::model_dirs(&shared)
-                .into_iter()
-                .filter(|d| !d.to_string_lossy().ends_with("_int8")),
-        );
-    }
+    let models = common::float_models();
     let mut boards: Vec<(&'static str, &'static str)> = kiln_targets::TARGETS
         .iter()
         .map(|t| (t.name, t.boards[0]))

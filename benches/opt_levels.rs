@@ -44,14 +44,7 @@ fn m4_instructions(
 }
 
 fn main() {
-    let mut dirs = common::model_dirs(&common::repo_root().join("tests/models"));
-    if let Some(shared) = common::shared_models_dir() {
-        dirs.extend(
-            common::model_dirs(&shared)
-                .into_iter()
-                .filter(|d| !d.to_string_lossy().ends_with("_int8")),
-        );
-    }
+    let dirs = common::float_models();
     println!("| model | nodes | MACs | weight bytes | arena bytes | M4 instructions -O0 | M4 instructions -O2 | -O2/-O0 | onnx2c M4 |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for dir in dirs {

@@ -43,6 +43,20 @@ pub fn repo_models() -> Vec<PathBuf> {
     dirs
 }
 
+/// The repository's models, then the float MLPerf Tiny models when `../shared` is present (the
+/// model set every benchmark reports).
+pub fn float_models() -> Vec<PathBuf> {
+    let mut dirs = model_dirs(&repo_root().join("tests/models"));
+    if let Some(shared) = shared_models_dir() {
+        dirs.extend(
+            model_dirs(&shared)
+                .into_iter()
+                .filter(|d| !d.to_string_lossy().ends_with("_int8")),
+        );
+    }
+    dirs
+}
+
 /// The MLPerf Tiny reference models shared beside the repository, if present.
 pub fn shared_models_dir() -> Option<PathBuf> {
     let dir = repo_root().join("../shared/models/mlcommons_tiny_onnx");

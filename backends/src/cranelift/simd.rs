@@ -21,7 +21,7 @@ use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::DType;
 
-use super::translate::{Callees, KernelTranslator, MathFn};
+use super::translate::{float_instruction, Callees, KernelTranslator, MathFn};
 use crate::error::BackendError;
 use crate::kernel::{BinOp, Expr, Kernel, Stmt, UnOp, Var};
 
@@ -599,20 +599,13 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
     }
 
     fn vunary(&mut self, op: UnOp, v: Value) -> Result<Value, BackendError> {
-        let b = &mut *self.builder;
-        Ok(match op {
-            UnOp::Neg => b.ins().fneg(v),
-            UnOp::Abs => b.ins().fabs(v),
-            UnOp::Sqrt => b.ins().sqrt(v),
-            UnOp::Floor => b.ins().floor(v),
-            UnOp::Ceil => b.ins().ceil(v),
-            UnOp::RoundEven => b.ins().nearest(v),
-            UnOp::Exp => self.per_lane(MathFn::Expf, &[v])?,
-            UnOp::Log => self.per_lane(MathFn::Logf, &[v])?,
-            UnOp::Tanh => self.per_lane(MathFn::Tanhf, &[v])?,
-            UnOp::Erf => self.per_lane(MathFn::Erff, &[v])?,
-            UnOp::Not => return Err(not_vectorizable("not")),
-        })
+        if let Some(r) = float_instruction(self.builder, op, v) {
+            return Ok(r);
+        }
+        match MathFn::of(op) {
+            Some(f) => self.per_lane(f, &[v]),
+            None => Err(not_vectorizable("not")),
+        }
     }
 
     /// Calls a scalar math function on each lane.

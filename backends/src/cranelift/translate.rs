@@ -33,6 +33,17 @@ pub enum MathFn {
 }
 
 impl MathFn {
+    /// The libm function computing a unary op, if it is one.
+    pub fn of(op: UnOp) -> Option<MathFn> {
+        match op {
+            UnOp::Exp => Some(MathFn::Expf),
+            UnOp::Log => Some(MathFn::Logf),
+            UnOp::Tanh => Some(MathFn::Tanhf),
+            UnOp::Erf => Some(MathFn::Erff),
+            _ => None,
+        }
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             MathFn::Expf => "expf",
@@ -50,6 +61,19 @@ impl MathFn {
             1
         }
     }
+}
+
+/// The float unary ops that are single instructions, for `f32` and `f32x4` alike.
+pub fn float_instruction(b: &mut FunctionBuilder, op: UnOp, x: Value) -> Option<Value> {
+    Some(match op {
+        UnOp::Neg => b.ins().fneg(x),
+        UnOp::Abs => b.ins().fabs(x),
+        UnOp::Sqrt => b.ins().sqrt(x),
+        UnOp::Floor => b.ins().floor(x),
+        UnOp::Ceil => b.ins().ceil(x),
+        UnOp::RoundEven => b.ins().nearest(x),
+        _ => return None,
+    })
 }
 
 /// Resolves the functions a kernel calls into references inside the function being built.
@@ -474,11 +498,17 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         let t = self.type_of(a);
         let x = self.expr(a)?;
         let float = t == DType::F32;
+        if float {
+            if let Some(v) = float_instruction(self.builder, op, x) {
+                return Ok(v);
+            }
+        }
+        if let Some(f) = MathFn::of(op) {
+            return self.call_math(f, &[x]);
+        }
         let b = &mut *self.builder;
         Ok(match op {
-            UnOp::Neg if float => b.ins().fneg(x),
             UnOp::Neg => b.ins().ineg(x),
-            UnOp::Abs if float => b.ins().fabs(x),
             UnOp::Abs => {
                 let r = b.ins().iabs(x);
                 self.narrow(r, t)
@@ -492,14 +522,19 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
                 };
                 self.bool_to_i32(flag)
             }
-            UnOp::Sqrt => b.ins().sqrt(x),
-            UnOp::Floor => b.ins().floor(x),
-            UnOp::Ceil => b.ins().ceil(x),
-            UnOp::RoundEven => b.ins().nearest(x),
-            UnOp::Exp => self.call_math(MathFn::Expf, &[x])?,
-            UnOp::Log => self.call_math(MathFn::Logf, &[x])?,
-            UnOp::Tanh => self.call_math(MathFn::Tanhf, &[x])?,
-            UnOp::Erf => self.call_math(MathFn::Erff, &[x])?,
+            // Sqrt and rounding are float-only in the kernel IR (the lowerings cast first).
+            UnOp::Sqrt
+            | UnOp::Floor
+            | UnOp::Ceil
+            | UnOp::RoundEven
+            | UnOp::Exp
+            | UnOp::Log
+            | UnOp::Tanh
+            | UnOp::Erf => {
+                return Err(BackendError::Lowering(format!(
+                    "{op:?} of a {t} value: the kernel IR defines it for f32 only"
+                )))
+            }
         })
     }
 
