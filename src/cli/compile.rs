@@ -27,6 +27,10 @@ pub struct CompileArgs {
     /// With --emit obj: scalar code only, no 128-bit vectors.
     #[arg(long)]
     no_simd: bool,
+    /// With --emit obj: keep every multiply and add separately rounded (no fused multiply-add),
+    /// for results bit-identical to the C backend's.
+    #[arg(long)]
+    no_fma: bool,
     /// Output directory (created if missing). It is self-contained: `cc -c DIR/*.c` builds it.
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     output_dir: PathBuf,
@@ -191,8 +195,10 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
                 target: args.target.cranelift(),
                 arena: options.arena,
                 simd: !args.no_simd,
+                fma: !args.no_fma,
                 schedule: options.schedule,
                 alignment: options.alignment,
+                ..CraneliftOptions::default()
             };
             let program = emit_object(&model.graph, &cl).map_err(|e| anyhow::anyhow!("{e}"))?;
             Compiled {

@@ -31,6 +31,10 @@ pub struct VerifyArgs {
     /// With --backend cranelift: scalar code only, no 128-bit vectors.
     #[arg(long)]
     no_simd: bool,
+    /// With --backend cranelift: no fused multiply-add (results bit-identical to the C
+    /// backend's).
+    #[arg(long)]
+    no_fma: bool,
     /// The emulated board (default: the target's first board; rv32imac also runs on sifive_e).
     #[arg(long, value_name = "BOARD")]
     board: Option<String>,
@@ -85,6 +89,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             VerifyBackend::C => CodeBackend::C,
             VerifyBackend::Cranelift => CodeBackend::Cranelift {
                 simd: !args.no_simd,
+                fma: !args.no_fma,
             },
         },
         cflags: args.cflags.clone(),

@@ -30,7 +30,7 @@ pub enum CodeBackend {
     #[default]
     C,
     /// The Cranelift backend's object file (targets with a Cranelift ISA only).
-    Cranelift { simd: bool },
+    Cranelift { simd: bool, fma: bool },
 }
 
 /// How to build and run.
@@ -133,7 +133,7 @@ pub fn run_on_board(
                 .collect::<Vec<_>>();
             (files, format!("{}.c", c.name), program.plan.arena_bytes)
         }
-        CodeBackend::Cranelift { simd } => {
+        CodeBackend::Cranelift { simd, fma } => {
             if c.no_libm {
                 return Err(TargetError::Codegen(kiln_backends::BackendError::Lowering(
                     "--no-libm is not supported by the Cranelift backend yet (it calls libm); use --backend c".into(),
@@ -149,8 +149,10 @@ pub fn run_on_board(
                 target: isa,
                 arena: c.arena,
                 simd,
+                fma,
                 schedule: c.schedule,
                 alignment: c.alignment,
+                ..CraneliftOptions::default()
             };
             let program = emit_object(graph, &opts)?;
             (

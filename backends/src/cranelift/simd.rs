@@ -254,62 +254,90 @@ fn is_comparison(op: BinOp) -> bool {
     )
 }
 
-/// A translated value in a vectorized loop.
-#[derive(Clone, Copy, Debug)]
+/// A translated value in a vectorized loop of `parts` vectors (`4 * parts` lanes).
+#[derive(Clone, Debug)]
 enum Lanes {
     /// A scalar, the same in every lane.
     Uniform(Value),
     /// `lane0 + stride * lane` (an `i32`).
     Affine(Value, i64),
-    /// `f32x4`.
-    Vector(Value),
-    /// `i32x4` of all-ones or zero per lane.
-    Mask(Value),
+    /// One `f32x4` per part.
+    Vector(Vec<Value>),
+    /// One `i32x4` of all-ones or zero lanes per part.
+    Mask(Vec<Value>),
 }
 
 /// State of the vectorized loop being translated.
 pub(super) struct VectorScope {
-    /// f32 locals as `f32x4` variables.
-    vectors: HashMap<Var, Variable>,
+    /// f32 locals as one `f32x4` variable per part.
+    vectors: HashMap<Var, Vec<Variable>>,
     /// Strides of affine `i32` locals (their lane-0 value lives in the scalar variable).
     affine: HashMap<Var, i64>,
+    /// Vectors per iteration: part `j` holds lanes `4j..4j+4`.
+    parts: usize,
 }
 
 impl<C: Callees> KernelTranslator<'_, '_, C> {
-    /// `for var in 0..extent` as groups of four lanes, then the scalar remainder.
+    /// `for var in 0..extent` in iterations of `vector_parts` vectors, then one single-vector
+    /// iteration if four lanes remain, then the scalar remainder.
     pub(super) fn vector_loop(
         &mut self,
         var: Var,
         extent: usize,
         body: &[Stmt],
     ) -> Result<(), BackendError> {
-        let groups = extent / LANES;
+        let mut done = 0;
+        let mut parts = self.vector_parts.max(1);
+        while parts >= 1 {
+            let step = parts * LANES;
+            let groups = (extent - done) / step;
+            if groups > 0 {
+                self.vector_groups(var, done, groups, parts, body)?;
+                done += groups * step;
+            }
+            parts /= 2;
+        }
+        self.scalar_loop_from(var, done, extent, body)
+    }
+
+    /// `groups` iterations of `parts` vectors each, from `start`.
+    fn vector_groups(
+        &mut self,
+        var: Var,
+        start: usize,
+        groups: usize,
+        parts: usize,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        let step = parts * LANES;
         let counter = self.variable(var);
-        let zero = self.builder.ins().iconst(types::I32, 0);
-        self.builder.def_var(counter, zero);
+        let first = self.builder.ins().iconst(types::I32, start as i64);
+        self.builder.def_var(counter, first);
+        let mut scope = VectorScope {
+            vectors: HashMap::new(),
+            affine: HashMap::from([(var, 1)]),
+            parts,
+        };
+        if groups == 1 {
+            return self.vstmts(&mut scope, body);
+        }
         let body_block = self.builder.create_block();
         let exit = self.builder.create_block();
         self.builder.ins().jump(body_block, &[]);
         self.builder.switch_to_block(body_block);
-        let mut scope = VectorScope {
-            vectors: HashMap::new(),
-            affine: HashMap::from([(var, 1)]),
-        };
         self.vstmts(&mut scope, body)?;
         let i = self.builder.use_var(counter);
-        let next = self.builder.ins().iadd_imm_s(i, LANES as i64);
+        let next = self.builder.ins().iadd_imm_s(i, step as i64);
         self.builder.def_var(counter, next);
-        let more =
-            self.builder
-                .ins()
-                .icmp_imm_s(IntCC::SignedLessThan, next, (groups * LANES) as i64);
+        let end = (start + groups * step) as i64;
+        let more = self
+            .builder
+            .ins()
+            .icmp_imm_s(IntCC::SignedLessThan, next, end);
         self.builder.ins().brif(more, body_block, &[], exit, &[]);
         self.builder.seal_block(body_block);
         self.builder.switch_to_block(exit);
         self.builder.seal_block(exit);
-        if !extent.is_multiple_of(LANES) {
-            self.scalar_loop_from(var, groups * LANES, extent, body)?;
-        }
         Ok(())
     }
 
@@ -353,9 +381,11 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             Stmt::Let { var, ty, init } => {
                 let value = self.vexpr(scope, init)?;
                 if *ty == DType::F32 {
-                    let v = self.vector_variable(scope, *var);
-                    let value = self.splat_to_vector(value);
-                    self.builder.def_var(v, value);
+                    let vars = self.vector_variable(scope, *var);
+                    let parts = self.splat_to_vector(scope, value);
+                    for (v, x) in vars.into_iter().zip(parts) {
+                        self.builder.def_var(v, x);
+                    }
                 } else {
                     self.define_scalar_or_affine(scope, *var, *ty, value)?;
                 }
@@ -363,9 +393,11 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             }
             Stmt::Assign { var, value } => {
                 let lanes = self.vexpr(scope, value)?;
-                if let Some(&v) = scope.vectors.get(var) {
-                    let value = self.splat_to_vector(lanes);
-                    self.builder.def_var(v, value);
+                if let Some(vars) = scope.vectors.get(var).cloned() {
+                    let parts = self.splat_to_vector(scope, lanes);
+                    for (v, x) in vars.into_iter().zip(parts) {
+                        self.builder.def_var(v, x);
+                    }
                     Ok(())
                 } else {
                     let ty = self.var_type_of(*var);
@@ -379,14 +411,16 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             } => match self.vexpr_shape(scope, index) {
                 Some(1) => {
                     let lanes = self.vexpr(scope, value)?;
-                    let vector = self.splat_to_vector(lanes);
+                    let parts = self.splat_to_vector(scope, lanes);
                     let (addr, offset) = self.vector_address(scope, *param, index)?;
-                    self.builder.ins().store(
-                        MemFlagsData::new().with_notrap(),
-                        vector,
-                        addr,
-                        offset,
-                    );
+                    for (j, x) in parts.into_iter().enumerate() {
+                        self.builder.ins().store(
+                            MemFlagsData::new().with_notrap(),
+                            x,
+                            addr,
+                            part_offset(offset, j)?,
+                        );
+                    }
                     Ok(())
                 }
                 None => self.scalar_stmt(s),
@@ -460,13 +494,15 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         Ok((base, offset))
     }
 
-    fn vector_variable(&mut self, scope: &mut VectorScope, v: Var) -> Variable {
-        if let Some(&var) = scope.vectors.get(&v) {
-            return var;
+    fn vector_variable(&mut self, scope: &mut VectorScope, v: Var) -> Vec<Variable> {
+        if let Some(vars) = scope.vectors.get(&v) {
+            return vars.clone();
         }
-        let var = self.builder.declare_var(types::F32X4);
-        scope.vectors.insert(v, var);
-        var
+        let vars: Vec<Variable> = (0..scope.parts)
+            .map(|_| self.builder.declare_var(types::F32X4))
+            .collect();
+        scope.vectors.insert(v, vars.clone());
+        vars
     }
 
     fn define_scalar_or_affine(
@@ -493,12 +529,14 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         Ok(())
     }
 
-    fn splat_to_vector(&mut self, lanes: Lanes) -> Value {
+    /// The parts of a float value; a uniform one is splatted once and shared by every part.
+    fn splat_to_vector(&mut self, scope: &VectorScope, lanes: Lanes) -> Vec<Value> {
         match lanes {
             Lanes::Vector(v) => v,
-            Lanes::Uniform(s) => self.builder.ins().splat(types::F32X4, s),
+            Lanes::Uniform(s) => vec![self.builder.ins().splat(types::F32X4, s); scope.parts],
             // The analysis admits neither into a float vector.
-            Lanes::Affine(v, _) | Lanes::Mask(v) => v,
+            Lanes::Affine(v, _) => vec![v; scope.parts],
+            Lanes::Mask(v) => v,
         }
     }
 
@@ -506,8 +544,8 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         Ok(match e {
             Expr::Int(_) | Expr::Const(..) => Lanes::Uniform(self.expr(e)?),
             Expr::Var(v) => {
-                if let Some(&var) = scope.vectors.get(v) {
-                    Lanes::Vector(self.builder.use_var(var))
+                if let Some(vars) = scope.vectors.get(v) {
+                    Lanes::Vector(vars.iter().map(|&x| self.builder.use_var(x)).collect())
                 } else {
                     let value = self.expr(e)?;
                     match scope.affine.get(v) {
@@ -520,37 +558,19 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 None => Lanes::Uniform(self.expr(e)?),
                 Some(1) => {
                     let (addr, offset) = self.vector_address(scope, *param, index)?;
-                    Lanes::Vector(self.builder.ins().load(
-                        types::F32X4,
-                        MemFlagsData::new().with_notrap(),
-                        addr,
-                        offset,
-                    ))
+                    let parts = (0..scope.parts)
+                        .map(|j| {
+                            Ok(self.builder.ins().load(
+                                types::F32X4,
+                                MemFlagsData::new().with_notrap(),
+                                addr,
+                                part_offset(offset, j)?,
+                            ))
+                        })
+                        .collect::<Result<_, BackendError>>()?;
+                    Lanes::Vector(parts)
                 }
-                Some(k) => {
-                    let (rest, constant) = super::translate::split_offset(index);
-                    let Some(rest) = rest else {
-                        return Err(not_vectorizable("constant gather index"));
-                    };
-                    let Lanes::Affine(lane0, _) = self.vexpr(scope, rest)? else {
-                        return Err(not_vectorizable("gather index"));
-                    };
-                    let base = self.element_address(*param, lane0)?;
-                    let zero = self.builder.ins().f32const(0.0);
-                    let mut v = self.builder.ins().splat(types::F32X4, zero);
-                    for lane in 0..LANES as i64 {
-                        let offset = i32::try_from((constant + lane * k) * 4)
-                            .map_err(|_| not_vectorizable("gather offset"))?;
-                        let x = self.builder.ins().load(
-                            types::F32,
-                            MemFlagsData::trusted(),
-                            base,
-                            offset,
-                        );
-                        v = self.builder.ins().insertlane(v, x, lane as u8);
-                    }
-                    Lanes::Vector(v)
-                }
+                Some(k) => Lanes::Vector(self.gather(scope, *param, index, k)?),
             },
             Expr::Unary(op, a) => {
                 let x = self.vexpr(scope, a)?;
@@ -559,7 +579,11 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                     Lanes::Affine(v, k) if *op == UnOp::Neg => {
                         Lanes::Affine(self.builder.ins().ineg(v), -k)
                     }
-                    Lanes::Vector(v) => Lanes::Vector(self.vunary(*op, v)?),
+                    Lanes::Vector(v) => Lanes::Vector(
+                        v.into_iter()
+                            .map(|x| self.vunary(*op, x))
+                            .collect::<Result<_, _>>()?,
+                    ),
                     _ => return Err(not_vectorizable("unary")),
                 }
             }
@@ -575,16 +599,35 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                         Lanes::Uniform(self.expr(e)?)
                     }
                     (Lanes::Uniform(c), x, y) => {
-                        let (x, y) = (self.splat_to_vector(x), self.splat_to_vector(y));
-                        Lanes::Vector(self.builder.ins().select(c, x, y))
+                        let (x, y) = (
+                            self.splat_to_vector(scope, x),
+                            self.splat_to_vector(scope, y),
+                        );
+                        let parts = x
+                            .into_iter()
+                            .zip(y)
+                            .map(|(x, y)| self.builder.ins().select(c, x, y))
+                            .collect();
+                        Lanes::Vector(parts)
                     }
                     (Lanes::Mask(m), x, y) => {
-                        let (x, y) = (self.splat_to_vector(x), self.splat_to_vector(y));
-                        let m = self
-                            .builder
-                            .ins()
-                            .bitcast(types::F32X4, MemFlagsData::new(), m);
-                        Lanes::Vector(self.builder.ins().bitselect(m, x, y))
+                        let (x, y) = (
+                            self.splat_to_vector(scope, x),
+                            self.splat_to_vector(scope, y),
+                        );
+                        let parts = m
+                            .into_iter()
+                            .zip(x.into_iter().zip(y))
+                            .map(|(m, (x, y))| {
+                                let m = self.builder.ins().bitcast(
+                                    types::F32X4,
+                                    MemFlagsData::new(),
+                                    m,
+                                );
+                                self.builder.ins().bitselect(m, x, y)
+                            })
+                            .collect();
+                        Lanes::Vector(parts)
                     }
                     _ => return Err(not_vectorizable("select")),
                 }
@@ -598,6 +641,42 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         })
     }
 
+    /// A load at stride `k` (not one) in the loop: scalar loads gathered into lanes.
+    fn gather(
+        &mut self,
+        scope: &VectorScope,
+        param: usize,
+        index: &Expr,
+        k: i64,
+    ) -> Result<Vec<Value>, BackendError> {
+        let (rest, constant) = super::translate::split_offset(index);
+        let Some(rest) = rest else {
+            return Err(not_vectorizable("constant gather index"));
+        };
+        let Lanes::Affine(lane0, _) = self.vexpr(scope, rest)? else {
+            return Err(not_vectorizable("gather index"));
+        };
+        let base = self.element_address(param, lane0)?;
+        let zero = self.builder.ins().f32const(0.0);
+        let empty = self.builder.ins().splat(types::F32X4, zero);
+        let mut parts = Vec::with_capacity(scope.parts);
+        for j in 0..scope.parts {
+            let mut v = empty;
+            for lane in 0..LANES {
+                let element = constant + (j * LANES + lane) as i64 * k;
+                let offset =
+                    i32::try_from(element * 4).map_err(|_| not_vectorizable("gather offset"))?;
+                let x = self
+                    .builder
+                    .ins()
+                    .load(types::F32, MemFlagsData::trusted(), base, offset);
+                v = self.builder.ins().insertlane(v, x, lane as u8);
+            }
+            parts.push(v);
+        }
+        Ok(parts)
+    }
+
     fn vunary(&mut self, op: UnOp, v: Value) -> Result<Value, BackendError> {
         if let Some(r) = float_instruction(self.builder, op, v) {
             return Ok(r);
@@ -608,7 +687,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         }
     }
 
-    /// Calls a scalar math function on each lane.
+    /// Calls a scalar math function on each lane of one vector.
     fn per_lane(&mut self, f: MathFn, args: &[Value]) -> Result<Value, BackendError> {
         let mut result = self.builder.ins().f32const(0.0);
         result = self.builder.ins().splat(types::F32X4, result);
@@ -633,47 +712,76 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         a: &Expr,
         b: &Expr,
     ) -> Result<Lanes, BackendError> {
+        if let Some((p, q, c)) = self.fusable(op, a, b) {
+            let (lp, lq, lc) = (
+                self.vexpr(scope, p)?,
+                self.vexpr(scope, q)?,
+                self.vexpr(scope, c)?,
+            );
+            if let (Lanes::Uniform(x), Lanes::Uniform(y), Lanes::Uniform(z)) = (&lp, &lq, &lc) {
+                return Ok(Lanes::Uniform(self.builder.ins().fma(*x, *y, *z)));
+            }
+            let (x, y, z) = (
+                self.splat_to_vector(scope, lp),
+                self.splat_to_vector(scope, lq),
+                self.splat_to_vector(scope, lc),
+            );
+            let parts = (0..scope.parts)
+                .map(|j| self.builder.ins().fma(x[j], y[j], z[j]))
+                .collect();
+            return Ok(Lanes::Vector(parts));
+        }
         let (la, lb) = (self.vexpr(scope, a)?, self.vexpr(scope, b)?);
-        if let (Lanes::Uniform(_), Lanes::Uniform(_)) = (la, lb) {
+        if let (Lanes::Uniform(_), Lanes::Uniform(_)) = (&la, &lb) {
             return Ok(Lanes::Uniform(self.expr(e)?));
         }
         let float = matches!(la, Lanes::Vector(_)) || matches!(lb, Lanes::Vector(_));
         if float {
-            let x = self.splat_to_vector(la);
-            let y = self.splat_to_vector(lb);
-            let ins = self.builder.ins();
-            let fcmp = |cc| Lanes::Mask(ins.fcmp(cc, x, y));
-            return Ok(match op {
-                BinOp::Add => Lanes::Vector(self.builder.ins().fadd(x, y)),
-                BinOp::Sub => Lanes::Vector(self.builder.ins().fsub(x, y)),
-                BinOp::Mul => Lanes::Vector(self.builder.ins().fmul(x, y)),
-                BinOp::Div => Lanes::Vector(self.builder.ins().fdiv(x, y)),
-                BinOp::Max => Lanes::Vector(self.builder.ins().fmax(x, y)),
-                BinOp::Min => Lanes::Vector(self.builder.ins().fmin(x, y)),
-                BinOp::Pow => Lanes::Vector(self.per_lane(MathFn::Powf, &[x, y])?),
-                BinOp::Lt => fcmp(FloatCC::LessThan),
-                BinOp::Le => fcmp(FloatCC::LessThanOrEqual),
-                BinOp::Gt => fcmp(FloatCC::GreaterThan),
-                BinOp::Ge => fcmp(FloatCC::GreaterThanOrEqual),
-                BinOp::Eq => fcmp(FloatCC::Equal),
-                BinOp::Ne => fcmp(FloatCC::NotEqual),
-                _ => return Err(not_vectorizable("float op")),
+            let x = self.splat_to_vector(scope, la);
+            let y = self.splat_to_vector(scope, lb);
+            let mut vector = Vec::with_capacity(scope.parts);
+            let mut mask = Vec::with_capacity(scope.parts);
+            for (x, y) in x.into_iter().zip(y) {
+                let ins = self.builder.ins();
+                match op {
+                    BinOp::Add => vector.push(ins.fadd(x, y)),
+                    BinOp::Sub => vector.push(ins.fsub(x, y)),
+                    BinOp::Mul => vector.push(ins.fmul(x, y)),
+                    BinOp::Div => vector.push(ins.fdiv(x, y)),
+                    BinOp::Max => vector.push(ins.fmax(x, y)),
+                    BinOp::Min => vector.push(ins.fmin(x, y)),
+                    BinOp::Pow => vector.push(self.per_lane(MathFn::Powf, &[x, y])?),
+                    BinOp::Lt => mask.push(ins.fcmp(FloatCC::LessThan, x, y)),
+                    BinOp::Le => mask.push(ins.fcmp(FloatCC::LessThanOrEqual, x, y)),
+                    BinOp::Gt => mask.push(ins.fcmp(FloatCC::GreaterThan, x, y)),
+                    BinOp::Ge => mask.push(ins.fcmp(FloatCC::GreaterThanOrEqual, x, y)),
+                    BinOp::Eq => mask.push(ins.fcmp(FloatCC::Equal, x, y)),
+                    BinOp::Ne => mask.push(ins.fcmp(FloatCC::NotEqual, x, y)),
+                    _ => return Err(not_vectorizable("float op")),
+                }
+            }
+            return Ok(if is_comparison(op) {
+                Lanes::Mask(mask)
+            } else {
+                Lanes::Vector(vector)
             });
         }
         // Affine index arithmetic: the lane-0 value is the scalar computation.
-        let shape = |l: Lanes| match l {
-            Lanes::Affine(_, k) => Some(k),
+        let shape = |l: &Lanes| match l {
+            Lanes::Affine(_, k) => Some(*k),
             Lanes::Uniform(_) => Some(0),
             _ => None,
         };
-        let (Some(ka), Some(kb)) = (shape(la), shape(lb)) else {
+        let (Some(ka), Some(kb)) = (shape(&la), shape(&lb)) else {
             return Err(not_vectorizable("index op"));
         };
-        let value = |l: Lanes| match l {
-            Lanes::Affine(v, _) | Lanes::Uniform(v) => v,
-            Lanes::Vector(v) | Lanes::Mask(v) => v,
+        let value = |l: &Lanes| match l {
+            Lanes::Affine(v, _) | Lanes::Uniform(v) => Some(*v),
+            _ => None,
         };
-        let (x, y) = (value(la), value(lb));
+        let (Some(x), Some(y)) = (value(&la), value(&lb)) else {
+            return Err(not_vectorizable("index op"));
+        };
         let constant = |e: &Expr| match e {
             Expr::Int(v) => Some(*v),
             _ => None,
@@ -692,6 +800,13 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             _ => return Err(not_vectorizable("index op")),
         })
     }
+}
+
+/// The byte offset of part `j` of a stride-one access whose lane 0 is at `offset`.
+fn part_offset(offset: i32, j: usize) -> Result<i32, BackendError> {
+    offset
+        .checked_add((j * LANES * 4) as i32)
+        .ok_or_else(|| not_vectorizable("offset"))
 }
 
 fn not_vectorizable(what: &str) -> BackendError {

@@ -106,6 +106,10 @@ pub struct KernelTranslator<'a, 'b, C: Callees> {
     pub callees: &'a mut C,
     /// Vectorize loops that qualify (see `simd.rs`).
     pub simd: bool,
+    /// Fuse float `a * b + c` into `fma` (the ISA has it; see `CraneliftOptions::fma`).
+    pub fma: bool,
+    /// 128-bit vectors per vectorized iteration (see `CraneliftOptions::vector_parts`).
+    pub vector_parts: usize,
     vars: HashMap<Var, Variable>,
 }
 
@@ -124,6 +128,8 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             pointer,
             callees,
             simd: false,
+            fma: false,
+            vector_parts: 1,
             vars: HashMap::new(),
         }
     }
@@ -542,6 +548,14 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         if matches!(op, BinOp::And | BinOp::Or) {
             return self.logical(op, a, b);
         }
+        if let Some((p, q, c)) = self.fusable(op, a, b) {
+            let (x, y, z) = (
+                self.expr_as(p, DType::F32)?,
+                self.expr_as(q, DType::F32)?,
+                self.expr_as(c, DType::F32)?,
+            );
+            return Ok(self.builder.ins().fma(x, y, z));
+        }
         let t = self.type_of(a);
         let tb = self.type_of(b);
         // C's usual arithmetic conversions: the wider (or float) operand type wins.
@@ -605,6 +619,27 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
                 ))
             }
         })
+    }
+
+    /// `(p, q, c)` when `a op b` is the f32 sum `p * q + c` (either order) and fusing is on.
+    pub(super) fn fusable<'e>(
+        &self,
+        op: BinOp,
+        a: &'e Expr,
+        b: &'e Expr,
+    ) -> Option<(&'e Expr, &'e Expr, &'e Expr)> {
+        if !self.fma || op != BinOp::Add {
+            return None;
+        }
+        let f32s = |s: &Self, es: &[&Expr]| es.iter().all(|e| s.type_of(e) == DType::F32);
+        match (a, b) {
+            (Expr::Binary(BinOp::Mul, p, q), c) | (c, Expr::Binary(BinOp::Mul, p, q))
+                if f32s(self, &[p, q, c]) =>
+            {
+                Some((p, q, c))
+            }
+            _ => None,
+        }
     }
 
     /// The runtime's `kiln_div`/`kiln_rem`: 0 for a zero divisor, and `MIN / -1` wraps.

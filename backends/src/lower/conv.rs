@@ -371,11 +371,11 @@ impl ConvShape {
             })
             .collect();
         Ok(ConvShape {
+            axes: flatten_pointwise(axes),
             batch: x.shape[0],
             in_ch: x.shape[1],
             out_ch: y.shape[1],
             group,
-            axes,
         })
     }
 
@@ -390,6 +390,28 @@ impl ConvShape {
     fn kernel(&self) -> Vec<usize> {
         self.axes.iter().map(|a| a.k_len).collect()
     }
+}
+
+/// A pointwise window (every axis 1 wide, stride 1, unpadded) reads exactly its own output
+/// position, so the spatial axes are one contiguous plane: a single axis over the whole plane
+/// gives the innermost loop `H * W` iterations instead of `W` (long vector loops, no row
+/// overhead) and computes the same sums in the same order.
+fn flatten_pointwise(axes: Vec<Axis>) -> Vec<Axis> {
+    let pointwise = axes
+        .iter()
+        .all(|a| a.k_len == 1 && a.stride == 1 && a.pad == 0 && a.in_len == a.out_len);
+    if !pointwise || axes.len() < 2 {
+        return axes;
+    }
+    let plane = axes.iter().map(|a| a.out_len).product();
+    vec![Axis {
+        in_len: plane,
+        out_len: plane,
+        k_len: 1,
+        stride: 1,
+        dil: 1,
+        pad: 0,
+    }]
 }
 
 pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
