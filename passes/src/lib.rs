@@ -3,6 +3,7 @@
 
 pub mod const_fold;
 pub mod dead_code;
+pub mod explicit_pad;
 pub mod fold_batchnorm;
 pub mod fold_pad;
 pub mod fuse_activation;
@@ -16,6 +17,7 @@ pub mod summary;
 pub mod transpose;
 mod util;
 
+pub use explicit_pad::explicit_pad;
 pub use memory_plan::{plan_memory, MemoryPlan, Storage};
 pub use pipeline::{
     optimize, pass_names, OptLevel, Pass, PassError, PassOptions, PassReport, PassRun,

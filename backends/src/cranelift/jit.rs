@@ -8,7 +8,9 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 use kiln_ir::{Graph, Tensor, TensorData, TensorType};
 
-use super::{codegen_error, define_program, lower, target_isa, CraneliftOptions, CraneliftTarget};
+use super::{
+    codegen_error, define_program, lower, prepare, target_isa, CraneliftOptions, CraneliftTarget,
+};
 use crate::error::BackendError;
 
 /// A model compiled for the host, ready to run.
@@ -74,6 +76,7 @@ impl JitProgram {
                 "the JIT compiles for the host only; use emit_object for other targets".into(),
             ));
         }
+        let graph = &*prepare(graph, opts)?;
         let program = lower(graph, opts)?;
         let isa = target_isa(CraneliftTarget::Host, false)?;
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));

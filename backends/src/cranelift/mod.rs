@@ -72,6 +72,10 @@ pub struct CraneliftOptions {
     /// How many 128-bit vectors a vectorized loop computes per iteration (1 or 2): two
     /// halve the uniform loads and splats (the weights of a convolution) per multiply-add.
     pub vector_parts: usize,
+    /// Give each padded convolution a zero-padded copy of its input (`kiln_passes::explicit_pad`):
+    /// more arena, but border-free rows that vectorize whole. For application processors, not
+    /// for microcontrollers, which is why it is a Cranelift option and not an `-O` pass.
+    pub explicit_padding: bool,
     /// Loop schedule knobs, as for the C backend.
     pub schedule: Schedule,
     /// Arena alignment in bytes.
@@ -87,6 +91,7 @@ impl Default for CraneliftOptions {
             simd: true,
             fma: true,
             vector_parts: 2,
+            explicit_padding: true,
             schedule: Schedule {
                 unroll_limit: 3,
                 oc_tile: 4,
@@ -159,6 +164,15 @@ fn has_fma(isa: &dyn TargetIsa) -> bool {
         target_lexicon::Architecture::Aarch64(_) | target_lexicon::Architecture::Riscv64(_) => true,
         _ => false,
     }
+}
+
+/// Whether some output of `node` shares its buffer with one of its inputs.
+fn works_in_place(graph: &Graph, program: &LoweredProgram, node: kiln_ir::NodeId) -> bool {
+    let n = graph.node(node);
+    let inputs: Vec<Buffer> = n.inputs.iter().map(|&v| program.buffer(v)).collect();
+    n.outputs
+        .iter()
+        .any(|&v| inputs.contains(&program.buffer(v)))
 }
 
 /// Ids of what a program module defines.
@@ -278,7 +292,7 @@ pub(crate) fn define_program<M: Module>(
     let mut kernel_ids = Vec::with_capacity(program.kernels.len());
     let mut math = BTreeMap::new();
     let mut pow_i64 = None;
-    for (_, kernel) in &program.kernels {
+    for (node, kernel) in &program.kernels {
         let mut sig = module.make_signature();
         kernel_signature(&mut sig, kernel, pointer);
         let id = module
@@ -300,6 +314,7 @@ pub(crate) fn define_program<M: Module>(
             };
             let mut t = KernelTranslator::new(kernel, &mut builder, params, pointer, &mut callees);
             t.simd = simd;
+            t.readonly_inputs = !works_in_place(graph, program, *node);
             t.fma = fma;
             t.vector_parts = opts.vector_parts.clamp(1, 2);
             t.stmts(&kernel.body)?;
@@ -550,6 +565,20 @@ fn define_packed<M: Module>(
 }
 
 /// Lowers the graph for this backend.
+/// The graph this backend compiles for `opts`: `graph` itself, or a copy with the padding made
+/// explicit.
+pub(crate) fn prepare<'g>(
+    graph: &'g Graph,
+    opts: &CraneliftOptions,
+) -> Result<std::borrow::Cow<'g, Graph>, BackendError> {
+    if !opts.explicit_padding {
+        return Ok(std::borrow::Cow::Borrowed(graph));
+    }
+    let mut padded = graph.clone();
+    kiln_passes::explicit_pad(&mut padded)?;
+    Ok(std::borrow::Cow::Owned(padded))
+}
+
 pub(crate) fn lower(
     graph: &Graph,
     opts: &CraneliftOptions,

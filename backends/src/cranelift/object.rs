@@ -5,7 +5,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use kiln_ir::Graph;
 use kiln_passes::MemoryPlan;
 
-use super::{codegen_error, define_program, lower, target_isa, CraneliftOptions};
+use super::{codegen_error, define_program, lower, prepare, target_isa, CraneliftOptions};
 use crate::c::{emit_header, COptions};
 use crate::error::BackendError;
 use crate::program::LayerInfo;
@@ -22,6 +22,7 @@ pub struct ObjectProgram {
 
 /// Compiles `graph` to an object file for `opts.target`.
 pub fn emit_object(graph: &Graph, opts: &CraneliftOptions) -> Result<ObjectProgram, BackendError> {
+    let graph = &*prepare(graph, opts)?;
     let program = lower(graph, opts)?;
     // Position-independent, so the object links into PIE executables and shared libraries.
     let isa = target_isa(opts.target, true)?;

@@ -558,11 +558,17 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 None => Lanes::Uniform(self.expr(e)?),
                 Some(1) => {
                     let (addr, offset) = self.vector_address(scope, *param, index)?;
+                    // Unaligned: only the scalar flags' alignment promise is dropped.
+                    let mut flags = MemFlagsData::new().with_notrap();
+                    let input = self.kernel.params.get(*param).is_some_and(|p| !p.output);
+                    if self.readonly_inputs && input {
+                        flags = flags.with_readonly().with_can_move();
+                    }
                     let parts = (0..scope.parts)
                         .map(|j| {
                             Ok(self.builder.ins().load(
                                 types::F32X4,
-                                MemFlagsData::new().with_notrap(),
+                                flags,
                                 addr,
                                 part_offset(offset, j)?,
                             ))
@@ -657,6 +663,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             return Err(not_vectorizable("gather index"));
         };
         let base = self.element_address(param, lane0)?;
+        let flags = self.load_flags(param);
         let zero = self.builder.ins().f32const(0.0);
         let empty = self.builder.ins().splat(types::F32X4, zero);
         let mut parts = Vec::with_capacity(scope.parts);
@@ -666,10 +673,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 let element = constant + (j * LANES + lane) as i64 * k;
                 let offset =
                     i32::try_from(element * 4).map_err(|_| not_vectorizable("gather offset"))?;
-                let x = self
-                    .builder
-                    .ins()
-                    .load(types::F32, MemFlagsData::trusted(), base, offset);
+                let x = self.builder.ins().load(types::F32, flags, base, offset);
                 v = self.builder.ins().insertlane(v, x, lane as u8);
             }
             parts.push(v);

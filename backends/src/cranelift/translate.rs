@@ -106,6 +106,11 @@ pub struct KernelTranslator<'a, 'b, C: Callees> {
     pub callees: &'a mut C,
     /// Vectorize loops that qualify (see `simd.rs`).
     pub simd: bool,
+    /// No output of this kernel shares memory with an input (it does not work in place), so
+    /// input loads may be marked read-only: Cranelift then treats them as pure, hoisting
+    /// loop-invariant ones (weights) out of loops and placing the others next to their use,
+    /// which keeps register pressure down.
+    pub readonly_inputs: bool,
     /// Fuse float `a * b + c` into `fma` (the ISA has it; see `CraneliftOptions::fma`).
     pub fma: bool,
     /// 128-bit vectors per vectorized iteration (see `CraneliftOptions::vector_parts`).
@@ -128,6 +133,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             pointer,
             callees,
             simd: false,
+            readonly_inputs: false,
             fma: false,
             vector_parts: 1,
             vars: HashMap::new(),
@@ -440,12 +446,13 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             Expr::Load { param, index } => {
                 let dtype = self.param_dtype(*param)?;
                 let (addr, offset) = self.address(*param, index)?;
+                let flags = self.load_flags(*param);
                 let b = self.builder.ins();
                 match dtype {
                     DType::I8 => b.sload8(types::I32, mem(), addr, offset),
                     DType::U8 | DType::Bool => b.uload8(types::I32, mem(), addr, offset),
                     DType::I16 => b.sload16(types::I32, mem(), addr, offset),
-                    other => b.load(reg_type(other), mem(), addr, offset),
+                    other => b.load(reg_type(other), flags, addr, offset),
                 }
             }
             Expr::Unary(op, a) => self.unary(*op, a)?,
@@ -619,6 +626,16 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
                 ))
             }
         })
+    }
+
+    /// Flags of a load from `param`: trusted (in bounds, aligned), and movable when inputs are
+    /// read-only during the kernel.
+    pub(super) fn load_flags(&self, param: usize) -> MemFlagsData {
+        if self.readonly_inputs && self.kernel.params.get(param).is_some_and(|p| !p.output) {
+            mem().with_readonly().with_can_move()
+        } else {
+            mem()
+        }
     }
 
     /// `(p, q, c)` when `a op b` is the f32 sum `p * q + c` (either order) and fusing is on.

@@ -361,6 +361,9 @@ fn pad(
         return crate::cannot!("Pad needs two pads per dimension");
     }
     let fill = elem_const(value, out_dtype(cx, 0)?);
+    if mode == PadMode::Constant && pads.iter().all(|&p| p >= 0) {
+        return Ok(pad_constant(cx, &xs, &ys, &pads[..r], fill));
+    }
     Ok(copy_from(cx, &xs, &ys, Some(fill), |idx| {
         let mut in_idx = Vec::with_capacity(r);
         let mut conds = Vec::new();
@@ -373,6 +376,44 @@ fn pad(
         }
         (in_idx, conds)
     }))
+}
+
+/// Constant padding that only grows: fill the whole output, then copy the input into place.
+/// Both loops are branch-free with stride-one innermost accesses (they vectorize), where the
+/// general form tests every output element; the interior is written twice, which costs less
+/// than a test per element.
+fn pad_constant(
+    cx: &mut Lowering,
+    xs: &[usize],
+    ys: &[usize],
+    begin: &[i64],
+    fill: Expr,
+) -> Vec<Stmt> {
+    let (x, y) = (cx.input(0), cx.output(0));
+    let i = cx.kb.counter();
+    let mut body = vec![for_loop(
+        i,
+        ys.iter().product(),
+        vec![Stmt::Store {
+            param: y,
+            index: Expr::Var(i),
+            value: fill,
+        }],
+    )];
+    let vars = cx.counters(xs.len());
+    let idx = vars_expr(&vars);
+    let out_idx: Vec<Expr> = idx
+        .iter()
+        .zip(begin)
+        .map(|(e, &b)| e.clone().affine(1, b))
+        .collect();
+    let copy = Stmt::Store {
+        param: y,
+        index: flat_index(&out_idx, ys),
+        value: Expr::load(x, flat_index(&idx, xs)),
+    };
+    body.extend(loop_nest(&vars, xs, vec![copy]));
+    body
 }
 
 // ---------------------------------------------------------------------------------------------
