@@ -72,6 +72,10 @@ pub struct CraneliftOptions {
     /// How many 128-bit vectors a vectorized loop computes per iteration (1 or 2): two
     /// halve the uniform loads and splats (the weights of a convolution) per multiply-add.
     pub vector_parts: usize,
+    /// Inside vectorized loops, copy the body of each innermost loop (a reduction over input
+    /// channels or taps) this many times per trip (1: no copies), so loop-carried accumulators
+    /// cross the back edge, and the loop test runs, once per several multiply-adds.
+    pub inner_unroll: usize,
     /// Give each padded convolution a zero-padded copy of its input (`kiln_passes::explicit_pad`):
     /// more arena, but border-free rows that vectorize whole. For application processors, not
     /// for microcontrollers, which is why it is a Cranelift option and not an `-O` pass.
@@ -91,6 +95,7 @@ impl Default for CraneliftOptions {
             simd: true,
             fma: true,
             vector_parts: 2,
+            inner_unroll: 4,
             explicit_padding: true,
             schedule: Schedule {
                 unroll_limit: 3,
@@ -319,7 +324,8 @@ pub(crate) fn define_program<M: Module>(
             t.simd = simd;
             t.readonly_inputs = !works_in_place(graph, program, *node);
             t.fma = fma;
-            t.vector_parts = opts.vector_parts.clamp(1, 2);
+            t.vector_parts = opts.vector_parts.clamp(1, 4);
+            t.inner_unroll = opts.inner_unroll.clamp(1, 16);
             t.stmts(&kernel.body)?;
             builder.ins().return_(&[]);
             math = std::mem::take(&mut callees.math);
@@ -329,9 +335,7 @@ pub(crate) fn define_program<M: Module>(
         module
             .define_function(id, &mut ctx)
             .map_err(|e| codegen_error(&format!("compiling {}", kernel.name), e))?;
-        let size = ctx
-            .compiled_code()
-            .map_or(0, |c| c.code_info().total_size);
+        let size = ctx.compiled_code().map_or(0, |c| c.code_info().total_size);
         module.clear_context(&mut ctx);
         kernel_ids.push(id);
         kernel_info.push((id, kernel.name.clone(), size));

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::DType;
 
@@ -357,6 +357,9 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 if *extent == 0 {
                     return Ok(());
                 }
+                if self.inner_unroll > 1 && !has_loops_or_locals(body) {
+                    return self.unrolled_inner_loop(scope, *var, *extent, body);
+                }
                 let counter = self.variable(*var);
                 let zero = self.builder.ins().iconst(types::I32, 0);
                 self.builder.def_var(counter, zero);
@@ -451,6 +454,56 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 Ok(())
             }
         }
+    }
+
+    /// An innermost loop nested in a vectorized loop (the reduction over input channels or
+    /// taps), `inner_unroll` iterations per trip: the loop-carried accumulators then cross a
+    /// back edge once per several multiply-adds. Leftover iterations follow straight-line.
+    fn unrolled_inner_loop(
+        &mut self,
+        scope: &mut VectorScope,
+        var: Var,
+        extent: usize,
+        body: &[Stmt],
+    ) -> Result<(), BackendError> {
+        let factor = self.inner_unroll;
+        let counter = self.variable(var);
+        let trips = extent / factor;
+        let set_counter = |t: &mut Self, base: Value, k: usize| {
+            let v = t.builder.ins().iadd_imm_s(base, k as i64);
+            t.builder.def_var(counter, v);
+        };
+        if trips > 1 {
+            let zero = self.builder.ins().iconst(types::I32, 0);
+            self.builder.def_var(counter, zero);
+            let body_block = self.builder.create_block();
+            let exit = self.builder.create_block();
+            self.builder.ins().jump(body_block, &[]);
+            self.builder.switch_to_block(body_block);
+            let base = self.builder.use_var(counter);
+            for k in 0..factor {
+                set_counter(self, base, k);
+                self.vstmts(scope, body)?;
+            }
+            let next = self.builder.ins().iadd_imm_s(base, factor as i64);
+            self.builder.def_var(counter, next);
+            let end = (trips * factor) as i64;
+            let more = self
+                .builder
+                .ins()
+                .icmp_imm_s(IntCC::SignedLessThan, next, end);
+            self.builder.ins().brif(more, body_block, &[], exit, &[]);
+            self.builder.seal_block(body_block);
+            self.builder.switch_to_block(exit);
+            self.builder.seal_block(exit);
+        }
+        let done = if trips > 1 { trips * factor } else { 0 };
+        for k in done..extent {
+            let v = self.builder.ins().iconst(types::I32, k as i64);
+            self.builder.def_var(counter, v);
+            self.vstmts(scope, body)?;
+        }
+        Ok(())
     }
 
     /// The stride of an index expression in the vectorized loop (`None`: uniform), without
@@ -663,6 +716,9 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             return Err(not_vectorizable("gather index"));
         };
         let base = self.element_address(param, lane0)?;
+        if k == 2 {
+            return self.deinterleave(scope, param, base, constant);
+        }
         let flags = self.load_flags(param);
         let zero = self.builder.ins().f32const(0.0);
         let empty = self.builder.ins().splat(types::F32X4, zero);
@@ -677,6 +733,48 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 v = self.builder.ins().insertlane(v, x, lane as u8);
             }
             parts.push(v);
+        }
+        Ok(parts)
+    }
+
+    /// A stride-two load (a stride-2 convolution's window row): lanes `e, e+2, e+4, e+6` are
+    /// lanes 0 and 2 of the vector at `e` and lanes 1 and 3 of the vector at `e + 3`, one
+    /// shuffle (`shufps`, `uzp`-like) instead of four loads and inserts. Both vectors lie
+    /// within the seven elements the scalar loads would read, so nothing past the buffer is
+    /// touched.
+    fn deinterleave(
+        &mut self,
+        scope: &VectorScope,
+        param: usize,
+        base: Value,
+        constant: i64,
+    ) -> Result<Vec<Value>, BackendError> {
+        let mut flags = MemFlagsData::new().with_notrap();
+        if self.readonly_inputs && self.kernel.params.get(param).is_some_and(|p| !p.output) {
+            flags = flags.with_readonly().with_can_move();
+        }
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let mask: Vec<u8> = [0u8, 2, 5, 7]
+            .iter()
+            .flat_map(|&lane| (0..4).map(move |b| lane * 4 + b))
+            .collect();
+        let mask = self
+            .builder
+            .func
+            .dfg
+            .immediates
+            .push(ConstantData::from(mask));
+        let mut parts = Vec::with_capacity(scope.parts);
+        for j in 0..scope.parts {
+            let element = constant + (2 * j * LANES) as i64;
+            let byte = |e: i64| i32::try_from(e * 4).map_err(|_| not_vectorizable("offset"));
+            let (lo, hi) = (byte(element)?, byte(element + 3)?);
+            let a = self.builder.ins().load(types::F32X4, flags, base, lo);
+            let b = self.builder.ins().load(types::F32X4, flags, base, hi);
+            let a = self.builder.ins().bitcast(types::I8X16, little, a);
+            let b = self.builder.ins().bitcast(types::I8X16, little, b);
+            let even = self.builder.ins().shuffle(a, b, mask);
+            parts.push(self.builder.ins().bitcast(types::F32X4, little, even));
         }
         Ok(parts)
     }
@@ -804,6 +902,18 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             _ => return Err(not_vectorizable("index op")),
         })
     }
+}
+
+/// Whether `body` nests a loop or declares a local (either stops `unrolled_inner_loop`
+/// from copying it).
+fn has_loops_or_locals(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::For { .. } | Stmt::Let { .. } => true,
+        Stmt::If {
+            then, otherwise, ..
+        } => has_loops_or_locals(then) || has_loops_or_locals(otherwise),
+        _ => false,
+    })
 }
 
 /// The byte offset of part `j` of a stride-one access whose lane 0 is at `offset`.
