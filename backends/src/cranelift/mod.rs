@@ -72,10 +72,6 @@ pub struct CraneliftOptions {
     /// How many 128-bit vectors a vectorized loop computes per iteration (1 or 2): two
     /// halve the uniform loads and splats (the weights of a convolution) per multiply-add.
     pub vector_parts: usize,
-    /// Inside vectorized loops, copy the body of each innermost loop (a reduction over input
-    /// channels or taps) this many times per trip (1: no copies), so loop-carried accumulators
-    /// cross the back edge, and the loop test runs, once per several multiply-adds.
-    pub inner_unroll: usize,
     /// Give each padded convolution a zero-padded copy of its input (`kiln_passes::explicit_pad`):
     /// more arena, but border-free rows that vectorize whole. For application processors, not
     /// for microcontrollers, which is why it is a Cranelift option and not an `-O` pass.
@@ -95,7 +91,6 @@ impl Default for CraneliftOptions {
             simd: true,
             fma: true,
             vector_parts: 2,
-            inner_unroll: 4,
             explicit_padding: true,
             schedule: Schedule {
                 unroll_limit: 3,
@@ -325,7 +320,6 @@ pub(crate) fn define_program<M: Module>(
             t.readonly_inputs = !works_in_place(graph, program, *node);
             t.fma = fma;
             t.vector_parts = opts.vector_parts.clamp(1, 4);
-            t.inner_unroll = opts.inner_unroll.clamp(1, 16);
             t.stmts(&kernel.body)?;
             builder.ins().return_(&[]);
             math = std::mem::take(&mut callees.math);

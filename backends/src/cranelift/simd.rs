@@ -357,9 +357,6 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 if *extent == 0 {
                     return Ok(());
                 }
-                if self.inner_unroll > 1 && !has_loops_or_locals(body) {
-                    return self.unrolled_inner_loop(scope, *var, *extent, body);
-                }
                 let counter = self.variable(*var);
                 let zero = self.builder.ins().iconst(types::I32, 0);
                 self.builder.def_var(counter, zero);
@@ -454,56 +451,6 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 Ok(())
             }
         }
-    }
-
-    /// An innermost loop nested in a vectorized loop (the reduction over input channels or
-    /// taps), `inner_unroll` iterations per trip: the loop-carried accumulators then cross a
-    /// back edge once per several multiply-adds. Leftover iterations follow straight-line.
-    fn unrolled_inner_loop(
-        &mut self,
-        scope: &mut VectorScope,
-        var: Var,
-        extent: usize,
-        body: &[Stmt],
-    ) -> Result<(), BackendError> {
-        let factor = self.inner_unroll;
-        let counter = self.variable(var);
-        let trips = extent / factor;
-        let set_counter = |t: &mut Self, base: Value, k: usize| {
-            let v = t.builder.ins().iadd_imm_s(base, k as i64);
-            t.builder.def_var(counter, v);
-        };
-        if trips > 1 {
-            let zero = self.builder.ins().iconst(types::I32, 0);
-            self.builder.def_var(counter, zero);
-            let body_block = self.builder.create_block();
-            let exit = self.builder.create_block();
-            self.builder.ins().jump(body_block, &[]);
-            self.builder.switch_to_block(body_block);
-            let base = self.builder.use_var(counter);
-            for k in 0..factor {
-                set_counter(self, base, k);
-                self.vstmts(scope, body)?;
-            }
-            let next = self.builder.ins().iadd_imm_s(base, factor as i64);
-            self.builder.def_var(counter, next);
-            let end = (trips * factor) as i64;
-            let more = self
-                .builder
-                .ins()
-                .icmp_imm_s(IntCC::SignedLessThan, next, end);
-            self.builder.ins().brif(more, body_block, &[], exit, &[]);
-            self.builder.seal_block(body_block);
-            self.builder.switch_to_block(exit);
-            self.builder.seal_block(exit);
-        }
-        let done = if trips > 1 { trips * factor } else { 0 };
-        for k in done..extent {
-            let v = self.builder.ins().iconst(types::I32, k as i64);
-            self.builder.def_var(counter, v);
-            self.vstmts(scope, body)?;
-        }
-        Ok(())
     }
 
     /// The stride of an index expression in the vectorized loop (`None`: uniform), without
@@ -902,18 +849,6 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             _ => return Err(not_vectorizable("index op")),
         })
     }
-}
-
-/// Whether `body` nests a loop or declares a local (either stops `unrolled_inner_loop`
-/// from copying it).
-fn has_loops_or_locals(body: &[Stmt]) -> bool {
-    body.iter().any(|s| match s {
-        Stmt::For { .. } | Stmt::Let { .. } => true,
-        Stmt::If {
-            then, otherwise, ..
-        } => has_loops_or_locals(then) || has_loops_or_locals(otherwise),
-        _ => false,
-    })
 }
 
 /// The byte offset of part `j` of a stride-one access whose lane 0 is at `offset`.

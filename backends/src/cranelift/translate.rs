@@ -115,9 +115,6 @@ pub struct KernelTranslator<'a, 'b, C: Callees> {
     pub fma: bool,
     /// 128-bit vectors per vectorized iteration (see `CraneliftOptions::vector_parts`).
     pub vector_parts: usize,
-    /// Copies of an innermost loop's body per trip inside vectorized loops (see
-    /// `CraneliftOptions::inner_unroll`).
-    pub inner_unroll: usize,
     vars: HashMap<Var, Variable>,
 }
 
@@ -139,7 +136,6 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             readonly_inputs: false,
             fma: false,
             vector_parts: 1,
-            inner_unroll: 1,
             vars: HashMap::new(),
         }
     }
