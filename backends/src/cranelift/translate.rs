@@ -579,6 +579,21 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             };
             s.bool_to_i32(flag)
         };
+        if float && super::simd::clamp_bound(op, a, b).is_some() {
+            // As in the vector path: a compare and a select, NaN kept by the failed compare.
+            let (v, c) = if matches!(b, Expr::Const(..)) {
+                (x, y)
+            } else {
+                (y, x)
+            };
+            let cc = if op == BinOp::Max {
+                FloatCC::LessThan
+            } else {
+                FloatCC::GreaterThan
+            };
+            let below = self.builder.ins().fcmp(cc, v, c);
+            return Ok(self.builder.ins().select(below, c, v));
+        }
         Ok(match op {
             BinOp::Add if float => self.builder.ins().fadd(x, y),
             BinOp::Add => self.builder.ins().iadd(x, y),
