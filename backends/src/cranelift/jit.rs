@@ -84,9 +84,6 @@ impl JitProgram {
         module
             .finalize_definitions()
             .map_err(|e| codegen_error("linking", e))?;
-        if std::env::var_os("KILN_PERF_MAP").is_some() {
-            write_perf_map(&module, &ids.kernels);
-        }
         let code = module.get_finalized_function(ids.packed);
         // SAFETY: `packed` was defined above with exactly this signature (one pointer in, i32
         // out, the platform's C calling convention); the module stays alive as long as `self`.
@@ -148,24 +145,6 @@ impl JitProgram {
                 Ok(Tensor::new(ty.shape.clone(), data)?)
             })
             .collect()
-    }
-}
-
-/// Appends the kernels' addresses to `/tmp/perf-PID.map`, where `perf report` looks up names of
-/// JIT code (`KILN_PERF_MAP=1` turns it on). Best effort: profiling must not fail a compile.
-fn write_perf_map(module: &JITModule, kernels: &[(cranelift_module::FuncId, String, u32)]) {
-    use std::io::Write;
-    let path = std::env::temp_dir().join(format!("perf-{}.map", std::process::id()));
-    let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    else {
-        return;
-    };
-    for (id, name, size) in kernels {
-        let start = module.get_finalized_function(*id) as usize;
-        let _ = writeln!(file, "{start:x} {size:x} {name}");
     }
 }
 

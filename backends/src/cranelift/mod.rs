@@ -180,8 +180,6 @@ pub(crate) struct ProgramIds {
     /// `PREFIX_run_packed(void **args)`: the arena, inputs and outputs from one pointer array,
     /// so the JIT can call any arity through one Rust signature.
     pub packed: FuncId,
-    /// Each kernel's id, name and machine code size in bytes (for profiler symbol maps).
-    pub kernels: Vec<(FuncId, String, u32)>,
 }
 
 /// Lazily declared imports and helpers shared by every kernel of a module.
@@ -292,7 +290,6 @@ pub(crate) fn define_program<M: Module>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut kernel_ids = Vec::with_capacity(program.kernels.len());
-    let mut kernel_info = Vec::with_capacity(program.kernels.len());
     let mut math = BTreeMap::new();
     let mut pow_i64 = None;
     for (node, kernel) in &program.kernels {
@@ -332,7 +329,6 @@ pub(crate) fn define_program<M: Module>(
         let size = ctx.compiled_code().map_or(0, |c| c.code_info().total_size);
         module.clear_context(&mut ctx);
         kernel_ids.push(id);
-        kernel_info.push((id, kernel.name.clone(), size));
     }
     if let Some(id) = pow_i64 {
         define_pow_i64(module, id, &mut ctx, &mut fctx)?;
@@ -349,10 +345,7 @@ pub(crate) fn define_program<M: Module>(
         &mut fctx,
     )?;
     let packed = define_packed(module, graph, run, p, &mut ctx, &mut fctx)?;
-    Ok(ProgramIds {
-        packed,
-        kernels: kernel_info,
-    })
+    Ok(ProgramIds { packed })
 }
 
 /// `kiln_pow_i64` of the C runtime: power by squaring, wrapping; negative exponents give the
