@@ -326,7 +326,6 @@ pub(crate) fn define_program<M: Module>(
         module
             .define_function(id, &mut ctx)
             .map_err(|e| codegen_error(&format!("compiling {}", kernel.name), e))?;
-        let size = ctx.compiled_code().map_or(0, |c| c.code_info().total_size);
         module.clear_context(&mut ctx);
         kernel_ids.push(id);
     }
