@@ -1,5 +1,6 @@
-//! The Cranelift backend: every model through the host JIT (with and without SIMD) against the
-//! interpreter, and through its ELF objects on aarch64 (qemu-aarch64), riscv64 (qemu-riscv64, and
+//! The Cranelift backend: every model through the host JIT (default options, scalar, and one
+//! vector per iteration without FMA or explicit padding) against the interpreter, vector code
+//! against scalar code bit for bit, and through its ELF objects on aarch64 (qemu-aarch64), riscv64 (qemu-riscv64, and
 //! bare metal on the QEMU virt board) and x86_64 (qemu-x86_64) via `kiln verify --backend cranelift`, checked against
 //! onnxruntime's reference outputs. Also `kiln compile --emit obj`: the object and the same header
 //! as the C backend.
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln_backends::cranelift::{CraneliftOptions, JitProgram};
+use kiln_ir::Tensor;
 
 fn kiln(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -25,32 +27,77 @@ fn import(dir: &Path) -> kiln_ir::Graph {
         .graph
 }
 
+/// Compiles `graph` with `options` and runs it twice on `input` (the arena is reused, and
+/// results must not depend on its old contents).
+fn jit_run(
+    graph: &kiln_ir::Graph,
+    options: &CraneliftOptions,
+    input: &Tensor,
+    what: &str,
+) -> Vec<Tensor> {
+    let mut program = JitProgram::compile(graph, options).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let got = program.run(std::slice::from_ref(input)).expect("run");
+    let again = program.run(std::slice::from_ref(input)).expect("run");
+    assert_eq!(got, again, "{what}: second run differs");
+    got
+}
+
 #[test]
 fn every_model_matches_the_interpreter_through_the_jit() {
+    let configs = [
+        ("default", CraneliftOptions::default()),
+        (
+            "scalar",
+            CraneliftOptions {
+                simd: false,
+                ..CraneliftOptions::default()
+            },
+        ),
+        (
+            "one vector per iteration, implicit padding, no fma",
+            CraneliftOptions {
+                vector_parts: 1,
+                explicit_padding: false,
+                fma: false,
+                ..CraneliftOptions::default()
+            },
+        ),
+    ];
     for dir in common::repo_models() {
         let graph = import(&dir);
         let input = common::read_npy(&dir.join("input_0.npy"));
         let want = kiln_ir::interp::run(&graph, std::slice::from_ref(&input)).expect("interp");
-        for simd in [true, false] {
-            let options = CraneliftOptions {
-                simd,
-                ..CraneliftOptions::default()
-            };
-            let mut program = JitProgram::compile(&graph, &options)
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            let got = program.run(std::slice::from_ref(&input)).expect("run");
-            // Run twice: the arena is reused, and results must not depend on its old contents.
-            let again = program.run(std::slice::from_ref(&input)).expect("run");
-            for ((g, a), w) in got.iter().zip(&again).zip(&want) {
-                assert_eq!(g, a, "{}: second run differs", dir.display());
+        for (name, options) in &configs {
+            let what = format!("{} ({name})", dir.display());
+            let got = jit_run(&graph, options, &input, &what);
+            for (g, w) in got.iter().zip(&want) {
                 let (err, magnitude) = common::max_abs_diff(g, w);
                 assert!(
                     err <= 1e-4 * magnitude.max(1.0),
-                    "{} (simd {simd}): JIT differs from the interpreter by {err}",
-                    dir.display()
+                    "{what}: JIT differs from the interpreter by {err}"
                 );
             }
         }
+    }
+}
+
+/// Without fused multiply-adds, vector code computes every output exactly as the scalar code
+/// does (same operations, same order): this catches any lane, part or shuffle mistake that a
+/// tolerance would hide.
+#[test]
+fn vector_code_matches_scalar_code_bit_for_bit_without_fma() {
+    for dir in common::repo_models() {
+        let graph = import(&dir);
+        let input = common::read_npy(&dir.join("input_0.npy"));
+        let exact = |simd| CraneliftOptions {
+            simd,
+            fma: false,
+            ..CraneliftOptions::default()
+        };
+        let what = dir.display().to_string();
+        let vector = jit_run(&graph, &exact(true), &input, &what);
+        let scalar = jit_run(&graph, &exact(false), &input, &what);
+        assert_eq!(vector, scalar, "{what}: vector and scalar code differ");
     }
 }
 
