@@ -244,20 +244,56 @@ fn targets_without_a_cranelift_isa_are_refused() {
     );
 }
 
+/// `--no-libm` with Cranelift objects: the object calls `PREFIX_expf`, ... from the generated
+/// `PREFIX_math.c` (the C runtime's approximations), the program verifies on the bare-metal
+/// rv64gc board, and nothing from libm is linked.
 #[test]
-fn no_libm_is_refused_rather_than_ignored() {
-    let model = common::repo_root().join("tests/models/digits_mlp/model.onnx");
+fn no_libm_objects_call_the_runtime_approximations() {
+    let model = common::repo_root().join("tests/models/transformer_encoder_2l/model.onnx");
     let dir = std::env::temp_dir().join(format!("kiln-cl-nolibm-{}", std::process::id()));
     let out = kiln(&[
-        "compile",
+        "verify",
         &model.to_string_lossy(),
-        "--emit",
-        "obj",
+        "--target",
+        "rv64gc",
+        "--backend",
+        "cranelift",
         "--no-libm",
-        "-o",
+        "--keep-dir",
         &dir.to_string_lossy(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-libm is not supported"));
-    assert!(!dir.exists(), "no output on error");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = std::fs::read_to_string(dir.join("model_math.c")).expect("model_math.c");
+    assert!(source.contains("return kiln_expf(x);"), "{source}");
+    let nm = |file: &str| {
+        let out = Command::new("riscv64-unknown-elf-nm")
+            .arg(dir.join(file))
+            .output()
+            .expect("riscv64-unknown-elf-nm");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let object = nm("model.o");
+    assert!(object.contains(" U model_expf"), "{object}");
+    let program = nm("prog.elf");
+    let defines = |sym: &str| program.lines().any(|l| l.ends_with(&format!(" T {sym}")));
+    assert!(defines("model_expf"), "{program}");
+    for libm in ["expf", "erff", "tanhf", "logf", "powf"] {
+        assert!(!defines(libm), "libm's {libm} is linked:\n{program}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_jit_refuses_no_libm() {
+    let graph = import(&common::repo_root().join("tests/models/digits_mlp"));
+    let options = CraneliftOptions {
+        no_libm: true,
+        ..CraneliftOptions::default()
+    };
+    let err = JitProgram::compile(&graph, &options).expect_err("no_libm with the JIT");
+    assert!(err.to_string().contains("host's libm"), "{err}");
 }

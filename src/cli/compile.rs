@@ -185,17 +185,13 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Emit::Obj => {
-            if options.no_libm {
-                anyhow::bail!(
-                    "--no-libm is not supported with --emit obj yet: the Cranelift backend calls libm (expf, logf, tanhf, erff, powf); use --emit c"
-                );
-            }
             let cl = CraneliftOptions {
                 name: options.name.clone(),
                 target: args.target.cranelift(),
                 arena: options.arena,
                 simd: !args.no_simd,
                 fma: !args.no_fma,
+                no_libm: options.no_libm,
                 schedule: options.schedule,
                 alignment: options.alignment,
                 ..CraneliftOptions::default()

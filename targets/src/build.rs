@@ -110,6 +110,14 @@ pub fn build(
         },
     )?;
     let mut sources = vec![model.to_string(), "harness.c".into(), "kiln_board.c".into()];
+    // Other C files of the generated code (a Cranelift object's `PREFIX_math.c`).
+    sources.extend(
+        files
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.ends_with(".c") && name.as_str() != model)
+            .cloned(),
+    );
     if board.user_mode {
         // Compile the model on its own first: its object's sections are what gets reported.
         if let Some(stem) = model.strip_suffix(".c") {

@@ -134,11 +134,6 @@ pub fn run_on_board(
             (files, format!("{}.c", c.name), program.plan.arena_bytes)
         }
         CodeBackend::Cranelift { simd, fma } => {
-            if c.no_libm {
-                return Err(TargetError::Codegen(kiln_backends::BackendError::Lowering(
-                    "--no-libm is not supported by the Cranelift backend yet (it calls libm); use --backend c".into(),
-                )));
-            }
             let Some(isa) = target.cranelift else {
                 return Err(TargetError::NoCranelift {
                     target: target.name.into(),
@@ -150,6 +145,7 @@ pub fn run_on_board(
                 arena: c.arena,
                 simd,
                 fma,
+                no_libm: c.no_libm,
                 schedule: c.schedule,
                 alignment: c.alignment,
                 ..CraneliftOptions::default()

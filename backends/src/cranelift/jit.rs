@@ -76,6 +76,11 @@ impl JitProgram {
                 "the JIT compiles for the host only; use emit_object for other targets".into(),
             ));
         }
+        if opts.no_libm {
+            return Err(BackendError::Lowering(
+                "no_libm applies to objects (emit_object); the JIT uses the host's libm".into(),
+            ));
+        }
         let graph = &*prepare(graph, opts)?;
         let program = lower(graph, opts)?;
         let isa = target_isa(CraneliftTarget::Host, false)?;

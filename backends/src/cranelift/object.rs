@@ -13,7 +13,8 @@ use crate::program::LayerInfo;
 /// A compiled object and what reports need.
 #[derive(Debug)]
 pub struct ObjectProgram {
-    /// `PREFIX.o` (bytes) and `PREFIX.h` (the C backend's header).
+    /// `PREFIX.o` (bytes) and `PREFIX.h` (the C backend's header); with `no_libm`, also
+    /// `PREFIX_math.c` and `kiln_runtime.h` (the approximations the object calls).
     pub files: Vec<(String, Vec<u8>)>,
     pub plan: MemoryPlan,
     pub layers: Vec<LayerInfo>,
@@ -45,11 +46,22 @@ pub fn emit_object(graph: &Graph, opts: &CraneliftOptions) -> Result<ObjectProgr
         },
     );
     let weight_bytes = program.weight_bytes(graph);
+    let mut files = vec![
+        (format!("{}.o", opts.name), bytes),
+        (format!("{}.h", opts.name), header.into_bytes()),
+    ];
+    if opts.no_libm {
+        files.push((
+            format!("{}_math.c", opts.name),
+            super::math_source(&opts.name).into_bytes(),
+        ));
+        files.push((
+            crate::c::RUNTIME_HEADER_NAME.to_string(),
+            crate::c::RUNTIME_HEADER.as_bytes().to_vec(),
+        ));
+    }
     Ok(ObjectProgram {
-        files: vec![
-            (format!("{}.o", opts.name), bytes),
-            (format!("{}.h", opts.name), header.into_bytes()),
-        ],
+        files,
         plan: program.plan,
         layers: program.layers,
         weight_bytes,

@@ -33,6 +33,14 @@ pub enum MathFn {
 }
 
 impl MathFn {
+    pub const ALL: [MathFn; 5] = [
+        MathFn::Expf,
+        MathFn::Logf,
+        MathFn::Tanhf,
+        MathFn::Erff,
+        MathFn::Powf,
+    ];
+
     /// The libm function computing a unary op, if it is one.
     pub fn of(op: UnOp) -> Option<MathFn> {
         match op {
