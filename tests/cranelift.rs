@@ -101,6 +101,48 @@ fn vector_code_matches_scalar_code_bit_for_bit_without_fma() {
     }
 }
 
+/// The MLPerf Tiny models beside the repository (float and int8 QDQ) through the JIT: integer
+/// lanes (the int8 models' QuantizeLinear and DequantizeLinear) and float lanes match scalar
+/// code bit for bit without FMA, and the defaults match the interpreter. Skips when
+/// `../shared` is absent.
+#[test]
+fn shared_models_vectorize_exactly() {
+    let Some(shared) = common::shared_models_dir() else {
+        eprintln!("skipping: ../shared/models is not present");
+        return;
+    };
+    for dir in common::model_dirs(&shared) {
+        let graph = import(&dir);
+        let input = common::read_npy(&dir.join("input_0.npy"));
+        let what = dir.display().to_string();
+        let exact = |simd| CraneliftOptions {
+            simd,
+            fma: false,
+            ..CraneliftOptions::default()
+        };
+        let vector = jit_run(&graph, &exact(true), &input, &what);
+        let scalar = jit_run(&graph, &exact(false), &input, &what);
+        assert_eq!(vector, scalar, "{what}: vector and scalar code differ");
+        let want = kiln_ir::interp::run(&graph, std::slice::from_ref(&input)).expect("interp");
+        let got = jit_run(&graph, &CraneliftOptions::default(), &input, &what);
+        for (g, w) in got.iter().zip(&want) {
+            if g.dtype() == kiln_ir::DType::F32 {
+                let (err, magnitude) = common::max_abs_diff(g, w);
+                assert!(err <= 1e-4 * magnitude.max(1.0), "{what}: off by {err}");
+            } else {
+                // Quantized outputs: FMA may move a value across a rounding boundary.
+                let err = g
+                    .to_f64_vec()
+                    .iter()
+                    .zip(w.to_f64_vec())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(err <= 1.0, "{what}: quantized output off by {err}");
+            }
+        }
+    }
+}
+
 /// `kiln verify --backend cranelift` on `target` for every model, and the board's output
 /// against onnxruntime's reference.
 fn every_model_verifies_on(target: &str) {

@@ -1,18 +1,22 @@
-//! Outer-loop vectorization over 128-bit vectors (`f32x4`).
+//! Outer-loop vectorization over 128-bit vectors (`f32x4`, and `i32x4` for integer data).
 //!
 //! A loop qualifies when every store it makes writes `param[base + v]` (stride one in the loop
-//! variable `v`) of an f32 buffer, and every value that varies with `v` is either such a
-//! stride-one f32 load, f32 arithmetic on those, or an `i32` index affine in `v`. Then four
-//! consecutive iterations run as one: varying floats become `f32x4` lanes, uniform values are
-//! splatted, stride-one loads and stores become vector loads and stores, and nested loops (the
-//! channel and tap loops of a convolution inside its output-width loop) run once per group.
-//! Leftover iterations run the scalar translation. The outermost qualifying loop is chosen,
-//! which for convolutions and matrix products is the loop over output columns, so each lane
-//! computes one output exactly as the scalar code does: results are bit-identical.
+//! variable `v`) of an f32 or integer buffer, and every value that varies with `v` is either
+//! such a stride-one load, arithmetic on those, a conversion between them, or an `i32` index
+//! affine in `v`. Then `4 * vector_parts` consecutive iterations run as one: varying floats
+//! become `f32x4` lanes and varying integers `i32x4` lanes (i8, u8 and i16 data widened on
+//! load and packed on store, as the scalar path holds narrow integers in `i32` registers),
+//! uniform values are splatted, stride-one loads and stores become vector accesses, and nested
+//! loops (the channel and tap loops of a convolution inside its output-width loop) run once per
+//! group. Leftover iterations run single vectors, then the scalar translation. The outermost
+//! qualifying loop is chosen, which for convolutions and matrix products is the loop over
+//! output columns, so each lane computes one output exactly as the scalar code does: without
+//! fused multiply-adds, results are bit-identical (a test checks it on every model).
 //!
-//! Loads at other strides (strided convolutions) gather four scalar loads into lanes. Math calls
-//! (`expf`, ...) run per lane; integer data and conditions that vary per lane keep the scalar
-//! path.
+//! Float loads at stride two (stride-2 convolutions) deinterleave two vectors with a shuffle;
+//! other strides gather scalar loads into lanes. Max and min against a constant (Relu, Clip)
+//! are a compare and a blend. Math calls (`expf`, ...) run per lane; conditions that vary per
+//! lane, and integer comparisons, keep the scalar path.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,7 +25,7 @@ use cranelift_codegen::ir::{types, ConstantData, Endianness, InstBuilder, MemFla
 use cranelift_frontend::Variable;
 use kiln_ir::DType;
 
-use super::translate::{float_instruction, Callees, KernelTranslator, MathFn};
+use super::translate::{expr_type, float_instruction, Callees, KernelTranslator, MathFn};
 use crate::error::BackendError;
 use crate::kernel::{BinOp, Expr, Kernel, Stmt, UnOp, Var};
 
@@ -36,6 +40,9 @@ enum Shape {
     Affine(i64),
     /// An f32 per lane.
     Vector,
+    /// An integer per lane, held in `i32` lanes (sign- or zero-extended from its kernel type,
+    /// as the scalar path holds narrow integers in `i32` registers).
+    IVector,
     /// A comparison result per lane.
     Mask,
 }
@@ -118,6 +125,10 @@ impl Analysis<'_> {
                         self.vector_stores += 1;
                         matches!(value, Shape::Uniform | Shape::Vector).then_some(())
                     }
+                    Shape::Affine(1) if int_lanes(dtype) => {
+                        self.vector_stores += 1;
+                        matches!(value, Shape::Uniform | Shape::IVector).then_some(())
+                    }
                     Shape::Uniform if value == Shape::Uniform => Some(()),
                     _ => None,
                 }
@@ -147,6 +158,8 @@ impl Analysis<'_> {
                     // Stride one: a vector load; other strides (strided convolutions): four
                     // scalar loads gathered into lanes.
                     Shape::Affine(k) if dtype == DType::F32 && k != 0 => Shape::Vector,
+                    // Integer data: stride one only.
+                    Shape::Affine(1) if int_lanes(dtype) => Shape::IVector,
                     _ => return None,
                 }
             }
@@ -155,6 +168,7 @@ impl Analysis<'_> {
                 match s {
                     Shape::Uniform => Shape::Uniform,
                     Shape::Vector if *op != UnOp::Not => Shape::Vector,
+                    Shape::IVector if matches!(op, UnOp::Neg | UnOp::Abs) => Shape::IVector,
                     Shape::Affine(k) if *op == UnOp::Neg => Shape::Affine(-k),
                     _ => return None,
                 }
@@ -175,6 +189,8 @@ impl Analysis<'_> {
             Expr::Cast(t, a) => match self.expr(a)? {
                 Shape::Uniform => Shape::Uniform,
                 Shape::Vector if *t == DType::F32 => Shape::Vector,
+                Shape::Vector | Shape::IVector if int_lanes(*t) => Shape::IVector,
+                Shape::IVector if *t == DType::F32 => Shape::Vector,
                 Shape::Affine(k) if *t == DType::I32 => Shape::Affine(k),
                 _ => return None,
             },
@@ -203,6 +219,18 @@ impl Analysis<'_> {
         let float = self.is_float(a) || self.is_float(b);
         if sa == Shape::Uniform && sb == Shape::Uniform {
             return Some(Shape::Uniform);
+        }
+        if !float && (sa == Shape::IVector || sb == Shape::IVector) {
+            // Integer lanes: both sides integer lanes or uniform, in an i32-lane type.
+            let lanes = |s| matches!(s, Shape::Uniform | Shape::IVector);
+            let ty = expr_type(self.kernel, a);
+            let ty = super::translate::common_type(ty, expr_type(self.kernel, b));
+            let arithmetic = matches!(
+                op,
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Max | BinOp::Min
+            );
+            return (lanes(sa) && lanes(sb) && int_lanes(ty) && arithmetic)
+                .then_some(Shape::IVector);
         }
         if float {
             if !matches!(sa, Shape::Uniform | Shape::Vector)
@@ -247,6 +275,11 @@ impl Analysis<'_> {
     }
 }
 
+/// Integer kernel types whose values fit `i32` lanes (what the scalar path holds in `i32`).
+fn int_lanes(t: DType) -> bool {
+    matches!(t, DType::I8 | DType::U8 | DType::I16 | DType::I32)
+}
+
 fn is_comparison(op: BinOp) -> bool {
     matches!(
         op,
@@ -263,6 +296,8 @@ enum Lanes {
     Affine(Value, i64),
     /// One `f32x4` per part.
     Vector(Vec<Value>),
+    /// One `i32x4` per part (see `Shape::IVector`).
+    IVector(Vec<Value>),
     /// One `i32x4` of all-ones or zero lanes per part.
     Mask(Vec<Value>),
 }
@@ -409,6 +444,9 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 index,
                 value,
             } => match self.vexpr_shape(scope, index) {
+                Some(1) if self.param_type(*param) != DType::F32 => {
+                    self.int_store(scope, *param, index, value)
+                }
                 Some(1) => {
                     let lanes = self.vexpr(scope, value)?;
                     let parts = self.splat_to_vector(scope, lanes);
@@ -483,7 +521,8 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         index: &Expr,
     ) -> Result<(Value, i32), BackendError> {
         let (rest, constant) = super::translate::split_offset(index);
-        let offset = i32::try_from(constant * 4).map_err(|_| not_vectorizable("offset"))?;
+        let size = self.elem_bytes(param);
+        let offset = i32::try_from(constant * size).map_err(|_| not_vectorizable("offset"))?;
         let base = match rest {
             Some(rest) => match self.vexpr(scope, rest)? {
                 Lanes::Affine(lane0, 1) => self.element_address(param, lane0)?,
@@ -536,7 +575,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             Lanes::Uniform(s) => vec![self.builder.ins().splat(types::F32X4, s); scope.parts],
             // The analysis admits neither into a float vector.
             Lanes::Affine(v, _) => vec![v; scope.parts],
-            Lanes::Mask(v) => v,
+            Lanes::Mask(v) | Lanes::IVector(v) => v,
         }
     }
 
@@ -556,6 +595,9 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             }
             Expr::Load { param, index } => match self.vexpr_shape(scope, index) {
                 None => Lanes::Uniform(self.expr(e)?),
+                Some(1) if self.param_type(*param) != DType::F32 => {
+                    Lanes::IVector(self.int_load(scope, *param, index)?)
+                }
                 Some(1) => {
                     let (addr, offset) = self.vector_address(scope, *param, index)?;
                     // Unaligned: only the scalar flags' alignment promise is dropped.
@@ -590,6 +632,12 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                             .map(|x| self.vunary(*op, x))
                             .collect::<Result<_, _>>()?,
                     ),
+                    Lanes::IVector(v) if *op == UnOp::Neg => {
+                        Lanes::IVector(v.into_iter().map(|x| self.builder.ins().ineg(x)).collect())
+                    }
+                    Lanes::IVector(v) if *op == UnOp::Abs => {
+                        Lanes::IVector(v.into_iter().map(|x| self.builder.ins().iabs(x)).collect())
+                    }
                     _ => return Err(not_vectorizable("unary")),
                 }
             }
@@ -641,6 +689,21 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             Expr::Cast(t, a) => match self.vexpr(scope, a)? {
                 Lanes::Uniform(_) => Lanes::Uniform(self.expr(e)?),
                 Lanes::Vector(v) if *t == DType::F32 => Lanes::Vector(v),
+                // Float to integer as the scalar path converts: truncate saturating to i32,
+                // then wrap to the narrow type.
+                Lanes::Vector(v) => {
+                    let ints = v
+                        .into_iter()
+                        .map(|x| self.builder.ins().fcvt_to_sint_sat(types::I32X4, x))
+                        .collect();
+                    Lanes::IVector(self.narrow_lanes(ints, *t))
+                }
+                Lanes::IVector(v) if *t == DType::F32 => Lanes::Vector(
+                    v.into_iter()
+                        .map(|x| self.builder.ins().fcvt_from_sint(types::F32X4, x))
+                        .collect(),
+                ),
+                Lanes::IVector(v) => Lanes::IVector(self.narrow_lanes(v, *t)),
                 Lanes::Affine(v, k) if *t == DType::I32 => Lanes::Affine(v, k),
                 _ => return Err(not_vectorizable("cast")),
             },
@@ -726,6 +789,185 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         Ok(parts)
     }
 
+    fn param_type(&self, param: usize) -> DType {
+        self.kernel
+            .params
+            .get(param)
+            .map_or(DType::F32, |p| p.dtype)
+    }
+
+    fn elem_bytes(&self, param: usize) -> i64 {
+        self.param_type(param).size_bytes() as i64
+    }
+
+    /// Wraps `i32` lanes to a narrow type's range, as the scalar `narrow` does per value.
+    fn narrow_lanes(&mut self, parts: Vec<Value>, t: DType) -> Vec<Value> {
+        let shift = match t {
+            DType::I8 => 24,
+            DType::I16 => 16,
+            DType::U8 | DType::Bool => {
+                let mask = self.builder.ins().iconst(types::I32, 0xff);
+                let mask = self.builder.ins().splat(types::I32X4, mask);
+                return parts
+                    .into_iter()
+                    .map(|x| self.builder.ins().band(x, mask))
+                    .collect();
+            }
+            _ => return parts,
+        };
+        parts
+            .into_iter()
+            .map(|x| {
+                let up = self.builder.ins().ishl_imm_s(x, shift);
+                self.builder.ins().sshr_imm_s(up, shift)
+            })
+            .collect()
+    }
+
+    /// The `i32x4` parts of an integer operand converted to type `t`: a uniform one converted
+    /// as the scalar path would, then splatted.
+    fn int_parts(
+        &mut self,
+        scope: &VectorScope,
+        (e, lanes): (&Expr, Lanes),
+        t: DType,
+    ) -> Result<Vec<Value>, BackendError> {
+        match lanes {
+            Lanes::IVector(v) => Ok(self.narrow_lanes(v, t)),
+            Lanes::Uniform(_) => {
+                let v = self.expr_as(e, t)?;
+                Ok(vec![self.builder.ins().splat(types::I32X4, v); scope.parts])
+            }
+            _ => Err(not_vectorizable("integer operand")),
+        }
+    }
+
+    /// Integer arithmetic on `i32` lanes, operands converted to their common type first, as
+    /// the scalar `binary` does.
+    fn int_binary(
+        &mut self,
+        scope: &VectorScope,
+        op: BinOp,
+        (a, la): (&Expr, Lanes),
+        (b, lb): (&Expr, Lanes),
+    ) -> Result<Lanes, BackendError> {
+        let t = super::translate::common_type(self.type_of(a), self.type_of(b));
+        let x = self.int_parts(scope, (a, la), t)?;
+        let y = self.int_parts(scope, (b, lb), t)?;
+        let parts = x
+            .into_iter()
+            .zip(y)
+            .map(|(x, y)| {
+                let ins = self.builder.ins();
+                Ok(match op {
+                    BinOp::Add => ins.iadd(x, y),
+                    BinOp::Sub => ins.isub(x, y),
+                    BinOp::Mul => ins.imul(x, y),
+                    BinOp::Max => ins.smax(x, y),
+                    BinOp::Min => ins.smin(x, y),
+                    _ => return Err(not_vectorizable("integer op")),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Lanes::IVector(parts))
+    }
+
+    /// A stride-one load of integer `param` as `i32x4` parts: whole vectors for i32, and for
+    /// narrow types one scalar load of four elements widened lane by lane (never reading past
+    /// the four elements the scalar code reads).
+    fn int_load(
+        &mut self,
+        scope: &VectorScope,
+        param: usize,
+        index: &Expr,
+    ) -> Result<Vec<Value>, BackendError> {
+        let t = self.param_type(param);
+        let size = self.elem_bytes(param);
+        let (addr, offset) = self.vector_address(scope, param, index)?;
+        let mut flags = MemFlagsData::new().with_notrap();
+        if self.readonly_inputs && self.kernel.params.get(param).is_some_and(|p| !p.output) {
+            flags = flags.with_readonly().with_can_move();
+        }
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let mut parts = Vec::with_capacity(scope.parts);
+        for j in 0..scope.parts {
+            let at = part_offset_sized(offset, j, size)?;
+            let v = match t {
+                DType::I32 => self.builder.ins().load(types::I32X4, flags, addr, at),
+                DType::I8 | DType::U8 => {
+                    let word = self.builder.ins().load(types::I32, flags, addr, at);
+                    let v = self.builder.ins().scalar_to_vector(types::I32X4, word);
+                    let bytes = self.builder.ins().bitcast(types::I8X16, little, v);
+                    if t == DType::I8 {
+                        let half = self.builder.ins().swiden_low(bytes);
+                        self.builder.ins().swiden_low(half)
+                    } else {
+                        let half = self.builder.ins().uwiden_low(bytes);
+                        self.builder.ins().uwiden_low(half)
+                    }
+                }
+                DType::I16 => {
+                    let quad = self.builder.ins().load(types::I64, flags, addr, at);
+                    let v = self.builder.ins().scalar_to_vector(types::I64X2, quad);
+                    let halves = self.builder.ins().bitcast(types::I16X8, little, v);
+                    self.builder.ins().swiden_low(halves)
+                }
+                other => return Err(not_vectorizable(&format!("{other} lanes"))),
+            };
+            parts.push(v);
+        }
+        Ok(parts)
+    }
+
+    /// A stride-one store to integer `param`: the value converted to the param's type as the
+    /// scalar store does, then the low bytes of each lane packed and stored in one access.
+    fn int_store(
+        &mut self,
+        scope: &mut VectorScope,
+        param: usize,
+        index: &Expr,
+        value: &Expr,
+    ) -> Result<(), BackendError> {
+        let t = self.param_type(param);
+        let size = self.elem_bytes(param);
+        let lanes = self.vexpr(scope, value)?;
+        let parts = self.int_parts(scope, (value, lanes), t)?;
+        let (addr, offset) = self.vector_address(scope, param, index)?;
+        let flags = MemFlagsData::new().with_notrap();
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        // Byte lanes to keep, low byte first: the low `size` bytes of each i32 lane.
+        let keep: Vec<u8> = (0..LANES as u8)
+            .flat_map(|lane| (0..size as u8).map(move |b| lane * 4 + b))
+            .collect();
+        let mut mask = keep.clone();
+        mask.resize(16, 0);
+        let mask = self
+            .builder
+            .func
+            .dfg
+            .immediates
+            .push(ConstantData::from(mask));
+        for (j, v) in parts.into_iter().enumerate() {
+            let at = part_offset_sized(offset, j, size)?;
+            if t == DType::I32 {
+                self.builder.ins().store(flags, v, addr, at);
+                continue;
+            }
+            let bytes = self.builder.ins().bitcast(types::I8X16, little, v);
+            let packed = self.builder.ins().shuffle(bytes, bytes, mask);
+            let (wide, lane_ty) = if keep.len() == 4 {
+                (types::I32X4, types::I32)
+            } else {
+                (types::I64X2, types::I64)
+            };
+            let packed = self.builder.ins().bitcast(wide, little, packed);
+            let low = self.builder.ins().extractlane(packed, 0);
+            debug_assert_eq!(self.builder.func.dfg.value_type(low), lane_ty);
+            self.builder.ins().store(flags, low, addr, at);
+        }
+        Ok(())
+    }
+
     fn vunary(&mut self, op: UnOp, v: Value) -> Result<Value, BackendError> {
         if let Some(r) = float_instruction(self.builder, op, v) {
             return Ok(r);
@@ -783,6 +1025,9 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         let (la, lb) = (self.vexpr(scope, a)?, self.vexpr(scope, b)?);
         if let (Lanes::Uniform(_), Lanes::Uniform(_)) = (&la, &lb) {
             return Ok(Lanes::Uniform(self.expr(e)?));
+        }
+        if matches!(la, Lanes::IVector(_)) || matches!(lb, Lanes::IVector(_)) {
+            return self.int_binary(scope, op, (a, la), (b, lb));
         }
         let float = matches!(la, Lanes::Vector(_)) || matches!(lb, Lanes::Vector(_));
         if let (true, Some(bound)) = (float, clamp_bound(op, a, b)) {
@@ -895,8 +1140,13 @@ pub(super) fn clamp_bound(op: BinOp, a: &Expr, b: &Expr) -> Option<f32> {
 
 /// The byte offset of part `j` of a stride-one access whose lane 0 is at `offset`.
 fn part_offset(offset: i32, j: usize) -> Result<i32, BackendError> {
+    part_offset_sized(offset, j, 4)
+}
+
+/// `part_offset` for elements of `size` bytes.
+fn part_offset_sized(offset: i32, j: usize, size: i64) -> Result<i32, BackendError> {
     offset
-        .checked_add((j * LANES * 4) as i32)
+        .checked_add((j as i64 * LANES as i64 * size) as i32)
         .ok_or_else(|| not_vectorizable("offset"))
 }
 

@@ -172,30 +172,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
 
     /// The kernel scalar type of an expression (as the C emitter types it).
     pub fn type_of(&self, e: &Expr) -> ScalarType {
-        match e {
-            Expr::Int(_) => DType::I32,
-            Expr::Const(_, t) | Expr::Cast(t, _) => *t,
-            Expr::Var(v) => self.var_type(*v),
-            Expr::Load { param, .. } => self
-                .kernel
-                .params
-                .get(*param)
-                .map_or(DType::F32, |p| p.dtype),
-            Expr::Unary(UnOp::Not, _) => DType::Bool,
-            Expr::Unary(_, a) => self.type_of(a),
-            Expr::Binary(op, a, b) => match op {
-                BinOp::Lt
-                | BinOp::Le
-                | BinOp::Gt
-                | BinOp::Ge
-                | BinOp::Eq
-                | BinOp::Ne
-                | BinOp::And
-                | BinOp::Or => DType::Bool,
-                _ => common_type(self.type_of(a), self.type_of(b)),
-            },
-            Expr::Select(_, a, _) => self.type_of(a),
-        }
+        expr_type(self.kernel, e)
     }
 
     pub fn stmts(&mut self, body: &[Stmt]) -> Result<(), BackendError> {
@@ -751,7 +728,32 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
 }
 
 /// The type C computes a binary operation in: float if either is, else the wider integer.
-fn common_type(a: ScalarType, b: ScalarType) -> ScalarType {
+/// The kernel scalar type of an expression in `kernel` (as the C emitter types it).
+pub(super) fn expr_type(kernel: &Kernel, e: &Expr) -> ScalarType {
+    let var_type = |v: &Var| kernel.vars.get(v.0 as usize).copied().unwrap_or(DType::I32);
+    match e {
+        Expr::Int(_) => DType::I32,
+        Expr::Const(_, t) | Expr::Cast(t, _) => *t,
+        Expr::Var(v) => var_type(v),
+        Expr::Load { param, .. } => kernel.params.get(*param).map_or(DType::F32, |p| p.dtype),
+        Expr::Unary(UnOp::Not, _) => DType::Bool,
+        Expr::Unary(_, a) => expr_type(kernel, a),
+        Expr::Binary(op, a, b) => match op {
+            BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::Eq
+            | BinOp::Ne
+            | BinOp::And
+            | BinOp::Or => DType::Bool,
+            _ => common_type(expr_type(kernel, a), expr_type(kernel, b)),
+        },
+        Expr::Select(_, a, _) => expr_type(kernel, a),
+    }
+}
+
+pub(super) fn common_type(a: ScalarType, b: ScalarType) -> ScalarType {
     if a == DType::F32 || b == DType::F32 {
         DType::F32
     } else if a == DType::I64 || b == DType::I64 {
