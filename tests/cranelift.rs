@@ -267,6 +267,58 @@ fn compile_emits_an_object_and_the_c_backends_header() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// `MODEL_ARENA_BYTES` from a generated header.
+fn arena_bytes(header: &Path) -> usize {
+    let text = std::fs::read_to_string(header).expect("header");
+    text.lines()
+        .find_map(|l| l.strip_prefix("#define KWS_ARENA_BYTES "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no arena size in {}", header.display()))
+}
+
+/// Explicit padding costs arena (KWS's narrow rows pay for padded copies); the flag turns it
+/// off and the object then needs exactly the C backend's arena.
+#[test]
+fn explicit_padding_costs_arena_and_can_be_turned_off() {
+    let model = common::repo_root().join("tests/models/kws_dscnn/model.onnx");
+    let base = std::env::temp_dir().join(format!("kiln-cl-pad-{}", std::process::id()));
+    let compile = |dir: &str, extra: &[&str]| {
+        let out_dir = base.join(dir);
+        let mut args = vec![
+            "compile".to_string(),
+            model.to_string_lossy().into_owned(),
+            "--name".into(),
+            "kws".into(),
+            "-o".into(),
+            out_dir.to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = kiln(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        arena_bytes(&out_dir.join("kws.h"))
+    };
+    let c = compile("c", &[]);
+    let padded = compile("obj", &["--emit", "obj", "--target", "aarch64"]);
+    let unpadded = compile(
+        "obj-unpadded",
+        &[
+            "--emit",
+            "obj",
+            "--target",
+            "aarch64",
+            "--no-explicit-padding",
+        ],
+    );
+    assert!(padded > c, "padded copies need arena: {padded} vs {c}");
+    assert_eq!(unpadded, c);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 #[test]
 fn targets_without_a_cranelift_isa_are_refused() {
     let model = common::repo_root().join("tests/models/digits_mlp/model.onnx");

@@ -31,6 +31,10 @@ pub struct CompileArgs {
     /// for results bit-identical to the C backend's.
     #[arg(long)]
     no_fma: bool,
+    /// With --emit obj: convolutions keep their implicit padding (no zero-padded input copies:
+    /// a smaller arena, slower border columns).
+    #[arg(long)]
+    no_explicit_padding: bool,
     /// Output directory (created if missing). It is self-contained: `cc -c DIR/*.c` builds it.
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     output_dir: PathBuf,
@@ -191,6 +195,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
                 arena: options.arena,
                 simd: !args.no_simd,
                 fma: !args.no_fma,
+                explicit_padding: !args.no_explicit_padding,
                 no_libm: options.no_libm,
                 schedule: options.schedule,
                 alignment: options.alignment,

@@ -35,6 +35,9 @@ pub struct VerifyArgs {
     /// backend's).
     #[arg(long)]
     no_fma: bool,
+    /// With --backend cranelift: no zero-padded input copies for convolutions (smaller arena).
+    #[arg(long)]
+    no_explicit_padding: bool,
     /// The emulated board (default: the target's first board; rv32imac also runs on sifive_e).
     #[arg(long, value_name = "BOARD")]
     board: Option<String>,
@@ -90,6 +93,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             VerifyBackend::Cranelift => CodeBackend::Cranelift {
                 simd: !args.no_simd,
                 fma: !args.no_fma,
+                explicit_padding: !args.no_explicit_padding,
             },
         },
         cflags: args.cflags.clone(),

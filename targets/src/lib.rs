@@ -30,7 +30,11 @@ pub enum CodeBackend {
     #[default]
     C,
     /// The Cranelift backend's object file (targets with a Cranelift ISA only).
-    Cranelift { simd: bool, fma: bool },
+    Cranelift {
+        simd: bool,
+        fma: bool,
+        explicit_padding: bool,
+    },
 }
 
 /// How to build and run.
@@ -133,7 +137,11 @@ pub fn run_on_board(
                 .collect::<Vec<_>>();
             (files, format!("{}.c", c.name), program.plan.arena_bytes)
         }
-        CodeBackend::Cranelift { simd, fma } => {
+        CodeBackend::Cranelift {
+            simd,
+            fma,
+            explicit_padding,
+        } => {
             let Some(isa) = target.cranelift else {
                 return Err(TargetError::NoCranelift {
                     target: target.name.into(),
@@ -145,6 +153,7 @@ pub fn run_on_board(
                 arena: c.arena,
                 simd,
                 fma,
+                explicit_padding,
                 no_libm: c.no_libm,
                 schedule: c.schedule,
                 alignment: c.alignment,
