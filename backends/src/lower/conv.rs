@@ -5,6 +5,8 @@
 //! input channels then taps in row-major kernel order, which is the reference's order of float
 //! additions. The innermost output dimension is split into a left border, an interior and a
 //! right border: interior windows lie fully inside the input and run without bounds tests.
+//! Pointwise convolutions (1x1, stride 1, no padding) run over the flattened plane instead, so
+//! their innermost loop is `H * W` long.
 
 use kiln_ir::{DType, Op};
 
