@@ -600,12 +600,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 }
                 Some(1) => {
                     let (addr, offset) = self.vector_address(scope, *param, index)?;
-                    // Unaligned: only the scalar flags' alignment promise is dropped.
-                    let mut flags = MemFlagsData::new().with_notrap();
-                    let input = self.kernel.params.get(*param).is_some_and(|p| !p.output);
-                    if self.readonly_inputs && input {
-                        flags = flags.with_readonly().with_can_move();
-                    }
+                    let flags = self.vector_load_flags(*param);
                     let parts = (0..scope.parts)
                         .map(|j| {
                             Ok(self.builder.ins().load(
@@ -759,10 +754,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         base: Value,
         constant: i64,
     ) -> Result<Vec<Value>, BackendError> {
-        let mut flags = MemFlagsData::new().with_notrap();
-        if self.readonly_inputs && self.kernel.params.get(param).is_some_and(|p| !p.output) {
-            flags = flags.with_readonly().with_can_move();
-        }
+        let flags = self.vector_load_flags(param);
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
         let mask: Vec<u8> = [0u8, 2, 5, 7]
             .iter()
@@ -787,6 +779,12 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             parts.push(self.builder.ins().bitcast(types::F32X4, little, even));
         }
         Ok(parts)
+    }
+
+    /// Flags of a vector load from `param`: unaligned (only the scalar flags' alignment promise
+    /// is dropped), and movable as scalar loads are.
+    fn vector_load_flags(&self, param: usize) -> MemFlagsData {
+        self.movable(param, MemFlagsData::new().with_notrap())
     }
 
     fn param_type(&self, param: usize) -> DType {
@@ -884,10 +882,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         let t = self.param_type(param);
         let size = self.elem_bytes(param);
         let (addr, offset) = self.vector_address(scope, param, index)?;
-        let mut flags = MemFlagsData::new().with_notrap();
-        if self.readonly_inputs && self.kernel.params.get(param).is_some_and(|p| !p.output) {
-            flags = flags.with_readonly().with_can_move();
-        }
+        let flags = self.vector_load_flags(param);
         let little = MemFlagsData::new().with_endianness(Endianness::Little);
         let mut parts = Vec::with_capacity(scope.parts);
         for j in 0..scope.parts {

@@ -628,13 +628,18 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         })
     }
 
-    /// Flags of a load from `param`: trusted (in bounds, aligned), and movable when inputs are
-    /// read-only during the kernel.
+    /// Flags of a scalar load from `param`: trusted (in bounds, aligned), plus `movable`.
     pub(super) fn load_flags(&self, param: usize) -> MemFlagsData {
+        self.movable(param, mem())
+    }
+
+    /// `flags` marked read-only and movable when `param` is an input of a kernel that does not
+    /// work in place (see `readonly_inputs`).
+    pub(super) fn movable(&self, param: usize, flags: MemFlagsData) -> MemFlagsData {
         if self.readonly_inputs && self.kernel.params.get(param).is_some_and(|p| !p.output) {
-            mem().with_readonly().with_can_move()
+            flags.with_readonly().with_can_move()
         } else {
-            mem()
+            flags
         }
     }
 
