@@ -133,6 +133,12 @@ fn models_match_the_interpreter() {
                 loop_order: LoopOrder::PixelsOuter,
                 oc_tile: 3,
                 unroll_limit: 3,
+                windowed_oc_tile: 0,
+            },
+            Schedule {
+                oc_tile: 4,
+                windowed_oc_tile: 8,
+                ..Schedule::default()
             },
         ];
         for schedule in schedules {

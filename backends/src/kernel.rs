@@ -303,6 +303,10 @@ pub struct Schedule {
     /// loaded input element feeds several accumulators (register tiling of Conv and Gemm/MatMul
     /// columns).
     pub oc_tile: usize,
+    /// `oc_tile` for convolutions whose window is larger than one element (0: `oc_tile`). Such
+    /// windows give every loaded input element many multiply-adds, so wider tiles pay where a
+    /// pointwise convolution would run out of registers (Cranelift uses 8 here, 4 elsewhere).
+    pub windowed_oc_tile: usize,
     /// Loop order of convolutions.
     pub loop_order: LoopOrder,
 }

@@ -103,6 +103,7 @@ impl CodegenArgs {
             schedule: kiln_backends::kernel::Schedule {
                 unroll_limit: self.unroll.unwrap_or(if speed { 3 } else { 0 }),
                 oc_tile: self.oc_tile.unwrap_or(if speed { 4 } else { 0 }),
+                windowed_oc_tile: 0,
                 loop_order: match self.loop_order {
                     LoopOrder::ChannelsOuter => kiln_backends::kernel::LoopOrder::ChannelsOuter,
                     LoopOrder::PixelsOuter => kiln_backends::kernel::LoopOrder::PixelsOuter,
@@ -197,7 +198,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
                 fma: !args.no_fma,
                 explicit_padding: !args.no_explicit_padding,
                 no_libm: options.no_libm,
-                schedule: options.schedule,
+                schedule: CraneliftOptions::native_schedule(options.schedule),
                 alignment: options.alignment,
                 ..CraneliftOptions::default()
             };

@@ -155,7 +155,7 @@ pub fn run_on_board(
                 fma,
                 explicit_padding,
                 no_libm: c.no_libm,
-                schedule: c.schedule,
+                schedule: CraneliftOptions::native_schedule(c.schedule),
                 alignment: c.alignment,
                 ..CraneliftOptions::default()
             };

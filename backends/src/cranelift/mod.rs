@@ -101,9 +101,30 @@ impl Default for CraneliftOptions {
             schedule: Schedule {
                 unroll_limit: 3,
                 oc_tile: 4,
+                windowed_oc_tile: WINDOWED_OC_TILE,
                 loop_order: Default::default(),
             },
             alignment: 16,
+        }
+    }
+}
+
+/// Output channels per pass of windowed convolutions (3x3 and larger) in vector code: measured
+/// on ResNet-8 in the JIT, 8 is 12% faster than 4 (0.82 against 0.94 ms); 12 and 16 are
+/// slower than 8.
+const WINDOWED_OC_TILE: usize = 8;
+
+impl CraneliftOptions {
+    /// `schedule` (a `kiln compile` schedule, shared with the C backend) with this backend's
+    /// wider windowed-convolution tile filled in where it tiles channels but leaves that unset.
+    pub fn native_schedule(schedule: Schedule) -> Schedule {
+        if schedule.oc_tile > 1 && schedule.windowed_oc_tile == 0 {
+            Schedule {
+                windowed_oc_tile: WINDOWED_OC_TILE,
+                ..schedule
+            }
+        } else {
+            schedule
         }
     }
 }

@@ -486,10 +486,14 @@ struct TileBases {
 type TileBody<'f> = dyn FnMut(&mut Lowering, &ChanTile) -> Result<Vec<Stmt>, BackendError> + 'f;
 
 impl ConvPlan<'_> {
-    /// How many output channels are computed per pass: the schedule's `oc_tile` when every
-    /// group has that many; depthwise convs (one input channel per group) stay untiled.
+    /// How many output channels are computed per pass: the schedule's `oc_tile` (or
+    /// `windowed_oc_tile` for windows wider than one tap) when every group has that many;
+    /// depthwise convs (one input channel per group) stay untiled.
     fn tile(&self, cx: &Lowering) -> usize {
-        let t = cx.schedule.oc_tile;
+        let t = match cx.schedule.windowed_oc_tile {
+            w if w > 0 && self.taps > 1 => w,
+            _ => cx.schedule.oc_tile,
+        };
         let depthwise = self.g.group > 1 && self.in_pg == 1;
         if t > 1 && !depthwise && self.out_pg >= t {
             t
@@ -1069,9 +1073,14 @@ pub(super) mod tests {
             unroll_limit,
             oc_tile,
             loop_order,
+            windowed_oc_tile: 0,
         };
         vec![
             Schedule::default(),
+            Schedule {
+                windowed_oc_tile: 8,
+                ..tiled(4, LoopOrder::ChannelsOuter, 3)
+            },
             tiled(4, LoopOrder::ChannelsOuter, 0),
             tiled(3, LoopOrder::PixelsOuter, 3),
             tiled(1, LoopOrder::PixelsOuter, 0),
