@@ -28,7 +28,7 @@ pub struct CompileArgs {
     #[arg(long)]
     no_simd: bool,
     /// With --emit obj: keep every multiply and add separately rounded (no fused multiply-add),
-    /// for results bit-identical to the C backend's.
+    /// as the interpreter computes them.
     #[arg(long)]
     no_fma: bool,
     /// With --emit obj: convolutions keep their implicit padding (no zero-padded input copies:

@@ -31,8 +31,8 @@ pub struct VerifyArgs {
     /// With --backend cranelift: scalar code only, no 128-bit vectors.
     #[arg(long)]
     no_simd: bool,
-    /// With --backend cranelift: no fused multiply-add (results bit-identical to the C
-    /// backend's).
+    /// With --backend cranelift: no fused multiply-add (every product rounded before it is
+    /// added, as the interpreter computes).
     #[arg(long)]
     no_fma: bool,
     /// With --backend cranelift: no zero-padded input copies for convolutions (smaller arena).

@@ -66,8 +66,8 @@ pub struct CraneliftOptions {
     pub simd: bool,
     /// Fuse `a * b + c` into one fused multiply-add where the target has one (FMA3 on
     /// x86_64, every aarch64 and riscv64 core). Faster, and rounds once instead of twice, so
-    /// results differ from the C backend's and the interpreter's in the last bits (as
-    /// onnxruntime's do); turn it off for bit-identical results.
+    /// results differ from the interpreter's in the last bits (as onnxruntime's do); turn it
+    /// off to round every product before it is added, as the interpreter does.
     pub fma: bool,
     /// How many 128-bit vectors a vectorized loop computes per iteration (1 or 2): two
     /// halve the uniform loads and splats (the weights of a convolution) per multiply-add.
