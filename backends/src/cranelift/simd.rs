@@ -20,12 +20,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::DType;
 
-use super::translate::{expr_type, float_instruction, Callees, KernelTranslator, MathFn};
+use super::translate::{expr_type, float_instruction, var_type, Callees, KernelTranslator, MathFn};
 use crate::error::BackendError;
 use crate::kernel::{BinOp, Expr, Kernel, Stmt, UnOp, Var};
 
@@ -71,11 +71,7 @@ struct Analysis<'k> {
 
 impl Analysis<'_> {
     fn var_type(&self, v: Var) -> DType {
-        self.kernel
-            .vars
-            .get(v.0 as usize)
-            .copied()
-            .unwrap_or(DType::I32)
+        var_type(self.kernel, v)
     }
 
     fn stmts(&mut self, body: &[Stmt]) -> Option<()> {
@@ -345,35 +341,13 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         body: &[Stmt],
     ) -> Result<(), BackendError> {
         let step = parts * LANES;
-        let counter = self.variable(var);
-        let first = self.builder.ins().iconst(types::I32, start as i64);
-        self.builder.def_var(counter, first);
         let mut scope = VectorScope {
             vectors: HashMap::new(),
             affine: HashMap::from([(var, 1)]),
             parts,
         };
-        if groups == 1 {
-            return self.vstmts(&mut scope, body);
-        }
-        let body_block = self.builder.create_block();
-        let exit = self.builder.create_block();
-        self.builder.ins().jump(body_block, &[]);
-        self.builder.switch_to_block(body_block);
-        self.vstmts(&mut scope, body)?;
-        let i = self.builder.use_var(counter);
-        let next = self.builder.ins().iadd_imm_s(i, step as i64);
-        self.builder.def_var(counter, next);
-        let end = (start + groups * step) as i64;
-        let more = self
-            .builder
-            .ins()
-            .icmp_imm_s(IntCC::SignedLessThan, next, end);
-        self.builder.ins().brif(more, body_block, &[], exit, &[]);
-        self.builder.seal_block(body_block);
-        self.builder.switch_to_block(exit);
-        self.builder.seal_block(exit);
-        Ok(())
+        let end = start + groups * step;
+        self.counted_loop(var, start, end, step, &mut |t| t.vstmts(&mut scope, body))
     }
 
     fn vstmts(&mut self, scope: &mut VectorScope, body: &[Stmt]) -> Result<(), BackendError> {
@@ -389,29 +363,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 var, extent, body, ..
             } => {
                 // A nested loop runs once per group, with a uniform counter.
-                if *extent == 0 {
-                    return Ok(());
-                }
-                let counter = self.variable(*var);
-                let zero = self.builder.ins().iconst(types::I32, 0);
-                self.builder.def_var(counter, zero);
-                let body_block = self.builder.create_block();
-                let exit = self.builder.create_block();
-                self.builder.ins().jump(body_block, &[]);
-                self.builder.switch_to_block(body_block);
-                self.vstmts(scope, body)?;
-                let i = self.builder.use_var(counter);
-                let next = self.builder.ins().iadd_imm_s(i, 1);
-                self.builder.def_var(counter, next);
-                let more =
-                    self.builder
-                        .ins()
-                        .icmp_imm_s(IntCC::SignedLessThan, next, *extent as i64);
-                self.builder.ins().brif(more, body_block, &[], exit, &[]);
-                self.builder.seal_block(body_block);
-                self.builder.switch_to_block(exit);
-                self.builder.seal_block(exit);
-                Ok(())
+                self.counted_loop(*var, 0, *extent, 1, &mut |t| t.vstmts(scope, body))
             }
             Stmt::Let { var, ty, init } => {
                 let value = self.vexpr(scope, init)?;

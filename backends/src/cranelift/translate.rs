@@ -153,11 +153,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
     }
 
     fn var_type(&self, v: Var) -> ScalarType {
-        self.kernel
-            .vars
-            .get(v.0 as usize)
-            .copied()
-            .unwrap_or(DType::I32)
+        var_type(self.kernel, v)
     }
 
     pub(super) fn variable(&mut self, v: Var) -> Variable {
@@ -268,24 +264,40 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         extent: usize,
         body: &[Stmt],
     ) -> Result<(), BackendError> {
-        if extent <= start {
+        self.counted_loop(var, start, extent, 1, &mut |t| t.stmts(body))
+    }
+
+    /// `for var in (start..end).step_by(step)`, the body emitted once by `body`: nothing for an
+    /// empty range, straight-line code for a single iteration, otherwise a bottom-tested loop.
+    pub(super) fn counted_loop(
+        &mut self,
+        var: Var,
+        start: usize,
+        end: usize,
+        step: usize,
+        body: &mut dyn FnMut(&mut Self) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        if end <= start {
             return Ok(());
         }
         let counter = self.variable(var);
-        let zero = self.builder.ins().iconst(types::I32, start as i64);
-        self.builder.def_var(counter, zero);
+        let first = self.builder.ins().iconst(types::I32, start as i64);
+        self.builder.def_var(counter, first);
+        if start + step >= end {
+            return body(self);
+        }
         let body_block = self.builder.create_block();
         let exit = self.builder.create_block();
         self.builder.ins().jump(body_block, &[]);
         self.builder.switch_to_block(body_block);
-        self.stmts(body)?;
+        body(self)?;
         let i = self.builder.use_var(counter);
-        let next = self.builder.ins().iadd_imm_s(i, 1);
+        let next = self.builder.ins().iadd_imm_s(i, step as i64);
         self.builder.def_var(counter, next);
         let more = self
             .builder
             .ins()
-            .icmp_imm_s(IntCC::SignedLessThan, next, extent as i64);
+            .icmp_imm_s(IntCC::SignedLessThan, next, end as i64);
         self.builder.ins().brif(more, body_block, &[], exit, &[]);
         self.builder.seal_block(body_block);
         self.builder.switch_to_block(exit);
@@ -733,13 +745,17 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
 }
 
 /// The type C computes a binary operation in: float if either is, else the wider integer.
+/// The type of variable `v` of `kernel` (loop counters, and ids it does not know, are `I32`).
+pub(super) fn var_type(kernel: &Kernel, v: Var) -> ScalarType {
+    kernel.vars.get(v.0 as usize).copied().unwrap_or(DType::I32)
+}
+
 /// The kernel scalar type of an expression in `kernel` (as the C emitter types it).
 pub(super) fn expr_type(kernel: &Kernel, e: &Expr) -> ScalarType {
-    let var_type = |v: &Var| kernel.vars.get(v.0 as usize).copied().unwrap_or(DType::I32);
     match e {
         Expr::Int(_) => DType::I32,
         Expr::Const(_, t) | Expr::Cast(t, _) => *t,
-        Expr::Var(v) => var_type(v),
+        Expr::Var(v) => var_type(kernel, *v),
         Expr::Load { param, .. } => kernel.params.get(*param).map_or(DType::F32, |p| p.dtype),
         Expr::Unary(UnOp::Not, _) => DType::Bool,
         Expr::Unary(_, a) => expr_type(kernel, a),
