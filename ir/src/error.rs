@@ -45,6 +45,13 @@ pub enum IrError {
     },
     #[error("graph has {expected} inputs but {got} were given")]
     InputCount { expected: usize, got: usize },
+    #[error("cannot remove node '{node}' ({op}): its result '{value}' is still read by {reader}")]
+    StillRead {
+        node: String,
+        op: String,
+        value: String,
+        reader: String,
+    },
     #[error("verifier found {} problem(s):\n{}", .0.len(), .0.join("\n"))]
     Verify(Vec<String>),
 }

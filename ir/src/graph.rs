@@ -355,10 +355,58 @@ impl Graph {
         }
     }
 
-    /// Removes a node. Its output values stay in the table, orphaned; callers must have rewired
-    /// their uses first (the verifier reports any that remain).
-    pub fn remove_node(&mut self, node: NodeId) -> Option<Node> {
-        self.dag.remove_node(node.to_petgraph())
+    /// Removes a node whose results nothing reads any more (see [`Graph::remove_nodes`]).
+    pub fn remove_node(&mut self, node: NodeId) -> Result<(), IrError> {
+        self.remove_nodes(&[node])
+    }
+
+    /// Removes a set of nodes, refusing (and changing nothing) if any of their results is still
+    /// read by a node outside the set or is a graph output. Results that a rewrite has already
+    /// turned into constants no longer belong to their node and are not checked. Their value
+    /// ids stay in the table, orphaned.
+    ///
+    /// Every pass deletes nodes through here, so a rewrite that forgot a reader fails with an
+    /// error naming the node and the reader instead of leaving a graph that reads an undefined
+    /// value.
+    pub fn remove_nodes(&mut self, nodes: &[NodeId]) -> Result<(), IrError> {
+        self.check_removable(nodes)?;
+        for &n in nodes {
+            self.dag.remove_node(n.to_petgraph());
+        }
+        Ok(())
+    }
+
+    /// Whether [`Graph::remove_nodes`] would accept `nodes`: the first result still read from
+    /// outside the set, as an error.
+    pub fn check_removable(&self, nodes: &[NodeId]) -> Result<(), IrError> {
+        for &n in nodes {
+            if !self.contains_node(n) {
+                continue;
+            }
+            let node = self.node(n);
+            for &v in &node.outputs {
+                if !matches!(self.value(v).def, ValueDef::Node { node: p, .. } if p == n) {
+                    continue;
+                }
+                let reader = if self.is_output(v) {
+                    Some("the graph outputs".to_string())
+                } else {
+                    self.consumers(v)
+                        .into_iter()
+                        .find(|(c, _)| !nodes.contains(c))
+                        .map(|(c, _)| format!("node '{}'", self.node(c).name))
+                };
+                if let Some(reader) = reader {
+                    return Err(IrError::StillRead {
+                        node: node.name.clone(),
+                        op: node.op.name().to_string(),
+                        value: self.value(v).name.clone(),
+                        reader,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Nodes in a topological order; among ready nodes the lowest id goes first, so the order is
@@ -486,8 +534,16 @@ mod tests {
 
     #[test]
     fn removed_producer_is_reported() {
-        let (mut g, relu, _) = small_graph();
-        g.remove_node(relu);
+        let (mut g, relu, add) = small_graph();
+        // The checked removal refuses: add0 still reads relu0's result.
+        let err = g.remove_node(relu).unwrap_err().to_string();
+        assert!(err.contains("still read by node 'add0'"), "{err}");
+        assert!(g.contains_node(relu));
+        // Removing both together is fine only if add0's result is not a graph output.
+        let err = g.remove_nodes(&[relu, add]).unwrap_err().to_string();
+        assert!(err.contains("still read by the graph outputs"), "{err}");
+        // Forced past the check, the verifier reports the dangling read.
+        g.dag.remove_node(relu.to_petgraph());
         let err = crate::verify::verify(&g).unwrap_err().to_string();
         assert!(
             err.contains("node 'add0' (Add): input 0 (%2) is not defined"),

@@ -78,10 +78,10 @@ impl Pass for ConstFold {
             {
                 continue;
             }
-            g.remove_node(id);
             for (v, t) in outs.into_iter().zip(results) {
                 g.value_mut(v).def = ValueDef::Const(Arc::new(t));
             }
+            g.remove_node(id)?;
             changed = true;
         }
         changed |= dedup_consts(g);

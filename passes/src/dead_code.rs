@@ -38,7 +38,7 @@ impl Pass for DeadCode {
             for &v in &node.inputs {
                 uses[v.index()] -= 1;
             }
-            g.remove_node(id);
+            g.remove_node(id)?;
             changed = true;
         }
         let unused_consts: Vec<ValueId> = g

@@ -31,7 +31,10 @@ impl Pass for FoldBatchNorm {
             let Op::BatchNormalization { epsilon } = node.op else {
                 continue;
             };
-            let params: Option<Vec<Vec<f32>>> = node.inputs[1..5]
+            let Some(param_values) = node.inputs.get(1..5) else {
+                continue;
+            };
+            let params: Option<Vec<Vec<f32>>> = param_values
                 .iter()
                 .map(|&v| util::const_f32(g, v))
                 .collect();
@@ -58,7 +61,7 @@ impl Pass for FoldBatchNorm {
                 if util::single_use(g, x) && util::can_redirect(g, y, x) && fold_into(g, p, &k, &t)?
                 {
                     util::redirect(g, y, x);
-                    g.remove_node(id);
+                    g.remove_node(id)?;
                     changed = true;
                     continue;
                 }
@@ -112,10 +115,16 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 /// ConvTranspose or Gemm with constant f32 weights and bias. Returns whether it did.
 fn fold_into(g: &mut Graph, p: NodeId, k: &[f64], t: &[f64]) -> Result<bool, IrError> {
     let node = g.node(p).clone();
-    if !node.op.activation().is_none() {
+    // The op kind first: only these three have weights in slot 1 (a Relu or Reshape before the
+    // BN has one input, or a shape there).
+    let weighted = matches!(
+        node.op,
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Gemm { .. }
+    );
+    if !weighted || !node.op.activation().is_none() {
         return Ok(false);
     }
-    let Some(w) = util::const_of(g, node.inputs[1]) else {
+    let Some(w) = node.inputs.get(1).and_then(|&w| util::const_of(g, w)) else {
         return Ok(false);
     };
     let Some(wd) = w.as_f32() else {

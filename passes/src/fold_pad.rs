@@ -89,7 +89,7 @@ impl Pass for FoldPad {
                 })?;
                 continue;
             }
-            g.remove_node(id);
+            g.remove_node(id)?;
             changed = true;
         }
         Ok(changed)

@@ -59,7 +59,7 @@ impl Pass for FuseActivation {
                 source,
             })?;
             util::redirect(g, y, x);
-            g.remove_node(id);
+            g.remove_node(id)?;
             changed = true;
         }
         Ok(changed)

@@ -38,12 +38,10 @@ impl Pass for FuseGelu {
             )?;
             let y = g.node(gelu).outputs[0];
             if !util::redirect(g, g.node(last).outputs[0], y) {
-                g.remove_node(gelu);
+                g.remove_node(gelu)?;
                 continue;
             }
-            for n in nodes.into_iter().rev() {
-                g.remove_node(n);
-            }
+            g.remove_nodes(&nodes)?;
             changed = true;
         }
         Ok(changed)
@@ -156,7 +154,9 @@ fn match_gelu(g: &Graph, erf: NodeId) -> Option<(ValueId, NodeId, Vec<NodeId>)> 
     } else {
         return None;
     };
-    if g.value(out(g, last)).ty != g.value(x).ty {
+    if g.value(out(g, last)).ty != g.value(x).ty
+        || !util::pattern_is_closed(g, &nodes, out(g, last))
+    {
         return None;
     }
     Some((x, last, nodes))

@@ -92,8 +92,10 @@ fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
         return None;
     }
     let d = out(g, sub);
-    let uses = g.consumers(d);
-    if g.is_output(d) || !(2..=3).contains(&uses.len()) {
+    // `d` feeds the square and the division, and nothing else (`Mul(d, d)` reads it twice).
+    let mut uses = g.consumers(d);
+    uses.dedup_by_key(|&mut (n, _)| n);
+    if g.is_output(d) || uses.len() != 2 {
         return None;
     }
     // The square: Pow(d, 2) or Mul(d, d) (which reads d twice).
@@ -165,7 +167,9 @@ fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
             }
         }
     }
-    if g.value(out(g, last)).ty != g.value(x).ty {
+    if g.value(out(g, last)).ty != g.value(x).ty
+        || !util::pattern_is_closed(g, &nodes, out(g, last))
+    {
         return None;
     }
     Some(LayerNormMatch {
@@ -223,11 +227,8 @@ fn rewrite(g: &mut Graph, m: LayerNormMatch) -> Result<(), IrError> {
     let y = out(g, ln);
     let old = out(g, m.last);
     if !util::redirect(g, old, y) {
-        g.remove_node(ln);
+        g.remove_node(ln)?;
         return Ok(());
     }
-    for n in m.nodes.into_iter().rev() {
-        g.remove_node(n);
-    }
-    Ok(())
+    g.remove_nodes(&m.nodes)
 }

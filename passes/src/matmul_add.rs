@@ -87,7 +87,7 @@ impl Pass for MatMulAddToGemm {
                 continue;
             }
             util::redirect(g, y, mm_out);
-            g.remove_node(add);
+            g.remove_node(add)?;
             changed = true;
         }
         Ok(changed)

@@ -2,7 +2,8 @@
 //!
 //! The runner owns everything that is not a rewrite: it runs the passes of a level in table
 //! order, repeats the whole list until nothing changes (a bounded fixed point), runs the IR
-//! verifier after every pass in debug builds, times each pass, and collects IR dumps.
+//! verifier after every pass in debug builds and once after the whole pipeline in every build,
+//! times each pass, and collects IR dumps.
 
 use std::time::Instant;
 
@@ -72,6 +73,11 @@ pub enum PassError {
     #[error("pass '{pass}' broke the graph: {source}")]
     Broken {
         pass: &'static str,
+        #[source]
+        source: IrError,
+    },
+    #[error("the optimized graph is broken (an optimizer bug; -O0 avoids it): {source}")]
+    BrokenPipeline {
         #[source]
         source: IrError,
     },
@@ -166,5 +172,8 @@ pub fn optimize(graph: &mut Graph, options: &PassOptions) -> Result<PassReport, 
             break;
         }
     }
+    // Release builds skip the per-pass check above; this one always runs, so a pass bug ends
+    // here as an error instead of reaching a backend as a graph that reads undefined values.
+    kiln_ir::verify::verify(graph).map_err(|source| PassError::BrokenPipeline { source })?;
     Ok(report)
 }

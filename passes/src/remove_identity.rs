@@ -51,7 +51,7 @@ impl Pass for RemoveIdentity {
                 }
             }
             util::redirect(g, y, x);
-            g.remove_node(id);
+            g.remove_node(id)?;
             changed = true;
         }
         Ok(changed)

@@ -36,7 +36,7 @@ impl Pass for TransposeCleanup {
             let mut round = false;
             for id in g.topo_order()? {
                 if g.contains_node(id) && matches!(g.node(id).op, Op::Transpose { .. }) {
-                    round |= compose(g, id)? || remove_identity(g, id) || sink(g, id)?;
+                    round |= compose(g, id)? || remove_identity(g, id)? || sink(g, id)?;
                 }
             }
             for id in g.topo_order()? {
@@ -81,21 +81,21 @@ fn compose(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
     g.set_node_input(id, 0, x);
     g.set_node_op(id, Op::Transpose { perm: r })
         .map_err(|e| node_err(g, id, e))?;
-    remove_if_unused(g, inner);
+    remove_if_unused(g, inner)?;
     Ok(true)
 }
 
-fn remove_identity(g: &mut Graph, id: NodeId) -> bool {
+fn remove_identity(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
     let p = perm_of(g, id).unwrap_or_default();
     if p.iter().enumerate().any(|(i, &a)| i != a) {
-        return false;
+        return Ok(false);
     }
     let (x, y) = (g.node(id).inputs[0], g.node(id).outputs[0]);
     if !util::redirect(g, y, x) {
-        return false;
+        return Ok(false);
     }
-    g.remove_node(id);
-    true
+    g.remove_node(id)?;
+    Ok(true)
 }
 
 fn inverse(p: &[usize]) -> Vec<usize> {
@@ -182,7 +182,7 @@ fn sink(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
         // redirect also repointed the new Transpose's own input; point it back.
         g.set_node_input(nt, 0, fy);
     }
-    g.remove_node(id);
+    g.remove_node(id)?;
     Ok(true)
 }
 
@@ -236,14 +236,15 @@ fn fold_into_gemm(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
     g.set_node_inputs(id, inputs);
     g.set_node_op(id, op).map_err(|e| node_err(g, id, e))?;
     for t in folded {
-        remove_if_unused(g, t);
+        remove_if_unused(g, t)?;
     }
     Ok(true)
 }
 
 /// Removes a node whose single result nothing reads any more.
-fn remove_if_unused(g: &mut Graph, id: NodeId) {
+fn remove_if_unused(g: &mut Graph, id: NodeId) -> Result<(), IrError> {
     if g.contains_node(id) && g.node(id).outputs.iter().all(|&v| !util::is_used(g, v)) {
-        g.remove_node(id);
+        g.remove_node(id)?;
     }
+    Ok(())
 }

@@ -27,6 +27,19 @@ pub fn is_used(g: &Graph, v: ValueId) -> bool {
     g.is_output(v) || !g.consumers(v).is_empty()
 }
 
+/// Whether a matched pattern can be replaced as a whole: every result of `nodes`, except
+/// `replaced` (the value the rewrite's new node takes over), is read only by nodes of the
+/// pattern and is not a graph output. Matchers call this before rewriting, so a near miss (an
+/// intermediate with an extra reader) is left alone; `Graph::remove_nodes` checks again.
+pub fn pattern_is_closed(g: &Graph, nodes: &[NodeId], replaced: ValueId) -> bool {
+    nodes.iter().all(|&n| {
+        g.node(n).outputs.iter().all(|&v| {
+            v == replaced
+                || (!g.is_output(v) && g.consumers(v).iter().all(|(c, _)| nodes.contains(c)))
+        })
+    })
+}
+
 /// Makes every use of `from` read `to` instead, so that the node computing `from` can go.
 /// When `from` is a graph output, `to` takes its name; that is only possible when `to` is a node
 /// result that is not already a graph output. Returns false (and changes nothing) otherwise.
