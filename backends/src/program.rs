@@ -110,6 +110,9 @@ pub fn lower_program(
     alignment: usize,
     backend: &'static str,
 ) -> Result<LoweredProgram, BackendError> {
+    // Every emitter starts here: a graph that breaks an IR invariant (a read of a value no node
+    // defines, a stale type) is an error, never a panic or code that does not compile.
+    kiln_ir::verify::verify(graph)?;
     let plan = plan_memory(graph, alignment)?;
     let mut kernels: Vec<(NodeId, Kernel)> = Vec::new();
     let mut layers = Vec::new();
