@@ -303,7 +303,8 @@ define_ops! {
     Selu { alpha: f32, gamma: f32 } = Unary;
     HardSigmoid { alpha: f32, beta: f32 } = Unary;
     Gelu { tanh_approx: bool } = Unary;
-    /// Bounds are constants resolved at import; `None` means unbounded on that side.
+    /// Bounds are constants resolved at import; `None` is ONNX's default, the element type's
+    /// lowest or largest value (`ops::unary::clip_bounds`), so float infinities clamp.
     Clip { min: Option<f64>, max: Option<f64> } = Unary;
     Cast { to: DType } = Unary;
     /// Inference-mode dropout: the identity, plus an all-true mask output when `mask` is set.

@@ -278,13 +278,14 @@ fn sigmoid(x: Expr, e: Expr) -> Expr {
 /// says); NaN propagates. Integer bounds saturate to the type's range.
 fn clip(x: Expr, ty: DType, min: Option<f64>, max: Option<f64>) -> Expr {
     let bound = |v: f64| Expr::Const(saturate(v, ty), ty);
-    let lo = match min {
-        Some(m) => x.max(bound(m)),
-        None => x,
-    };
-    match max {
-        Some(m) => lo.min(bound(m)),
-        None => lo,
+    let (lo, hi) = kiln_ir::ops::unary::clip_bounds(min, max);
+    // For integers a missing bound is the type's own limit: no clamp to emit on that side.
+    let emit = |given: Option<f64>| given.is_some() || ty == DType::F32;
+    let x = if emit(min) { x.max(bound(lo)) } else { x };
+    if emit(max) {
+        x.min(bound(hi))
+    } else {
+        x
     }
 }
 

@@ -942,25 +942,34 @@ impl Axis {
             && is_close(self.roi.1, 1.0)
     }
 
-    /// Where output coordinate `y` falls in the input, as the ONNX reference computes it
-    /// (f64); `None` when tf_crop_and_resize samples outside the input.
+    /// Where output coordinate `y` falls in the input (f64); `None` when tf_crop_and_resize
+    /// samples outside the input.
+    ///
+    /// Two choices follow onnxruntime rather than the ONNX reference evaluator, because users
+    /// validate against onnxruntime and PyTorch:
+    /// - align_corners, pytorch_half_pixel and tf_crop_and_resize divide by the integer output
+    ///   length (and test it against 1), as onnxruntime does and as the spec's formulas read
+    ///   (`length_resized`); the reference uses the unrounded `scale * in`, which differs
+    ///   whenever `in * scale` is not an integer (1x1x3x4 at scale 1.5: up to 0.55 apart);
+    /// - a coordinate within 1e-9 of a multiple of 1/2 is put on it ([`snap_to_half`]), so
+    ///   nearest rounding decides ties and floors as exact arithmetic (and onnxruntime's)
+    ///   does: half_pixel 7 -> 17 maps output 8 to input 3 exactly, where f64 gives
+    ///   2.9999999999999996 and the reference picks input 2.
     fn source(&self, coord: CoordTransform, y: usize) -> Option<f64> {
         let y = y as f64;
         let in_w = self.in_n as f64;
         let scale = self.scale;
-        // The reference uses the unrounded output length `scale * in`, not the integer size,
-        // and compares it with 1 exactly.
-        let out_w = scale * in_w;
-        let unit_output = out_w == 1.0;
-        Some(match coord {
+        let out_len = self.out_n as f64;
+        let unit_output = self.out_n == 1;
+        let x = match coord {
             CoordTransform::TfCropAndResize => {
                 let (start, end) = self.roi;
                 let span = if unit_output {
                     (end - start) * (in_w - 1.0) / 2.0
                 } else {
-                    y * (end - start) * (in_w - 1.0) / (out_w - 1.0)
+                    y * (end - start) * (in_w - 1.0) / (out_len - 1.0)
                 };
-                let x = span + start * (in_w - 1.0);
+                let x = snap_to_half(span + start * (in_w - 1.0));
                 if x < 0.0 || x > in_w - 1.0 {
                     return None;
                 }
@@ -968,16 +977,30 @@ impl Axis {
             }
             CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
             CoordTransform::HalfPixelSymmetric => {
-                let adjustment = self.out_n as f64 / out_w;
+                let adjustment = out_len / (scale * in_w);
                 let offset = in_w / 2.0 * (1.0 - adjustment);
                 offset + (y + 0.5) / scale - 0.5
             }
-            CoordTransform::PytorchHalfPixel if unit_output => -0.5,
+            // The spec and onnxruntime give 0 for a one-element output; the reference -0.5.
+            CoordTransform::PytorchHalfPixel if unit_output => 0.0,
             CoordTransform::PytorchHalfPixel => (y + 0.5) / scale - 0.5,
             CoordTransform::AlignCorners if unit_output => 0.0,
-            CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_w - 1.0),
+            CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_len - 1.0),
             CoordTransform::Asymmetric => y / scale,
-        })
+        };
+        Some(snap_to_half(x))
+    }
+}
+
+/// `x` moved onto the nearest multiple of 1/2 when it is within 1e-9 of it. Resize coordinates
+/// are ratios of small integers; rounding in their computation can put an exact tie or an
+/// exact integer an ulp to one side, which flips nearest rounding or a floor.
+fn snap_to_half(x: f64) -> f64 {
+    let twice = (2.0 * x).round();
+    if (2.0 * x - twice).abs() <= 1e-9 {
+        twice / 2.0
+    } else {
+        x
     }
 }
 

@@ -117,6 +117,15 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     Ok(out)
 }
 
+/// Clip's bounds with ONNX's defaults filled in: a missing bound is the element type's lowest
+/// or largest value, so a float Clip without bounds turns +-inf into +-f32::MAX (as
+/// onnxruntime does) rather than passing it through. Given as +-f32::MAX, which every integer
+/// type saturates to its own limit.
+pub fn clip_bounds(min: Option<f64>, max: Option<f64>) -> (f64, f64) {
+    let limit = f64::from(f32::MAX);
+    (min.unwrap_or(-limit), max.unwrap_or(limit))
+}
+
 fn map<T: Copy, O>(x: &[T], f: impl Fn(T) -> O) -> Vec<O> {
     x.iter().map(|&v| f(v)).collect()
 }
@@ -141,9 +150,10 @@ fn numeric<T: Num>(op: &Op, x: &Tensor) -> Result<TensorData, OpError> {
         Op::Neg => map(v, T::negated),
         Op::Relu => map(v, |a| if a < T::ZERO { T::ZERO } else { a }),
         // When min > max every element becomes max, as ONNX specifies (max is applied last).
-        // Integer bounds saturate to the type's range.
+        // Integer bounds saturate to the type's range; a missing bound is the type's limit.
         Op::Clip { min, max } => {
-            let (lo, hi) = (min.map(T::from_f64_sat), max.map(T::from_f64_sat));
+            let (lo, hi) = clip_bounds(*min, *max);
+            let (lo, hi) = (Some(T::from_f64_sat(lo)), Some(T::from_f64_sat(hi)));
             map(v, |a| clamp(a, lo, hi))
         }
         _ => return Err(wrong_family(op)),
