@@ -2,7 +2,8 @@
 //! LayerNormalization, Softmax and LogSoftmax.
 //!
 //! The reference (`kiln_ir::ops::norm`) accumulates statistics in f64; kernels have no f64, so
-//! they use the same formulas and order of passes in f32 (within the conformance tolerance).
+//! they use the same two passes in f32 over rows shifted by their first element (see
+//! `row_stats`), which keeps badly conditioned rows (a large mean, a small spread) accurate.
 //! Kernels have no scratch buffers: every multi-pass algorithm keeps its statistics in scalar
 //! locals and re-reads (or recomputes) the row in each pass.
 
@@ -114,14 +115,36 @@ fn batch_norm(cx: &mut Lowering, epsilon: f32) -> Result<Vec<Stmt>, BackendError
     )])
 }
 
-/// Locals holding the statistics of one row of `len` elements of X starting at `base`.
+/// Locals holding the statistics of one row of `len` elements of X starting at `base`. The
+/// mean is `pivot + shift`: `pivot` is the row's first element and `shift` the mean of the
+/// differences from it.
 struct RowStats {
-    mean: Var,
+    pivot: Var,
+    shift: Var,
     inv_std: Var,
 }
 
-/// Statements computing the mean, the biased variance (second pass over the row, as the
-/// reference does) and `1 / sqrt(var + epsilon)` of the row `x[base .. base + len]`.
+impl RowStats {
+    /// `x - mean`, computed as `(x - pivot) - shift`.
+    fn centered(&self, x: Expr) -> Expr {
+        x.sub(Expr::Var(self.pivot)).sub(Expr::Var(self.shift))
+    }
+
+    fn mean(&self) -> Expr {
+        Expr::Var(self.pivot).add(Expr::Var(self.shift))
+    }
+}
+
+/// Statements computing the statistics of the row `x[base .. base + len]`: the mean, the
+/// biased variance (second pass over the row, as the reference does) and
+/// `1 / sqrt(var + epsilon)`.
+///
+/// Kernels have only f32, so the row is shifted by its first element before anything is
+/// summed. A row with a large mean and a small spread (mean 300, std 1e-3) otherwise loses the
+/// spread twice: in the rounding of the running sum, and in rounding the mean itself to f32
+/// (half an ulp of 300 is 1.5e-5, a 1.5% error in every `x - mean`). `x - pivot` is exact for
+/// such rows (Sterbenz), so the shifted sums are small and precise and `x - mean` is never
+/// formed at the magnitude of the mean.
 fn row_stats(
     cx: &mut Lowering,
     x: usize,
@@ -129,17 +152,28 @@ fn row_stats(
     len: usize,
     epsilon: f32,
 ) -> (Vec<Stmt>, RowStats) {
-    let (sum, mean, sq, diff, inv_std) = (
+    let (pivot, sum, shift, sq, diff, inv_std) = (
+        cx.var(DType::F32),
         cx.var(DType::F32),
         cx.var(DType::F32),
         cx.var(DType::F32),
         cx.var(DType::F32),
         cx.var(DType::F32),
     );
+    let st = RowStats {
+        pivot,
+        shift,
+        inv_std,
+    };
     let (j1, j2) = (cx.kb.counter(), cx.kb.counter());
     let at = |j: Var| Expr::load(x, Expr::Var(base).add(Expr::Var(j)));
     let n = Expr::f32(len as f32);
     let stmts = vec![
+        Stmt::Let {
+            var: pivot,
+            ty: DType::F32,
+            init: Expr::load(x, Expr::Var(base)),
+        },
         Stmt::Let {
             var: sum,
             ty: DType::F32,
@@ -150,11 +184,11 @@ fn row_stats(
             len,
             vec![Stmt::Assign {
                 var: sum,
-                value: Expr::Var(sum).add(at(j1)),
+                value: Expr::Var(sum).add(at(j1).sub(Expr::Var(pivot))),
             }],
         ),
         Stmt::Let {
-            var: mean,
+            var: shift,
             ty: DType::F32,
             init: Expr::Var(sum).div(n.clone()),
         },
@@ -170,7 +204,7 @@ fn row_stats(
                 Stmt::Let {
                     var: diff,
                     ty: DType::F32,
-                    init: at(j2).sub(Expr::Var(mean)),
+                    init: st.centered(at(j2)),
                 },
                 Stmt::Assign {
                     var: sq,
@@ -187,7 +221,7 @@ fn row_stats(
             )),
         },
     ];
-    (stmts, RowStats { mean, inv_std })
+    (stmts, st)
 }
 
 /// Normalizes every (N, C) plane by its own statistics:
@@ -202,8 +236,8 @@ fn instance_norm(cx: &mut Lowering, epsilon: f32) -> Result<Vec<Stmt>, BackendEr
     let base = cx.var(DType::I32);
     let (stats_stmts, st) = row_stats(cx, x, base, plane, epsilon);
     let idx = Expr::Var(base).add(Expr::Var(p));
-    let value = Expr::load(x, idx.clone())
-        .sub(Expr::Var(st.mean))
+    let value = st
+        .centered(Expr::load(x, idx.clone()))
         .mul(Expr::Var(st.inv_std))
         .mul(Expr::load(scale, Expr::Var(c)))
         .add(Expr::load(bias, Expr::Var(c)));
@@ -267,11 +301,11 @@ fn layer_norm(cx: &mut Lowering, axis: usize, epsilon: f32) -> Result<Vec<Stmt>,
         },
     );
     body.extend(layer_norm_store(cx, &normalized, base, &st, has_bias));
-    for (&param, v) in stat_outputs.iter().zip([st.mean, st.inv_std]) {
+    for (&param, value) in stat_outputs.iter().zip([st.mean(), Expr::Var(st.inv_std)]) {
         body.push(Stmt::Store {
             param,
             index: Expr::Var(r),
-            value: Expr::Var(v),
+            value,
         });
     }
     Ok(vec![for_loop(r, outer, body)])
@@ -313,8 +347,8 @@ fn layer_norm_store(
         Expr::load(cx.input(i), index)
     };
     let at = Expr::Var(base).add(offset.clone());
-    let mut value = Expr::load(x, at.clone())
-        .sub(Expr::Var(st.mean))
+    let mut value = st
+        .centered(Expr::load(x, at.clone()))
         .mul(Expr::Var(st.inv_std))
         .mul(param_at(1));
     if has_bias {
