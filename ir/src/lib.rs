@@ -4,6 +4,7 @@
 pub mod dtype;
 pub mod dump;
 pub mod error;
+pub mod fixed_point;
 pub mod graph;
 pub mod interp;
 pub mod npy;
@@ -15,5 +16,5 @@ pub mod verify;
 pub use dtype::DType;
 pub use error::{IrError, OpError};
 pub use graph::{Graph, Node, NodeId, QuantParams, Value, ValueDef, ValueId};
-pub use op::{Activation, Op};
+pub use op::{Activation, Op, QOut};
 pub use tensor::{Tensor, TensorData, TensorType};

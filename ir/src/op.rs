@@ -5,6 +5,7 @@
 //! for static shapes. Axes are non-negative; pads are `[begin_0, .., begin_n, end_0, .., end_n]`.
 
 use crate::dtype::DType;
+use crate::fixed_point::FixedPoint;
 
 /// How each op's semantics are grouped into files under `ops/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,6 +151,35 @@ impl FmtAttr for Activation {
     }
 }
 
+/// Where the integer result of a quantized op goes: `zero_point` is added to the requantized
+/// accumulator, the sum is clamped to `[min, max]` (the type's range, narrowed by a Relu or
+/// Clip the op absorbed) and stored as `dtype` (i8 or u8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QOut {
+    pub dtype: DType,
+    pub zero_point: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+impl QOut {
+    /// The full range of `dtype` (i8 or u8) with `zero_point`.
+    pub fn full(dtype: DType, zero_point: i32) -> QOut {
+        let (min, max) = crate::fixed_point::qrange(dtype).unwrap_or((i32::MIN, i32::MAX));
+        QOut {
+            dtype,
+            zero_point,
+            min,
+            max,
+        }
+    }
+
+    /// `zero_point + v`, clamped to `[min, max]`.
+    pub fn store(&self, v: i32) -> i32 {
+        v.saturating_add(self.zero_point).clamp(self.min, self.max)
+    }
+}
+
 /// Formats an attribute value for the text dump. Output is stable: snapshots depend on it.
 pub trait FmtAttr {
     fn fmt_attr(&self) -> String;
@@ -197,6 +227,27 @@ impl<T: FmtAttr> FmtAttr for Option<T> {
             Some(v) => v.fmt_attr(),
             None => "none".to_string(),
         }
+    }
+}
+impl FmtAttr for i32 {
+    fn fmt_attr(&self) -> String {
+        self.to_string()
+    }
+}
+impl FmtAttr for QOut {
+    fn fmt_attr(&self) -> String {
+        format!(
+            "{}(zp={},{}..={})",
+            self.dtype.name(),
+            self.zero_point,
+            self.min,
+            self.max
+        )
+    }
+}
+impl FmtAttr for FixedPoint {
+    fn fmt_attr(&self) -> String {
+        format!("{}*2^{}", self.multiplier, self.shift)
     }
 }
 macro_rules! fmt_attr_debug_lowercase {
@@ -339,6 +390,22 @@ define_ops! {
         group: usize,
         activation: Activation,
     } = Conv;
+    /// Integer convolution (kiln's own; the importer and the QDQ lowering make it). Inputs: X
+    /// (i8 or u8), W (i8 or i16: the weights with their zero point already subtracted), B (i32
+    /// `[M]`: the bias with every weight-only zero-point term folded in) and, when `output` is
+    /// set, the requantization multiplier and shift (i32, `[1]` or `[M]`, see
+    /// `fixed_point`). `acc = B[m] + sum(X * W)` over the window in i32, where taps in the
+    /// padding read `x_zero_point`; the result is `acc` as i32 when `output` is `None`, else
+    /// `output.store(requantize(acc))`.
+    QConv {
+        kernel_shape: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        group: usize,
+        x_zero_point: i32,
+        output: Option<QOut>,
+    } = Conv;
     /// Inputs: X, W (IOHW), optional B. `pads` already account for `output_shape`.
     ConvTranspose {
         kernel_shape: Vec<usize>,
@@ -352,6 +419,11 @@ define_ops! {
 
     /// numpy matmul semantics: batched, broadcasting, 1-D operands promoted.
     MatMul { activation: Activation } = MatMul;
+    /// Integer matrix product with numpy batching. Inputs: A (i8 or u8, `[.., M, K]`), B (i8 or
+    /// i16 `[.., K, N]`, zero point subtracted), bias (i32, B's shape without the K axis: every
+    /// zero-point term is folded in, A has no padding) and, when `output` is set, multiplier and
+    /// shift (`[1]` or `[N]`). `acc = bias[.., n] + sum_k A[.., m, k] * B[.., k, n]`.
+    QMatMul { output: Option<QOut> } = MatMul;
     /// Inputs: A, B, optional C (broadcast to the output).
     Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool, activation: Activation } = MatMul;
 
@@ -374,6 +446,22 @@ define_ops! {
         ceil_mode: bool,
         count_include_pad: bool,
     } = Pool;
+    /// Integer average pool. Taps in the padding read `x_zero_point` (and count with
+    /// `count_include_pad`). Without `rescale` (input and output share scale and zero point, as
+    /// TFLite requires) the result is the sum of the raw values divided by the count, rounded
+    /// half away from zero; with it, inputs 1 and 2 hold a multiplier and shift per count
+    /// (i32 `[taps + 1]`) and the result is `output.store(requantize(sum(X - x_zero_point)))`.
+    QAveragePool {
+        kernel_shape: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<usize>,
+        ceil_mode: bool,
+        count_include_pad: bool,
+        x_zero_point: i32,
+        output: QOut,
+        rescale: bool,
+    } = Pool;
     GlobalAveragePool = Pool;
     GlobalMaxPool = Pool;
 
@@ -386,6 +474,12 @@ define_ops! {
     /// `coerce_2d` selects the opset < 13 semantics (flatten to 2-D at `axis`).
     Softmax { axis: usize, coerce_2d: bool } = Norm;
     LogSoftmax { axis: usize, coerce_2d: bool } = Norm;
+    /// Integer softmax over `axis` (of an i8/u8 X with scale s). Input 1 is the exponential
+    /// table: entry `d` is `round(2^30 * exp(-d * s))` for `d = max - x` in `0..=255`. With
+    /// `e` the row's entries and `S` their i64 sum, the result is
+    /// `output.store(floor((e * inv_scale + S * 2^15) / (S * 2^16)))`: `e / S` divided by the
+    /// output scale, whose inverse `inv_scale` is given in Q16.
+    QSoftmax { axis: usize, inv_scale: i64, output: QOut } = Norm;
 
     /// `axes` is sorted and never empty (an empty ONNX axes list is resolved at import).
     ReduceMean { axes: Vec<usize>, keepdims: bool } = Reduce;
@@ -440,6 +534,27 @@ define_ops! {
     QuantizeLinear { axis: Option<usize>, dtype: DType, block_size: usize } = Quant;
     /// Inputs: x (integer), x_scale, optional x_zero_point.
     DequantizeLinear { axis: Option<usize>, block_size: usize } = Quant;
+    /// Integer rescaling of an i8/u8 tensor to another scale and zero point:
+    /// `output.store(scale.apply(x - x_zero_point))`.
+    Requantize { x_zero_point: i32, scale: FixedPoint, output: QOut } = Quant;
+    /// A 256-entry table lookup: any function of one i8 or u8 value. Input 1 is the table
+    /// (dtype of the output, 256 entries indexed by `x - min(x's type)`).
+    QTable = Quant;
+    /// TFLite's int8 Add, broadcasting: both operands move to a shared scale with
+    /// `2^left_shift` headroom, `a_scale`/`b_scale` rescale them, and `output_scale` takes the
+    /// sum to the output: `output.store(output_scale.apply(a_scale.apply((a - a_zp) << ls) +
+    /// b_scale.apply((b - b_zp) << ls)))`.
+    QAdd {
+        a_zero_point: i32,
+        b_zero_point: i32,
+        left_shift: i32,
+        a_scale: FixedPoint,
+        b_scale: FixedPoint,
+        output_scale: FixedPoint,
+        output: QOut,
+    } = Quant;
+    /// TFLite's int8 Mul, broadcasting: `output.store(scale.apply((a - a_zp) * (b - b_zp)))`.
+    QMul { a_zero_point: i32, b_zero_point: i32, scale: FixedPoint, output: QOut } = Quant;
 }
 
 impl Op {

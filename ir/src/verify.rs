@@ -8,10 +8,14 @@
 //! - every node's output types are what shape inference gives for its current inputs;
 //! - constants' types match their data;
 //! - every graph output refers to a defined value;
+//! - quantization parameters on values: positive finite scales, zero points in the quantized
+//!   type's range, one pair per tensor or per slice along an axis that exists;
 //! - the graph is acyclic.
 
+use crate::dtype::DType;
 use crate::error::IrError;
-use crate::graph::{Graph, ValueDef, ValueId};
+use crate::graph::{Graph, QuantParams, ValueDef, ValueId};
+use crate::tensor::TensorType;
 
 pub fn verify(graph: &Graph) -> Result<(), IrError> {
     let mut problems = Vec::new();
@@ -93,6 +97,14 @@ pub fn verify(graph: &Graph) -> Result<(), IrError> {
             Err(e) => problems.push(format!("{here}: {e}")),
         }
     }
+    for v in graph.value_ids() {
+        if let Some(q) = &graph.value(v).quant {
+            let value = graph.value(v);
+            for p in check_quant(q, &value.ty) {
+                problems.push(format!("value '{}' (%{}): {p}", value.name, v.index()));
+            }
+        }
+    }
     for (i, &v) in graph.outputs().iter().enumerate() {
         if !defined(v) {
             problems.push(format!("graph output {i} (%{}) is not defined", v.index()));
@@ -106,4 +118,46 @@ pub fn verify(graph: &Graph) -> Result<(), IrError> {
     } else {
         Err(IrError::Verify(problems))
     }
+}
+
+/// Problems with the quantization parameters of a value of type `ty`: scales positive and
+/// finite, zero points within the quantized type's range, per-axis lengths matching the axis.
+fn check_quant(q: &QuantParams, ty: &TensorType) -> Vec<String> {
+    let mut problems = Vec::new();
+    let expected = match q.axis {
+        None => 1,
+        Some(axis) => match ty.shape.get(axis) {
+            Some(&n) => n,
+            None => {
+                problems.push(format!("quantization axis {axis} is out of range for {ty}"));
+                return problems;
+            }
+        },
+    };
+    if q.scale.len() != expected || q.zero_point.len() != expected {
+        problems.push(format!(
+            "{} scales and {} zero points, expected {expected}",
+            q.scale.len(),
+            q.zero_point.len()
+        ));
+    }
+    if let Some(s) = q.scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        problems.push(format!("scale {s} is not positive and finite"));
+    }
+    let range = match ty.dtype {
+        DType::I32 => Some((i32::MIN, i32::MAX)),
+        other => crate::fixed_point::qrange(other),
+    };
+    match range {
+        Some((lo, hi)) => {
+            if let Some(z) = q.zero_point.iter().find(|z| !(lo..=hi).contains(*z)) {
+                problems.push(format!(
+                    "zero point {z} is outside {}'s range {lo}..={hi}",
+                    ty.dtype
+                ));
+            }
+        }
+        None => problems.push(format!("a {} value cannot be quantized", ty.dtype)),
+    }
+    problems
 }

@@ -10,10 +10,16 @@ use crate::dtype::DType;
 use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
-use crate::ops::util::{check_arity, f32_input, make, out_type, require_f32, wrong_family};
+use crate::ops::util::{
+    acc_i32, check_arity, check_requant_inputs, expect_dtype, f32_input, int_input, int_tensor,
+    make, out_type, require_f32, wrong_family,
+};
 use crate::tensor::{strides as row_major_strides, Tensor, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    if let Op::QConv { output, .. } = op {
+        return infer_qconv(op, inputs, output.as_ref());
+    }
     check_arity(op.name(), inputs.len(), 2, 3)?;
     require_f32(op, inputs)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
@@ -22,6 +28,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    if let Op::QConv { .. } = op {
+        return eval_qconv(op, inputs);
+    }
     check_arity(op.name(), inputs.len(), 2, 3)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let geom = Geometry::new(op, &shapes)?;
@@ -63,6 +72,14 @@ impl Geometry {
         };
         let geom = match op {
             Op::Conv {
+                kernel_shape,
+                strides,
+                dilations,
+                pads,
+                group,
+                ..
+            }
+            | Op::QConv {
                 kernel_shape,
                 strides,
                 dilations,
@@ -209,6 +226,130 @@ impl Geometry {
     fn taps(&self) -> usize {
         self.kernel.iter().product()
     }
+}
+
+/// QConv: X i8/u8, W i8/i16, B i32 `[M]`, and multiplier and shift when requantized.
+fn infer_qconv(
+    op: &Op,
+    inputs: &[&TensorType],
+    output: Option<&crate::op::QOut>,
+) -> Result<Vec<TensorType>, OpError> {
+    let n = if output.is_some() { 5 } else { 3 };
+    check_arity(op.name(), inputs.len(), n, n)?;
+    let name = op.name();
+    expect_dtype(name, inputs, 0, "X", &[DType::I8, DType::U8])?;
+    expect_dtype(name, inputs, 1, "W", &[DType::I8, DType::I16])?;
+    expect_dtype(name, inputs, 2, "B", &[DType::I32])?;
+    let shapes: Vec<&[usize]> = inputs[..3].iter().map(|t| t.shape.as_slice()).collect();
+    let geom = Geometry::new(op, &shapes)?;
+    let dtype = match output {
+        Some(out) => {
+            check_requant_inputs(name, inputs, 3, geom.out_ch)?;
+            out.dtype
+        }
+        None => DType::I32,
+    };
+    Ok(vec![out_type(dtype, geom.out_shape())?])
+}
+
+/// QConv: the input is padded with its zero point, then every output is the bias plus the dot
+/// product of its window with the weights, in i64 and checked to fit i32.
+fn eval_qconv(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    let Op::QConv {
+        x_zero_point,
+        output,
+        ..
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let out_ty = infer_qconv(op, &refs, output.as_ref())?.remove(0);
+    let shapes: Vec<&[usize]> = inputs[..3].iter().map(|t| t.shape()).collect();
+    let g = Geometry::new(op, &shapes)?;
+    let name = op.name();
+    let (x, w, bias) = (
+        int_input(name, inputs, 0)?,
+        int_input(name, inputs, 1)?,
+        int_input(name, inputs, 2)?,
+    );
+    // The zero-point-padded input, so every tap is in range.
+    let padded_sp: Vec<usize> = (0..g.in_sp.len())
+        .map(|d| g.in_sp[d] + g.pads_begin[d] + pad_end(&g, d))
+        .collect();
+    let padded_plane: usize = padded_sp.iter().product();
+    let in_plane: usize = g.in_sp.iter().product();
+    let pstrides = row_major_strides(&padded_sp);
+    let mut xp = vec![*x_zero_point; g.batch * g.in_ch * padded_plane];
+    for plane in 0..g.batch * g.in_ch {
+        for i in 0..in_plane {
+            let pos = crate::ops::util::unravel(i, &g.in_sp);
+            let at: usize = pos
+                .iter()
+                .enumerate()
+                .map(|(d, &p)| (p + g.pads_begin[d]) * pstrides[d])
+                .sum();
+            xp[plane * padded_plane + at] = x[plane * in_plane + i];
+        }
+    }
+    // Flat offsets of the kernel taps in the padded plane, and of each output's window start.
+    let tap_offsets: Vec<usize> = (0..g.taps())
+        .map(|t| {
+            let k = crate::ops::util::unravel(t, &g.kernel);
+            (0..k.len())
+                .map(|d| k[d] * g.dilations[d] * pstrides[d])
+                .sum()
+        })
+        .collect();
+    let out_plane: usize = g.out_sp.iter().product();
+    let starts: Vec<usize> = (0..out_plane)
+        .map(|o| {
+            let pos = crate::ops::util::unravel(o, &g.out_sp);
+            (0..pos.len())
+                .map(|d| pos[d] * g.strides[d] * pstrides[d])
+                .sum()
+        })
+        .collect();
+    let (in_per_group, out_per_group) = (g.in_ch / g.group, g.out_ch / g.group);
+    let taps = g.taps();
+    let requant = match output {
+        Some(_) => Some((int_input(name, inputs, 3)?, int_input(name, inputs, 4)?)),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(g.batch * g.out_ch * out_plane);
+    for b in 0..g.batch {
+        for (oc, &b_oc) in bias.iter().enumerate().take(g.out_ch) {
+            let first_ic = (oc / out_per_group) * in_per_group;
+            for &start in &starts {
+                let mut acc = i64::from(b_oc);
+                for icg in 0..in_per_group {
+                    let plane = (b * g.in_ch + first_ic + icg) * padded_plane + start;
+                    let wk = (oc * in_per_group + icg) * taps;
+                    for (t, &off) in tap_offsets.iter().enumerate() {
+                        acc += i64::from(xp[plane + off]) * i64::from(w[wk + t]);
+                    }
+                }
+                let acc = acc_i32(name, acc)?;
+                out.push(match (output, &requant) {
+                    (Some(o), Some((m, s))) => {
+                        let c = if m.len() == 1 { 0 } else { oc };
+                        o.store(crate::fixed_point::multiply_by_quantized_multiplier(
+                            acc, m[c], s[c],
+                        ))
+                    }
+                    _ => acc,
+                });
+            }
+        }
+    }
+    Ok(vec![int_tensor(out_ty.dtype, out_ty.shape, out)?])
+}
+
+fn pad_end(g: &Geometry, d: usize) -> usize {
+    // The end padding that the output size actually reaches (stride may leave some unread).
+    let window = (g.kernel[d] - 1) * g.dilations[d] + 1;
+    ((g.out_sp[d] - 1) * g.strides[d] + window).saturating_sub(g.in_sp[d] + g.pads_begin[d])
 }
 
 /// The spatial attributes shared by both ops, validated against the input ranks.

@@ -8,11 +8,15 @@ use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
 use crate::ops::util::{
-    broadcast_index_map, broadcast_shapes, check_arity, make, out_type, wrong_family,
+    acc_i32, broadcast_index_map, broadcast_shapes, check_arity, check_requant_inputs,
+    expect_dtype, int_input, int_tensor, make, out_type, wrong_family,
 };
 use crate::tensor::{Tensor, TensorData, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    if let Op::QMatMul { output } = op {
+        return infer_qmatmul(inputs, output.as_ref()).map(|(t, _)| vec![t]);
+    }
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     let dtype = common_dtype(op, inputs.iter().map(|t| t.dtype))?;
     let shape = match op {
@@ -36,6 +40,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    if let Op::QMatMul { output } = op {
+        return eval_qmatmul(inputs, output.as_ref()).map(|t| vec![t]);
+    }
     common_dtype(op, inputs.iter().map(|t| t.dtype()))?;
     let out = match (op, inputs) {
         (Op::MatMul { .. }, [a, b]) => matmul(a, b)?,
@@ -207,6 +214,82 @@ fn batched_matmul<T: Element>(a: &[T], b: &[T], d: &MatMulDims) -> Vec<T> {
         }
     }
     out
+}
+
+/// QMatMul: A i8/u8 `[.., M, K]`, B i8/i16 `[.., K, N]` (both rank 2 or more), bias i32 with
+/// B's shape minus K, and multiplier and shift when requantized.
+fn infer_qmatmul(
+    inputs: &[&TensorType],
+    output: Option<&crate::op::QOut>,
+) -> Result<(TensorType, MatMulDims), OpError> {
+    let name = "QMatMul";
+    let n_in = if output.is_some() { 5 } else { 3 };
+    check_arity(name, inputs.len(), n_in, n_in)?;
+    expect_dtype(name, inputs, 0, "A", &[DType::I8, DType::U8])?;
+    expect_dtype(name, inputs, 1, "B", &[DType::I8, DType::I16])?;
+    expect_dtype(name, inputs, 2, "bias", &[DType::I32])?;
+    let (a, b) = (&inputs[0].shape, &inputs[1].shape);
+    if a.len() < 2 || b.len() < 2 {
+        return invalid!("{name}: operands must have rank 2 or more, got {a:?} and {b:?}");
+    }
+    let dims = MatMulDims::new(a, b)?;
+    let mut bias_shape = b[..b.len() - 2].to_vec();
+    bias_shape.push(dims.n);
+    if inputs[2].shape != bias_shape {
+        return invalid!(
+            "{name}: bias has shape {:?}, expected {bias_shape:?}",
+            inputs[2].shape
+        );
+    }
+    let dtype = match output {
+        Some(out) => {
+            check_requant_inputs(name, inputs, 3, dims.n)?;
+            out.dtype
+        }
+        None => DType::I32,
+    };
+    Ok((out_type(dtype, dims.out_shape.clone())?, dims))
+}
+
+/// QMatMul: `bias[.., n] + sum_k A[.., m, k] * B[.., k, n]` in i64, checked to fit i32, then
+/// requantized per column.
+fn eval_qmatmul(inputs: &[&Tensor], output: Option<&crate::op::QOut>) -> Result<Tensor, OpError> {
+    let name = "QMatMul";
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let (out_ty, d) = infer_qmatmul(&refs, output)?;
+    let a: Vec<i64> = int_input(name, inputs, 0)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let b: Vec<i64> = int_input(name, inputs, 1)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let bias = int_input(name, inputs, 2)?;
+    let requant = match output {
+        Some(_) => Some((int_input(name, inputs, 3)?, int_input(name, inputs, 4)?)),
+        None => None,
+    };
+    let acc = batched_matmul(&a, &b, &d);
+    let b_map = broadcast_index_map(&d.b_batch, &d.batch);
+    let mut out = Vec::with_capacity(acc.len());
+    for (i, &v) in acc.iter().enumerate() {
+        let n = i % d.n.max(1);
+        let batch = i / (d.m * d.n).max(1);
+        let bias_at = b_map.get(batch).copied().unwrap_or(0) * d.n + n;
+        let acc = acc_i32(name, v + i64::from(bias.get(bias_at).copied().unwrap_or(0)))?;
+        out.push(match (output, &requant) {
+            (Some(o), Some((m, s))) => {
+                let c = if m.len() == 1 { 0 } else { n };
+                o.store(crate::fixed_point::multiply_by_quantized_multiplier(
+                    acc, m[c], s[c],
+                ))
+            }
+            _ => acc,
+        });
+    }
+    int_tensor(out_ty.dtype, out_ty.shape, out)
 }
 
 /// (M, K, N) of a Gemm, after the optional transposes.

@@ -83,6 +83,11 @@ pub fn macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
             kernel_shape,
             group,
             ..
+        }
+        | Op::QConv {
+            kernel_shape,
+            group,
+            ..
         } => {
             let in_ch = inputs
                 .first()
@@ -107,7 +112,7 @@ pub fn macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
             let k: u64 = kernel_shape.iter().map(|&k| k as u64).product();
             in_numel * k * (out_ch / (*group).max(1) as u64)
         }
-        Op::MatMul { .. } => {
+        Op::MatMul { .. } | Op::QMatMul { .. } => {
             let k = inputs
                 .first()
                 .and_then(|t| t.shape.last())

@@ -9,12 +9,15 @@ use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
 use crate::ops::util::{
-    broadcast_index_map, broadcast_shapes, check_arity, f32_input, make, out_type, require_f32,
-    wrong_family,
+    broadcast_index_map, broadcast_shapes, check_arity, expect_dtype, f32_input, int_input,
+    int_tensor, make, out_type, require_f32, wrong_family,
 };
 use crate::tensor::{Tensor, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    if let Op::QSoftmax { .. } = op {
+        return infer_qsoftmax(op, inputs).map(|t| vec![t]);
+    }
     require_f32(op, inputs)?;
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     check_shapes(op, &shapes)?;
@@ -32,6 +35,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    if let Op::QSoftmax { .. } = op {
+        return eval_qsoftmax(op, inputs).map(|t| vec![t]);
+    }
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     check_shapes(op, &shapes)?;
     let x_shape = shapes[0];
@@ -278,6 +284,82 @@ fn layer_norm(
 
 /// Softmax or LogSoftmax along `axis`, or over the whole block of dimensions `axis..` when
 /// `coerce_2d` (opset < 13). The max is subtracted first so large inputs do not overflow.
+/// The largest Q16 inverse output scale QSoftmax takes: `e * inv_scale` must stay far from
+/// i64's range (`e` < 2^31).
+pub const QSOFTMAX_MAX_INV_SCALE: i64 = 1 << 30;
+
+/// QSoftmax: X i8/u8, the i32 exponential table of 256 entries; rows of at most 2^16.
+fn infer_qsoftmax(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let Op::QSoftmax {
+        axis,
+        inv_scale,
+        output,
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let name = op.name();
+    check_arity(name, inputs.len(), 2, 2)?;
+    expect_dtype(name, inputs, 0, "X", &[DType::I8, DType::U8])?;
+    expect_dtype(name, inputs, 1, "exponential table", &[DType::I32])?;
+    if inputs[1].shape != [256] {
+        return invalid!(
+            "{name}: the exponential table has shape {:?}, expected [256]",
+            inputs[1].shape
+        );
+    }
+    let x = &inputs[0].shape;
+    let Some(&len) = x.get(*axis) else {
+        return invalid!("{name}: axis {axis} is out of range for shape {x:?}");
+    };
+    if len > 1 << 16 {
+        return invalid!("{name}: rows of {len} elements are longer than 65536");
+    }
+    if !(1..=QSOFTMAX_MAX_INV_SCALE).contains(inv_scale) {
+        return invalid!("{name}: inverse output scale {inv_scale} (Q16) is out of range");
+    }
+    out_type(output.dtype, x.clone())
+}
+
+/// QSoftmax: per row, `e = table[max - x]`, `S = sum(e)`, and
+/// `floor((e * inv_scale + S * 2^15) / (S * 2^16))` stored with the output's zero point.
+fn eval_qsoftmax(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
+    let Op::QSoftmax {
+        axis,
+        inv_scale,
+        output,
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let out_ty = infer_qsoftmax(op, &refs)?;
+    let x = int_input(op.name(), inputs, 0)?;
+    let table = int_input(op.name(), inputs, 1)?;
+    let shape = &out_ty.shape;
+    let outer: usize = shape[..*axis].iter().product();
+    let len = shape[*axis];
+    let stride: usize = shape[axis + 1..].iter().product();
+    let mut out = vec![0i32; x.len()];
+    for o in 0..outer {
+        for i in 0..stride {
+            let at = |j: usize| (o * len + j) * stride + i;
+            let max = (0..len).map(|j| x[at(j)]).max().unwrap_or(0);
+            let e = |j: usize| {
+                let d = (max - x[at(j)]).clamp(0, 255) as usize;
+                i64::from(table[d])
+            };
+            let sum: i64 = (0..len).map(e).sum::<i64>().max(1);
+            for j in 0..len {
+                let q = (e(j) * inv_scale + (sum << 15)) / (sum << 16);
+                out[at(j)] = output.store(q as i32);
+            }
+        }
+    }
+    int_tensor(out_ty.dtype, out_ty.shape, out)
+}
+
 fn softmax(shape: &[usize], x: &[f32], axis: usize, coerce_2d: bool, log: bool) -> Vec<f32> {
     let axis = axis.min(shape.len());
     let outer: usize = shape[..axis].iter().product();

@@ -9,10 +9,15 @@ use crate::dtype::DType;
 use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
-use crate::ops::util::{check_arity, make, out_type, wrong_family};
+use crate::ops::util::{
+    check_arity, expect_dtype, int_input, int_tensor, make, out_type, wrong_family,
+};
 use crate::tensor::{strides as row_major_strides, Tensor, TensorData, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    if let Op::QAveragePool { .. } = op {
+        return infer_qaverage_pool(op, inputs).map(|t| vec![t]);
+    }
     check_arity(op.name(), inputs.len(), 1, 1)?;
     let x = inputs[0];
     check_dtype(op, x.dtype)?;
@@ -25,6 +30,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    if let Op::QAveragePool { .. } = op {
+        return eval_qaverage_pool(op, inputs).map(|t| vec![t]);
+    }
     check_arity(op.name(), inputs.len(), 1, 1)?;
     let x = inputs[0];
     check_dtype(op, x.dtype())?;
@@ -101,6 +109,14 @@ impl<'a> Window<'a> {
                 ..
             }
             | Op::AveragePool {
+                kernel_shape,
+                strides,
+                dilations,
+                pads,
+                ceil_mode,
+                ..
+            }
+            | Op::QAveragePool {
                 kernel_shape,
                 strides,
                 dilations,
@@ -452,6 +468,110 @@ fn average_pool(op: &Op, shape: &[usize], x: &[f32]) -> Result<Vec<f32>, OpError
         let count = if include_pad { padded } else { taps.len() };
         (sum / count as f64) as f32
     })
+}
+
+/// QAveragePool: X i8/u8, and with `rescale` a multiplier and a shift per count (i32
+/// `[taps + 1]`).
+fn infer_qaverage_pool(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let Op::QAveragePool {
+        kernel_shape,
+        output,
+        rescale,
+        ..
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let name = op.name();
+    check_arity(name, inputs.len(), 1 + 2 * usize::from(*rescale), 3)?;
+    expect_dtype(name, inputs, 0, "X", &[DType::I8, DType::U8])?;
+    if *rescale {
+        let counts = kernel_shape.iter().product::<usize>() + 1;
+        for (slot, what) in [(1, "multiplier"), (2, "shift")] {
+            expect_dtype(name, inputs, slot, what, &[DType::I32])?;
+            if inputs[slot].shape != [counts] {
+                return invalid!(
+                    "{name}: {what} has shape {:?}, expected [{counts}] (one per window count)",
+                    inputs[slot].shape
+                );
+            }
+        }
+    } else if inputs.len() != 1 {
+        return invalid!("{name} without rescale takes 1 input, got {}", inputs.len());
+    }
+    out_type(output.dtype, output_shape(op, &inputs[0].shape)?)
+}
+
+/// QAveragePool, integer only: TFLite's rounding division of the raw sum when input and output
+/// share their quantization, else the centered sum requantized by the count's multiplier.
+fn eval_qaverage_pool(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
+    let Op::QAveragePool {
+        count_include_pad,
+        x_zero_point,
+        output,
+        rescale,
+        ..
+    } = op
+    else {
+        return Err(wrong_family(op));
+    };
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let out_ty = infer_qaverage_pool(op, &refs)?;
+    let name = op.name();
+    let x = int_input(name, inputs, 0)?;
+    let tables = if *rescale {
+        Some((int_input(name, inputs, 1)?, int_input(name, inputs, 2)?))
+    } else {
+        None
+    };
+    let zp = i64::from(*x_zero_point);
+    let values = windowed(op, inputs[0].shape(), &x, |taps, padded| {
+        let mut sum: i64 = taps.iter().map(|&(v, _)| i64::from(v)).sum();
+        let count = if *count_include_pad {
+            sum += (padded as i64 - taps.len() as i64) * zp;
+            padded
+        } else {
+            taps.len()
+        };
+        qaverage(sum, count, zp, output, tables.as_ref())
+    })?;
+    int_tensor(out_ty.dtype, out_ty.shape, values)
+}
+
+/// One integer average: `sum` of `count` raw values.
+fn qaverage(
+    sum: i64,
+    count: usize,
+    zp: i64,
+    output: &crate::op::QOut,
+    tables: Option<&(Vec<i32>, Vec<i32>)>,
+) -> i32 {
+    if count == 0 {
+        return output.store(0);
+    }
+    let n = count as i64;
+    match tables {
+        // TFLite: (sum +- count / 2) / count, truncating, so halves round away from zero.
+        None => {
+            let avg = if sum > 0 {
+                (sum + n / 2) / n
+            } else {
+                (sum - n / 2) / n
+            };
+            (avg.clamp(i64::from(output.min), i64::from(output.max))) as i32
+        }
+        Some((m, s)) => {
+            let centered = (sum - n * zp).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            let (m, s) = (
+                m.get(count).copied().unwrap_or(0),
+                s.get(count).copied().unwrap_or(0),
+            );
+            output.store(crate::fixed_point::multiply_by_quantized_multiplier(
+                centered, m, s,
+            ))
+        }
+    }
 }
 
 /// GlobalAveragePool and GlobalMaxPool: one value per (N, C) plane.

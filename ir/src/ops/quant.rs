@@ -5,10 +5,16 @@ use crate::dtype::DType;
 use crate::error::OpError;
 use crate::invalid;
 use crate::op::Op;
-use crate::ops::util::{check_arity, f32_input, make, out_type, wrong_family};
+use crate::ops::util::{
+    broadcast_index_map, broadcast_shapes, check_arity, expect_dtype, f32_input, int_input,
+    int_tensor, make, out_type, wrong_family,
+};
 use crate::tensor::{Tensor, TensorData, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
+    if is_integer_op(op) {
+        return infer_integer(op, inputs).map(|t| vec![t]);
+    }
     check_arity(op.name(), inputs.len(), 2, 3)?;
     let x = inputs[0];
     let (axis, dtype, block_size) = match op {
@@ -61,6 +67,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+    if is_integer_op(op) {
+        return eval_integer(op, inputs).map(|t| vec![t]);
+    }
     let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
     infer(op, &refs)?;
@@ -180,6 +189,127 @@ impl Granularity {
             }
         }
     }
+}
+
+/// The integer-only element-wise ops of this family (Requantize, QTable, QAdd, QMul).
+fn is_integer_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Requantize { .. } | Op::QTable | Op::QAdd { .. } | Op::QMul { .. }
+    )
+}
+
+const Q8: &[DType] = &[DType::I8, DType::U8];
+
+fn infer_integer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+    let name = op.name();
+    match op {
+        Op::Requantize { output, .. } => {
+            check_arity(name, inputs.len(), 1, 1)?;
+            expect_dtype(name, inputs, 0, "X", Q8)?;
+            out_type(output.dtype, inputs[0].shape.clone())
+        }
+        Op::QTable => {
+            check_arity(name, inputs.len(), 2, 2)?;
+            expect_dtype(name, inputs, 0, "X", Q8)?;
+            expect_dtype(name, inputs, 1, "table", Q8)?;
+            if inputs[1].shape != [256] {
+                return invalid!(
+                    "{name}: the table has shape {:?}, expected [256]",
+                    inputs[1].shape
+                );
+            }
+            out_type(inputs[1].dtype, inputs[0].shape.clone())
+        }
+        Op::QAdd { output, .. } | Op::QMul { output, .. } => {
+            check_arity(name, inputs.len(), 2, 2)?;
+            expect_dtype(name, inputs, 0, "A", Q8)?;
+            expect_dtype(name, inputs, 1, "B", Q8)?;
+            let shape = broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?;
+            out_type(output.dtype, shape)
+        }
+        _ => Err(wrong_family(op)),
+    }
+}
+
+fn eval_integer(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let out_ty = infer_integer(op, &refs)?;
+    let name = op.name();
+    let x = int_input(name, inputs, 0)?;
+    let values: Vec<i32> = match op {
+        Op::Requantize {
+            x_zero_point,
+            scale,
+            output,
+        } => x
+            .iter()
+            .map(|&v| output.store(scale.apply(v - x_zero_point)))
+            .collect(),
+        Op::QTable => {
+            let table = int_input(name, inputs, 1)?;
+            let base = if inputs[0].dtype() == DType::I8 {
+                128
+            } else {
+                0
+            };
+            x.iter()
+                .map(|&v| table[(v + base).clamp(0, 255) as usize])
+                .collect()
+        }
+        Op::QAdd {
+            a_zero_point,
+            b_zero_point,
+            left_shift,
+            a_scale,
+            b_scale,
+            output_scale,
+            output,
+        } => {
+            let b = int_input(name, inputs, 1)?;
+            let shifted = |v: i32, zp: i32| (v - zp).wrapping_shl(*left_shift as u32);
+            broadcast_pairs(&x, &b, inputs[0].shape(), inputs[1].shape(), &out_ty.shape)
+                .map(|(a, b)| {
+                    let sum = a_scale
+                        .apply(shifted(a, *a_zero_point))
+                        .wrapping_add(b_scale.apply(shifted(b, *b_zero_point)));
+                    output.store(output_scale.apply(sum))
+                })
+                .collect()
+        }
+        Op::QMul {
+            a_zero_point,
+            b_zero_point,
+            scale,
+            output,
+        } => {
+            let b = int_input(name, inputs, 1)?;
+            broadcast_pairs(&x, &b, inputs[0].shape(), inputs[1].shape(), &out_ty.shape)
+                .map(|(a, b)| output.store(scale.apply((a - a_zero_point) * (b - b_zero_point))))
+                .collect()
+        }
+        _ => return Err(wrong_family(op)),
+    };
+    int_tensor(out_ty.dtype, out_ty.shape, values)
+}
+
+/// The operand pairs of a broadcasting binary op, in row-major output order.
+fn broadcast_pairs<'a>(
+    a: &'a [i32],
+    b: &'a [i32],
+    a_shape: &[usize],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> impl Iterator<Item = (i32, i32)> + 'a {
+    let a_map = broadcast_index_map(a_shape, out_shape);
+    let b_map = broadcast_index_map(b_shape, out_shape);
+    a_map.into_iter().zip(b_map).map(move |(i, j)| {
+        (
+            a.get(i).copied().unwrap_or(0),
+            b.get(j).copied().unwrap_or(0),
+        )
+    })
 }
 
 #[derive(Debug)]

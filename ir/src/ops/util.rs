@@ -1,6 +1,7 @@
 //! Helpers shared by the op files: arity checks, broadcasting, index arithmetic.
 
 use crate::error::OpError;
+use crate::invalid;
 use crate::tensor::{strides, Tensor, TensorType};
 
 /// Checks that `n` inputs were given, `min <= n <= max`.
@@ -136,6 +137,99 @@ pub fn require_f32(op: &crate::op::Op, inputs: &[&TensorType]) -> Result<(), OpE
         ))),
         None => Ok(()),
     }
+}
+
+/// The values of an integer tensor (i8, u8, i16 or i32) as i32.
+pub fn int_input(op: &str, inputs: &[&Tensor], i: usize) -> Result<Vec<i32>, OpError> {
+    let t = inputs
+        .get(i)
+        .ok_or_else(|| OpError::Invalid(format!("{op}: missing input {i}")))?;
+    match t.dtype() {
+        crate::dtype::DType::I8
+        | crate::dtype::DType::U8
+        | crate::dtype::DType::I16
+        | crate::dtype::DType::I32 => Ok(t
+            .to_i64_vec()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v as i32)
+            .collect()),
+        other => Err(OpError::Unsupported(format!("{op} on {other} input {i}"))),
+    }
+}
+
+/// A tensor of `dtype` (i8, u8, i16 or i32) holding `values`, which are already in range.
+pub fn int_tensor(
+    dtype: crate::dtype::DType,
+    shape: Vec<usize>,
+    values: Vec<i32>,
+) -> Result<Tensor, OpError> {
+    use crate::tensor::TensorData;
+    let data = match dtype {
+        crate::dtype::DType::I8 => TensorData::I8(values.iter().map(|&v| v as i8).collect()),
+        crate::dtype::DType::U8 => TensorData::U8(values.iter().map(|&v| v as u8).collect()),
+        crate::dtype::DType::I16 => TensorData::I16(values.iter().map(|&v| v as i16).collect()),
+        crate::dtype::DType::I32 => TensorData::I32(values),
+        other => {
+            return Err(OpError::Unsupported(format!(
+                "integer result of type {other}"
+            )))
+        }
+    };
+    make(Tensor::new(shape, data))
+}
+
+/// Checks that input `i` has one of `dtypes`, naming the operand in the error.
+pub fn expect_dtype(
+    op: &str,
+    inputs: &[&TensorType],
+    i: usize,
+    what: &str,
+    dtypes: &[crate::dtype::DType],
+) -> Result<(), OpError> {
+    let t = inputs
+        .get(i)
+        .ok_or_else(|| OpError::Invalid(format!("{op}: missing input {i} ({what})")))?;
+    if dtypes.contains(&t.dtype) {
+        Ok(())
+    } else {
+        let names: Vec<&str> = dtypes.iter().map(|d| d.name()).collect();
+        Err(OpError::Invalid(format!(
+            "{op}: {what} (input {i}) is {}, expected {}",
+            t.dtype,
+            names.join(" or ")
+        )))
+    }
+}
+
+/// Checks the requantization inputs `i` (multiplier) and `i + 1` (shift): i32 vectors of one
+/// entry or `channels` entries.
+pub fn check_requant_inputs(
+    op: &str,
+    inputs: &[&TensorType],
+    i: usize,
+    channels: usize,
+) -> Result<(), OpError> {
+    for (slot, what) in [(i, "multiplier"), (i + 1, "shift")] {
+        expect_dtype(op, inputs, slot, what, &[crate::dtype::DType::I32])?;
+        let n = inputs[slot].numel();
+        if inputs[slot].rank() != 1 || (n != 1 && n != channels) {
+            return invalid!(
+                "{op}: {what} has shape {:?}, expected [1] or [{channels}]",
+                inputs[slot].shape
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An accumulator that must fit i32, as the compiler proved for every quantized layer.
+pub fn acc_i32(op: &str, acc: i64) -> Result<i32, OpError> {
+    i32::try_from(acc).map_err(|_| {
+        OpError::Invalid(format!(
+            "{op}: accumulator {acc} overflows i32 (kiln's bound check should have refused this layer)"
+        ))
+    })
 }
 
 /// Error for an op routed to a family file that does not handle it (a dispatch bug).
