@@ -22,7 +22,7 @@ pub trait Pass {
 pub enum OptLevel {
     /// No passes.
     O0,
-    /// Clean-up, constant folding and BatchNormalization folding.
+    /// Clean-up, QDQ lowering to integer ops, constant folding and BatchNormalization folding.
     O1,
     /// Everything.
     #[default]
@@ -95,6 +95,8 @@ macro_rules! declare_passes {
 declare_passes! {
     O1 => crate::remove_identity::RemoveIdentity,
     O1 => crate::dead_code::DeadCode,
+    // Before constant folding, which would turn dequantized weights into float constants.
+    O1 => crate::quant::lower_qdq::LowerQdq,
     O1 => crate::const_fold::ConstFold,
     O2 => crate::transpose::TransposeCleanup,
     O2 => crate::matmul_add::MatMulAddToGemm,
