@@ -201,6 +201,59 @@ pub fn run_c(
     result
 }
 
+/// Generated C built once for the host, then run on many inputs (one process per run): what
+/// `kiln eval` uses to measure a data set through the C backend.
+#[derive(Debug)]
+pub struct CProgram {
+    graph: Graph,
+    dir: PathBuf,
+    exe: PathBuf,
+    keep: bool,
+}
+
+impl CProgram {
+    /// Compiles `graph` to C and builds it with the host compiler.
+    pub fn build(
+        graph: &Graph,
+        c: &COptions,
+        host: &HostOptions,
+    ) -> Result<CProgram, BackendError> {
+        let program = emit_c(graph, c)?;
+        let dir = host.keep_dir.clone().unwrap_or_else(unique_dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| host_err(format!("creating {}: {e}", dir.display())))?;
+        let exe = build(graph, c, host, &program.files, &dir, false);
+        let keep = host.keep_dir.is_some();
+        match exe {
+            Ok(exe) => Ok(CProgram {
+                graph: graph.clone(),
+                dir,
+                exe,
+                keep,
+            }),
+            Err(e) => {
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the built program on `inputs`.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
+        run_exe(&self.graph, inputs, &self.exe, &self.dir, &[]).map(|(_, outputs)| outputs)
+    }
+}
+
+impl Drop for CProgram {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Compiles `graph` to C, builds it for the host with a timing harness and runs it on `inputs`
 /// as `timing` says, single-threaded. Returns the time to emit and to build, each run's latency
 /// and the last run's outputs.

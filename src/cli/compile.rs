@@ -11,7 +11,7 @@ use kiln_backends::cranelift::{emit_object, CraneliftOptions, CraneliftTarget};
 use kiln_backends::program::LayerInfo;
 use kiln_passes::MemoryPlan;
 
-use super::load::{load_model, write_atomically};
+use super::load::{prepare, write_atomically};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -42,6 +42,8 @@ pub struct CompileArgs {
     codegen: CodegenArgs,
     #[command(flatten)]
     opt: super::OptArgs,
+    #[command(flatten)]
+    quant: super::quantize::QuantArgs,
     /// Also write PREFIX.report.json.
     #[arg(long, value_enum)]
     report: Option<Report>,
@@ -171,9 +173,14 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let options = args
         .codegen
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
-    let mut model = load_model(&args.model)?;
-    let before = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
-    super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O2)?;
+    let prepared = prepare(
+        &args.model,
+        &args.opt,
+        &args.quant,
+        kiln_passes::OptLevel::O2,
+    )?;
+    let model = &prepared.model;
+    let before = prepared.imported.clone();
     let after = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = match args.emit {
         Emit::C => {

@@ -24,6 +24,8 @@ pub struct InspectArgs {
     dot: Option<PathBuf>,
     #[command(flatten)]
     opt: super::OptArgs,
+    #[command(flatten)]
+    quant: super::quantize::QuantArgs,
 }
 
 struct Row {
@@ -47,12 +49,15 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         input_shapes: parse_input_shapes(&args.model.input_shapes)?,
         ..Default::default()
     };
-    let mut model = match kiln_frontend::import_model(&bytes, &options) {
+    let model = match kiln_frontend::import_model(&bytes, &options) {
         Ok(m) => m,
         Err(e) => return report_problems(args, &e),
     };
-    // Plain inspect shows the graph as imported; -O shows it as it will be compiled.
-    super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O0)?;
+    // Plain inspect shows the graph as imported; -O (and --quantize) show it as it will be
+    // compiled.
+    let prepared =
+        super::load::prepare_model(model, &args.opt, &args.quant, kiln_passes::OptLevel::O0)?;
+    let model = &prepared.model;
     let graph = &model.graph;
     let (rows, totals) = table(graph)?;
     if let Some(path) = &args.dot {

@@ -97,3 +97,81 @@ pub fn optimize(
     }
     Ok(report)
 }
+
+/// A model loaded, optimized and (when asked) quantized.
+pub struct Prepared {
+    pub model: Model,
+    /// The graph as imported, and its figures.
+    pub imported_graph: kiln_ir::Graph,
+    pub imported: kiln_passes::GraphSummary,
+    pub quant: Option<super::quantize::QuantSummary>,
+}
+
+impl Prepared {
+    /// Whether the compiled graph computes in integers (quantized by kiln, or a QDQ model
+    /// lowered to integer ops): its reference is then the interpreter on that graph, whose
+    /// rounding differs from the float QDQ graph's by design.
+    pub fn is_integer(&self) -> bool {
+        let g = &self.model.graph;
+        self.quant.is_some()
+            || g.node_ids().iter().any(|&n| {
+                matches!(
+                    g.node(n).op,
+                    kiln_ir::Op::QConv { .. }
+                        | kiln_ir::Op::QMatMul { .. }
+                        | kiln_ir::Op::QAdd { .. }
+                        | kiln_ir::Op::QMul { .. }
+                        | kiln_ir::Op::QAveragePool { .. }
+                        | kiln_ir::Op::QSoftmax { .. }
+                        | kiln_ir::Op::QTable
+                        | kiln_ir::Op::Requantize { .. }
+                )
+            })
+    }
+}
+
+/// Loads the model the command line names and prepares it (see [`prepare_model`]).
+pub fn prepare(
+    args: &ModelArgs,
+    opt: &super::OptArgs,
+    quant: &super::quantize::QuantArgs,
+    default: kiln_passes::OptLevel,
+) -> anyhow::Result<Prepared> {
+    prepare_model(load_model(args)?, opt, quant, default)
+}
+
+/// Optimizes the model at `opt`'s level (or `default`), and with `--quantize` calibrates and
+/// quantizes the optimized float graph, then lowers it to integer ops (at -O1 or above,
+/// whatever the level: integer kernels are what quantization is for).
+pub fn prepare_model(
+    mut model: Model,
+    opt: &super::OptArgs,
+    quant: &super::quantize::QuantArgs,
+    default: kiln_passes::OptLevel,
+) -> anyhow::Result<Prepared> {
+    let imported_graph = model.graph.clone();
+    let imported = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
+    optimize(&mut model.graph, opt, default)?;
+    let summary = super::quantize::quantize(&mut model.graph, quant)?;
+    if summary.is_some() {
+        let level = opt.level_or(default).max(kiln_passes::OptLevel::O1);
+        let options = kiln_passes::PassOptions {
+            level,
+            ..Default::default()
+        };
+        kiln_passes::optimize(&mut model.graph, &options)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("lowering the quantized graph failed")?;
+    }
+    if quant.io == super::quantize::Io::Int8 {
+        kiln_passes::quant::io::int8_io(&mut model.graph)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("--io int8 failed")?;
+    }
+    Ok(Prepared {
+        model,
+        imported_graph,
+        imported,
+        quant: summary,
+    })
+}

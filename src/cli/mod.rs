@@ -1,8 +1,10 @@
 //! Command-line definitions (clap) and dispatch to one module per subcommand.
 
 mod compile;
+mod eval;
 mod inspect;
 mod load;
+mod quantize;
 mod run;
 mod verify;
 
@@ -43,6 +45,11 @@ enum Command {
     /// prints the error, flash, RAM and executed instructions. Exits 1 when the outputs differ.
     /// Example: kiln verify model.onnx --target cortex-m4
     Verify(verify::VerifyArgs),
+    /// Measure a build's accuracy on labelled data (top-1; for a quantized build also the
+    /// float model's top-1, their agreement and the output error).
+    ///
+    /// Example: kiln eval model.onnx --data x.npy --labels y.npy --quantize int8 --calibrate c.npy
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -92,5 +99,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args),
         Command::Inspect(args) => inspect::inspect(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Eval(args) => eval::eval(&args),
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use kiln_ir::{DType, Graph, Tensor, TensorData, TensorType};
 
-use super::load::{load_model, write_atomically};
+use super::load::{prepare, write_atomically};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -29,6 +29,8 @@ pub struct RunArgs {
     backend: Backend,
     #[command(flatten)]
     opt: super::OptArgs,
+    #[command(flatten)]
+    quant: super::quantize::QuantArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,9 +63,13 @@ pub fn sanitize_file_name(name: &str) -> String {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let mut model = load_model(&args.model)?;
-    super::load::optimize(&mut model.graph, &args.opt, kiln_passes::OptLevel::O2)?;
-    let graph = &model.graph;
+    let prepared = prepare(
+        &args.model,
+        &args.opt,
+        &args.quant,
+        kiln_passes::OptLevel::O2,
+    )?;
+    let graph = &prepared.model.graph;
     let (inputs, random) = bind_inputs(graph, &args.inputs)?;
     if random {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");

@@ -12,7 +12,7 @@ use kiln_targets::compare::{compare_outputs, Comparison};
 use kiln_targets::{BoardOptions, BoardRun, CodeBackend};
 
 use super::compile::CodegenArgs;
-use super::load::{load_model, write_atomically};
+use super::load::{prepare, write_atomically};
 use super::run::{bind_inputs, sanitize_file_name};
 use super::ModelArgs;
 
@@ -64,6 +64,8 @@ pub struct VerifyArgs {
     codegen: CodegenArgs,
     #[command(flatten)]
     opt: super::OptArgs,
+    #[command(flatten)]
+    quant: super::quantize::QuantArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,13 +80,25 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
     let (target, board) =
         kiln_targets::resolve(&args.target, args.board.as_deref()).map_err(anyhow::Error::new)?;
-    let model = load_model(&args.model)?;
-    let (inputs, random) = bind_inputs(&model.graph, &args.inputs)?;
+    let prepared = prepare(
+        &args.model,
+        &args.opt,
+        &args.quant,
+        kiln_passes::OptLevel::O2,
+    )?;
+    let (inputs, random) = bind_inputs(&prepared.model.graph, &args.inputs)?;
     if random && !args.json {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
     }
-    // The reference is the imported graph: the check covers the passes as well as the code.
-    let expected = kiln_ir::interp::run(&model.graph, &inputs)
+    // The reference is the imported graph, so the check covers the passes as well as the
+    // code; an integer build is checked against the interpreter on its own integer graph,
+    // whose rounding differs from the float one's by design (`kiln eval` measures that).
+    let reference = if prepared.is_integer() {
+        &prepared.model.graph
+    } else {
+        &prepared.imported_graph
+    };
+    let expected = kiln_ir::interp::run(reference, &inputs)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("the reference interpreter failed")?;
     let options = BoardOptions {
@@ -100,9 +114,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
         keep_dir: args.keep_dir.clone(),
     };
-    let mut optimized = model.graph.clone();
-    super::load::optimize(&mut optimized, &args.opt, kiln_passes::OptLevel::O2)?;
-    let graph = &optimized;
+    let graph = &prepared.model.graph;
     let run = kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options)
         .map_err(anyhow::Error::new)
         .with_context(|| {

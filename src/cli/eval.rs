@@ -1,0 +1,277 @@
+//! `kiln eval`: accuracy of a build on a labelled data set. Runs every sample through the
+//! chosen engine with a progress bar and prints top-1; for a quantized build also the float
+//! model's top-1, how often the two agree, and the output error against the float model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use kiln_ir::{Graph, Tensor};
+
+use super::load::prepare;
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Samples: a .npy whose leading axis is samples ([N, ...]; samples with the input's
+    /// element count are reshaped to it).
+    #[arg(long, value_name = "X.npy")]
+    data: PathBuf,
+    /// Labels: a .npy of N class indices (integers).
+    #[arg(long, value_name = "Y.npy")]
+    labels: PathBuf,
+    /// Which engine runs the build.
+    #[arg(long, value_enum, default_value_t = EvalBackend::Cranelift)]
+    backend: EvalBackend,
+    /// Evaluate at most N samples.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    opt: super::OptArgs,
+    #[command(flatten)]
+    quant: super::quantize::QuantArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EvalBackend {
+    /// The reference interpreter.
+    Interp,
+    /// The generated C, built once with the host compiler.
+    C,
+    /// Native code from the Cranelift JIT.
+    Cranelift,
+}
+
+/// An engine that runs one compiled graph on many samples.
+enum Engine {
+    Interp(Graph),
+    C(kiln_backends::host::CProgram),
+    Jit(kiln_backends::cranelift::JitProgram),
+}
+
+impl Engine {
+    fn new(graph: &Graph, backend: EvalBackend) -> anyhow::Result<Engine> {
+        Ok(match backend {
+            EvalBackend::Interp => Engine::Interp(graph.clone()),
+            EvalBackend::C => Engine::C(
+                kiln_backends::host::CProgram::build(
+                    graph,
+                    &Default::default(),
+                    &Default::default(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            EvalBackend::Cranelift => Engine::Jit(
+                kiln_backends::cranelift::JitProgram::compile(graph, &Default::default())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        })
+    }
+
+    fn run(&mut self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
+        let r = match self {
+            Engine::Interp(g) => kiln_ir::interp::run(g, inputs).map_err(|e| e.to_string()),
+            Engine::C(p) => p.run(inputs).map_err(|e| e.to_string()),
+            Engine::Jit(p) => p.run(inputs).map_err(|e| e.to_string()),
+        };
+        r.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// The first output as real numbers: integer outputs are dequantized with their recorded
+/// quantization.
+fn real_output(graph: &Graph, outputs: &[Tensor]) -> Vec<f64> {
+    let Some((&v, t)) = graph.outputs().first().zip(outputs.first()) else {
+        return Vec::new();
+    };
+    let raw = t.to_f64_vec();
+    match &graph.value(v).quant {
+        Some(q) if t.dtype().is_integer() => {
+            let (s, z) = (
+                f64::from(q.scale.first().copied().unwrap_or(1.0)),
+                f64::from(q.zero_point.first().copied().unwrap_or(0)),
+            );
+            raw.iter().map(|&x| (x - z) * s).collect()
+        }
+        _ => raw,
+    }
+}
+
+fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let prepared = prepare(
+        &args.model,
+        &args.opt,
+        &args.quant,
+        kiln_passes::OptLevel::O2,
+    )?;
+    let graph = &prepared.model.graph;
+    let Some(&input) = graph.inputs().first() else {
+        bail!("the model has no inputs");
+    };
+    if graph.inputs().len() != 1 {
+        bail!(
+            "kiln eval takes models with one input; this one has {}",
+            graph.inputs().len()
+        );
+    }
+    // Samples are real-valued; an int8 input (--io int8) takes them quantized.
+    let float_input_ty = prepared
+        .imported_graph
+        .inputs()
+        .first()
+        .map(|&v| prepared.imported_graph.value(v).ty.clone())
+        .unwrap_or_else(|| graph.value(input).ty.clone());
+    let mut samples = super::quantize::load_samples_for(&float_input_ty, &args.data)?;
+    let labels = read_labels(&args.labels)?;
+    if labels.len() < samples.len() {
+        bail!("{} labels for {} samples", labels.len(), samples.len());
+    }
+    if let Some(n) = args.limit {
+        samples.truncate(n);
+    }
+    let quantized = prepared.is_integer();
+    let mut engine = Engine::new(graph, args.backend).context("cannot build the model")?;
+    // The float model: the imported graph optimized at the same level, without quantization.
+    let mut float_engine = if quantized {
+        let mut float = prepared.imported_graph.clone();
+        super::load::optimize(&mut float, &args.opt, kiln_passes::OptLevel::O2)?;
+        Some(
+            Engine::new(&float, EvalBackend::Cranelift)
+                .or_else(|_| Engine::new(&float, EvalBackend::Interp))?,
+        )
+    } else {
+        None
+    };
+    let bar = indicatif::ProgressBar::new(samples.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "evaluating {bar:30} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut stats = Stats::default();
+    for (i, x) in samples.iter().enumerate() {
+        let fed = input_for(graph, input, x)?;
+        let out = real_output(graph, &engine.run(&[fed])?);
+        let label = labels[i];
+        stats.correct += usize::from(argmax(&out) as i64 == label);
+        if let Some(fe) = float_engine.as_mut() {
+            let reference =
+                real_output(&prepared.imported_graph, &fe.run(std::slice::from_ref(x))?);
+            stats.float_correct += usize::from(argmax(&reference) as i64 == label);
+            stats.agree += usize::from(argmax(&reference) == argmax(&out));
+            for (a, b) in out.iter().zip(&reference) {
+                let e = (a - b).abs();
+                stats.max_err = stats.max_err.max(e);
+                stats.sum_err += e;
+                stats.count_err += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let n = samples.len().max(1) as f64;
+    let top1 = stats.correct as f64 / n;
+    let mut doc = serde_json::json!({
+        "model": args.model.model.display().to_string(),
+        "backend": format!("{:?}", args.backend).to_lowercase(),
+        "samples": samples.len(),
+        "top1": top1,
+        "quantized": quantized,
+    });
+    if quantized {
+        doc["float_top1"] = serde_json::json!(stats.float_correct as f64 / n);
+        doc["agreement"] = serde_json::json!(stats.agree as f64 / n);
+        doc["max_abs_error"] = serde_json::json!(stats.max_err);
+        doc["mean_abs_error"] = serde_json::json!(stats.sum_err / stats.count_err.max(1) as f64);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{} samples, top-1 {:.2}%", samples.len(), 100.0 * top1);
+        if quantized {
+            println!(
+                "float model top-1 {:.2}%, argmax agreement {:.2}%, output error max {:.4} mean {:.4}",
+                100.0 * stats.float_correct as f64 / n,
+                100.0 * stats.agree as f64 / n,
+                stats.max_err,
+                stats.sum_err / stats.count_err.max(1) as f64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Default)]
+struct Stats {
+    correct: usize,
+    float_correct: usize,
+    agree: usize,
+    max_err: f64,
+    sum_err: f64,
+    count_err: usize,
+}
+
+/// A real-valued sample as the compiled graph's input: quantized with the input's recorded
+/// quantization when the build takes int8 (`--io int8`).
+fn input_for(graph: &Graph, input: kiln_ir::ValueId, x: &Tensor) -> anyhow::Result<Tensor> {
+    let value = graph.value(input);
+    if value.ty.dtype == x.dtype() {
+        return Ok(x.clone());
+    }
+    let Some(q) = &value.quant else {
+        bail!(
+            "the input is {} but the samples are {}",
+            value.ty,
+            x.dtype()
+        );
+    };
+    let op = kiln_ir::Op::QuantizeLinear {
+        axis: None,
+        dtype: value.ty.dtype,
+        block_size: 0,
+    };
+    let scale = Tensor::scalar_f32(q.scale.first().copied().unwrap_or(1.0));
+    let zp = kiln_ir::ops::util::int_tensor(
+        value.ty.dtype,
+        vec![],
+        vec![q.zero_point.first().copied().unwrap_or(0)],
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let y = kiln_ir::ops::eval(&op, &[x, &scale, &zp]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    y.into_iter()
+        .next()
+        .context("QuantizeLinear gave no result")
+}
+
+fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<i64>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    let t =
+        kiln_ir::npy::read(&bytes).with_context(|| format!("cannot parse '{}'", path.display()))?;
+    t.to_i64_vec().with_context(|| {
+        format!(
+            "'{}': labels must be integers, got {}",
+            path.display(),
+            t.dtype()
+        )
+    })
+}

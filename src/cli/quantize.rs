@@ -1,0 +1,273 @@
+//! `--quantize int8 --calibrate DATA`: post-training quantization from the command line, shared
+//! by every command that compiles (so what `verify` and `eval` measure is what `compile` ships).
+//!
+//! The float graph is optimized first (BN folded, activations fused), calibrated on the
+//! samples with the Cranelift JIT (the fastest host engine) and a progress bar, quantized into a
+//! QDQ graph, and optimized again, which lowers it to integer ops.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use kiln_ir::{Graph, Tensor};
+use kiln_passes::quant::calibrate::Calibrator;
+use kiln_passes::quant::observers::CalibrationMethod;
+
+#[derive(Debug, Args, Default)]
+pub struct QuantArgs {
+    /// Quantize a float model (post-training, calibrated on --calibrate DATA).
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub quantize: Option<Quantize>,
+    /// Calibration samples: a .npy whose leading axis is samples ([N, ...] for an input of
+    /// shape [1, ...]; samples of the same element count are reshaped), NAME=FILE.npy per input
+    /// for several inputs, or a directory of .npy files, one sample each.
+    #[arg(long, value_name = "DATA")]
+    pub calibrate: Vec<String>,
+    /// How activation ranges are chosen from the calibration samples.
+    #[arg(long, value_enum, default_value_t = Calibration::Minmax)]
+    pub calibration: Calibration,
+    /// Use at most N calibration samples (default: all).
+    #[arg(long, value_name = "N")]
+    pub calibration_samples: Option<usize>,
+    /// The model's inputs and outputs in the generated code: `float` (the code quantizes
+    /// inputs and dequantizes outputs) or `int8` (raw buffers; each one's scale and zero point
+    /// are macros in the header). A model whose inputs are already int8 keeps them.
+    #[arg(long, value_enum, default_value_t = Io::Float)]
+    pub io: Io,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Quantize {
+    Int8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Calibration {
+    /// Observed minimum and maximum.
+    #[default]
+    Minmax,
+    /// The 99.99th percentile of each side.
+    Percentile,
+    /// The clipping range of least quantization error.
+    Mse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Io {
+    #[default]
+    Float,
+    Int8,
+}
+
+impl Calibration {
+    fn method(self) -> CalibrationMethod {
+        match self {
+            Calibration::Minmax => CalibrationMethod::MinMax,
+            Calibration::Percentile => CalibrationMethod::Percentile(99.99),
+            Calibration::Mse => CalibrationMethod::Mse,
+        }
+    }
+}
+
+/// What quantization did, for reports.
+#[derive(Debug, Clone, Default)]
+pub struct QuantSummary {
+    pub samples: usize,
+    pub report: kiln_passes::quant::quantize::QuantizeReport,
+}
+
+/// Quantizes the (already optimized, float) graph as `args` ask; `None` when they ask nothing.
+pub fn quantize(graph: &mut Graph, args: &QuantArgs) -> anyhow::Result<Option<QuantSummary>> {
+    let Some(Quantize::Int8) = args.quantize else {
+        if !args.calibrate.is_empty() {
+            bail!("--calibrate needs --quantize int8");
+        }
+        return Ok(None);
+    };
+    if args.calibrate.is_empty() {
+        bail!("--quantize int8 needs calibration data: --calibrate DATA (a .npy of samples, NAME=FILE.npy per input, or a directory of .npy files)");
+    }
+    let mut samples = load_samples(graph, &args.calibrate)?;
+    if let Some(n) = args.calibration_samples {
+        samples.truncate(n.max(1));
+    }
+    let ranges = calibrate(graph, &samples, args.calibration.method())?;
+    let report = kiln_passes::quant::quantize::quantize(graph, &ranges)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("quantization failed")?;
+    Ok(Some(QuantSummary {
+        samples: samples.len(),
+        report,
+    }))
+}
+
+/// Runs every sample through the JIT-compiled observation graph.
+fn calibrate(
+    graph: &Graph,
+    samples: &[Vec<Tensor>],
+    method: CalibrationMethod,
+) -> anyhow::Result<kiln_passes::quant::calibrate::Ranges> {
+    let mut calibrator = Calibrator::new(graph, method);
+    let observing = calibrator.observation_graph(graph);
+    let options = kiln_backends::cranelift::CraneliftOptions::default();
+    let mut program = kiln_backends::cranelift::JitProgram::compile(&observing, &options)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot compile the model for calibration")?;
+    let passes = calibrator.passes();
+    let bar = indicatif::ProgressBar::new((samples.len() * passes) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "calibrating {bar:30} {pos}/{len} runs ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    for pass in 0..passes {
+        calibrator.start_pass(pass);
+        for sample in samples {
+            let results = program
+                .run(sample)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("calibration run failed")?;
+            calibrator.observe(&results);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(calibrator.ranges())
+}
+
+/// The calibration samples, one input list per sample.
+pub fn load_samples(graph: &Graph, specs: &[String]) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    let inputs: Vec<(String, kiln_ir::TensorType)> = graph
+        .inputs()
+        .iter()
+        .map(|&v| (graph.value(v).name.clone(), graph.value(v).ty.clone()))
+        .collect();
+    let mut per_input: Vec<Option<Vec<Tensor>>> = vec![None; inputs.len()];
+    for (i, spec) in specs.iter().enumerate() {
+        let (slot, path) = match spec.split_once('=') {
+            Some((name, file)) if !Path::new(spec).exists() => {
+                let Some(slot) = inputs.iter().position(|(n, _)| n == name) else {
+                    bail!("--calibrate {spec}: the model has no input '{name}'");
+                };
+                (slot, PathBuf::from(file))
+            }
+            _ => (i, PathBuf::from(spec)),
+        };
+        let Some((name, ty)) = inputs.get(slot) else {
+            bail!(
+                "--calibrate {spec}: the model has only {} input(s)",
+                inputs.len()
+            );
+        };
+        per_input[slot] = Some(
+            samples_of(&path, ty)
+                .with_context(|| format!("calibration data for input '{name}'"))?,
+        );
+    }
+    let mut columns = Vec::with_capacity(inputs.len());
+    for (slot, c) in per_input.into_iter().enumerate() {
+        let Some(c) = c else {
+            bail!(
+                "no calibration data for input '{}': add --calibrate {}=FILE.npy",
+                inputs[slot].0,
+                inputs[slot].0
+            );
+        };
+        columns.push(c);
+    }
+    let n = columns.iter().map(Vec::len).min().unwrap_or(0);
+    if n == 0 {
+        bail!("the calibration data holds no samples");
+    }
+    if columns.iter().any(|c| c.len() != n) {
+        bail!("the inputs' calibration data hold different numbers of samples");
+    }
+    Ok((0..n)
+        .map(|i| columns.iter().map(|c| c[i].clone()).collect())
+        .collect())
+}
+
+/// The samples in `path` for an input of type `ty` (see [`QuantArgs::calibrate`]).
+pub fn load_samples_for(ty: &kiln_ir::TensorType, path: &Path) -> anyhow::Result<Vec<Tensor>> {
+    samples_of(path, ty).with_context(|| format!("samples for input {ty}"))
+}
+
+/// The samples in `path` (a .npy of samples, or a directory of one-sample .npy files) for an
+/// input of type `ty`.
+fn samples_of(path: &Path, ty: &kiln_ir::TensorType) -> anyhow::Result<Vec<Tensor>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read '{}'", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+            .collect();
+        files.sort();
+        return files
+            .iter()
+            .map(|f| {
+                let t = read_npy(f)?;
+                as_sample(&t, ty).with_context(|| format!("'{}'", f.display()))
+            })
+            .collect();
+    }
+    let t = read_npy(path)?;
+    split_samples(&t, ty).with_context(|| format!("'{}'", path.display()))
+}
+
+fn read_npy(path: &Path) -> anyhow::Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    kiln_ir::npy::read(&bytes).with_context(|| format!("cannot parse '{}'", path.display()))
+}
+
+/// One sample of input type `ty`, reshaped when the element count matches.
+fn as_sample(t: &Tensor, ty: &kiln_ir::TensorType) -> anyhow::Result<Tensor> {
+    if t.dtype() != ty.dtype {
+        bail!("holds {} data, the input is {}", t.dtype(), ty);
+    }
+    if t.numel() != ty.numel() {
+        bail!(
+            "a sample of shape {:?} does not fit the input {}",
+            t.shape(),
+            ty
+        );
+    }
+    Tensor::new(ty.shape.clone(), t.data().clone()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The samples along the leading axis of `t`.
+fn split_samples(t: &Tensor, ty: &kiln_ir::TensorType) -> anyhow::Result<Vec<Tensor>> {
+    if t.dtype() != ty.dtype {
+        bail!("holds {} data, the input is {}", t.dtype(), ty);
+    }
+    let per = ty.numel();
+    if per == 0 || t.numel() % per != 0 || t.shape().first().copied().unwrap_or(0) == 0 {
+        bail!(
+            "shape {:?} is not a stack of samples for the input {} (expected [N, ...] with {} elements per sample)",
+            t.shape(),
+            ty,
+            per
+        );
+    }
+    let n = t.numel() / per;
+    if t.shape()[0] != n {
+        bail!(
+            "shape {:?}: the leading axis must count the samples ({} elements each for the input {})",
+            t.shape(),
+            per,
+            ty
+        );
+    }
+    let Some(data) = t.as_f32() else {
+        bail!(
+            "calibration of {} inputs is not supported (only f32)",
+            t.dtype()
+        );
+    };
+    (0..n)
+        .map(|i| {
+            Tensor::from_f32(ty.shape.clone(), data[i * per..(i + 1) * per].to_vec())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect()
+}
