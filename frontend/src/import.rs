@@ -425,6 +425,10 @@ impl Importer {
             .map_or(0, |p| p + 1);
         let ctx = NodeCtx {
             name: &node.name,
+            domain: match node.domain.as_str() {
+                "ai.onnx" => "",
+                d => d,
+            },
             op_type: &node.op_type,
             opset,
             attrs: &node.attribute,
@@ -444,39 +448,68 @@ impl Importer {
                 input: node.input.get(i).cloned().unwrap_or_default(),
             },
         })?;
-        let mut ir_inputs = Vec::with_capacity(lowered.inputs.len());
-        for &i in &lowered.inputs {
-            let name = node.input.get(i).filter(|n| !n.is_empty());
-            match name.and_then(|n| self.names.get(n)) {
-                Some(&v) => ir_inputs.push(v),
-                None => {
-                    return Err(invalid(format!(
-                        "internal: lowering used missing input {i}"
-                    )))
+        let consts: Vec<ValueId> = lowered
+            .consts
+            .into_iter()
+            .map(|(label, t)| self.graph.add_const(format!("{}/{label}", node.name), t))
+            .collect();
+        let last = lowered.nodes.len().checked_sub(1);
+        let mut produced: Vec<ValueId> = Vec::with_capacity(lowered.nodes.len());
+        let mut outputs = Vec::new();
+        for (k, step) in lowered.nodes.into_iter().enumerate() {
+            let mut ir_inputs = Vec::with_capacity(step.args.len());
+            for arg in &step.args {
+                let v = match *arg {
+                    ops::Arg::Input(i) => node
+                        .input
+                        .get(i)
+                        .filter(|n| !n.is_empty())
+                        .and_then(|n| self.names.get(n))
+                        .copied(),
+                    ops::Arg::Node(j) => produced.get(j).copied(),
+                    ops::Arg::Const(j) => consts.get(j).copied(),
+                };
+                match v {
+                    Some(v) => ir_inputs.push(v),
+                    None => {
+                        return Err(invalid(format!(
+                            "internal: lowering used missing input {arg:?}"
+                        )))
+                    }
                 }
             }
-        }
-        let op = lowered.op;
-        let id = self
-            .graph
-            .add_node(
-                node.name.clone(),
-                op.clone(),
-                ir_inputs.clone(),
-                node.output.to_vec(),
-            )
-            .map_err(|e| match e {
-                kiln_ir::IrError::Node { source, .. } => match source {
-                    kiln_ir::OpError::Unsupported(r) => FrontendError::Unsupported {
-                        node: node.name.clone(),
-                        op: node.op_type.clone(),
-                        reason: r,
+            // The last node is the ONNX node; the ones before it are named after it.
+            let (name, output_names) = if Some(k) == last {
+                (node.name.clone(), node.output.to_vec())
+            } else {
+                let name = format!("{}/{}", node.name, step.label);
+                (name.clone(), vec![name])
+            };
+            let id = self
+                .graph
+                .add_node(name, step.op.clone(), ir_inputs.clone(), output_names)
+                .map_err(|e| match e {
+                    kiln_ir::IrError::Node { source, .. } => match source {
+                        kiln_ir::OpError::Unsupported(r) => FrontendError::Unsupported {
+                            node: node.name.clone(),
+                            op: node.op_type.clone(),
+                            reason: r,
+                        },
+                        kiln_ir::OpError::Invalid(r) => invalid(r),
                     },
-                    kiln_ir::OpError::Invalid(r) => invalid(r),
-                },
-                other => invalid(other.to_string()),
-            })?;
-        let outputs = self.graph.node(id).outputs.clone();
+                    other => invalid(other.to_string()),
+                })?;
+            outputs = self.graph.node(id).outputs.clone();
+            self.propagate_known(&step.op, &ir_inputs, &outputs);
+            match outputs.first() {
+                Some(&v) => produced.push(v),
+                None if Some(k) == last => {}
+                None => return Err(invalid("internal: intermediate node has no output".into())),
+            }
+        }
+        if last.is_none() {
+            return Err(invalid("internal: lowering produced no node".into()));
+        }
         if num_outputs > outputs.len() {
             return Err(FrontendError::Unsupported {
                 node: node.name.clone(),
@@ -493,7 +526,6 @@ impl Importer {
                 self.names.insert(name.clone(), v);
             }
         }
-        self.propagate_known(&op, &ir_inputs, &outputs);
         Ok(())
     }
 

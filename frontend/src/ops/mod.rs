@@ -3,7 +3,8 @@
 //! Each family file exposes `lower(&NodeCtx) -> Result<Lowered, LowerError>`. A lowering reads
 //! attributes (with ONNX defaults), input types and the values of constant inputs, handles every
 //! opset difference of its ops, and returns the IR op with all attributes resolved, plus which
-//! ONNX inputs become IR inputs.
+//! ONNX inputs become IR inputs. A few ops lower to several IR nodes (a QLinear op to its
+//! DequantizeLinear -> float op -> QuantizeLinear form) and to constants computed at import.
 
 pub mod elementwise;
 pub mod nn;
@@ -15,17 +16,90 @@ use kiln_ir::{Op, Tensor, TensorType};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::AttributeProto;
 
-/// What a lowering produces.
+/// The `com.microsoft` domain of onnxruntime's contrib ops.
+pub const MS_DOMAIN: &str = "com.microsoft";
+
+/// What a lowering produces: the IR nodes one ONNX node becomes, in order, and the constants
+/// the lowering computed. The last node's outputs are the ONNX node's outputs; every earlier
+/// node is an intermediate with one output that later nodes read.
 #[derive(Debug)]
 pub struct Lowered {
+    pub nodes: Vec<LoweredNode>,
+    /// Constants computed at import (a bias scale, weights with their zero point subtracted),
+    /// each with a label: the graph names it `onnx_node/label`.
+    pub consts: Vec<(String, Tensor)>,
+}
+
+/// One IR node of a [`Lowered`].
+#[derive(Debug)]
+pub struct LoweredNode {
+    /// Names an intermediate node and its output `onnx_node/label`; the last node takes the
+    /// ONNX node's own names.
+    pub label: String,
     pub op: Op,
-    /// Indices of the ONNX node inputs that become the IR node's inputs, in order.
-    pub inputs: Vec<usize>,
+    pub args: Vec<Arg>,
+}
+
+/// An input of a lowered IR node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// ONNX input `i` of the node being lowered.
+    Input(usize),
+    /// Output 0 of the lowered node at this index (an earlier one).
+    Node(usize),
+    /// The lowering's constant at this index.
+    Const(usize),
 }
 
 impl Lowered {
+    /// One IR node reading the ONNX inputs `inputs`, in order.
     pub fn new(op: Op, inputs: Vec<usize>) -> Self {
-        Lowered { op, inputs }
+        Lowered {
+            nodes: vec![LoweredNode {
+                label: String::new(),
+                op,
+                args: inputs.into_iter().map(Arg::Input).collect(),
+            }],
+            consts: Vec::new(),
+        }
+    }
+
+    /// Nothing yet: a multi-node lowering pushes its constants and nodes in order.
+    pub fn empty() -> Self {
+        Lowered {
+            nodes: Vec::new(),
+            consts: Vec::new(),
+        }
+    }
+
+    /// Adds a constant computed at import.
+    pub fn constant(&mut self, label: impl Into<String>, value: Tensor) -> Arg {
+        self.consts.push((label.into(), value));
+        Arg::Const(self.consts.len() - 1)
+    }
+
+    /// Adds a node; its output 0 is the returned argument.
+    pub fn push(&mut self, label: impl Into<String>, op: Op, args: Vec<Arg>) -> Arg {
+        self.nodes.push(LoweredNode {
+            label: label.into(),
+            op,
+            args,
+        });
+        Arg::Node(self.nodes.len() - 1)
+    }
+
+    /// The op and ONNX input indices of a one-node lowering that reads only ONNX inputs.
+    pub fn into_single(self) -> Option<(Op, Vec<usize>)> {
+        let [node] = <[LoweredNode; 1]>::try_from(self.nodes).ok()?;
+        let inputs = node
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Input(i) => Some(*i),
+                _ => None,
+            })
+            .collect::<Option<Vec<usize>>>()?;
+        Some((node.op, inputs))
     }
 }
 
@@ -65,6 +139,9 @@ pub struct InputInfo {
 #[derive(Debug)]
 pub struct NodeCtx<'a> {
     pub name: &'a str,
+    /// The op's domain: `""` for the default ONNX domain (also when the model spells it
+    /// `ai.onnx`), else e.g. [`MS_DOMAIN`].
+    pub domain: &'a str,
     pub op_type: &'a str,
     /// Version of the default ONNX domain the model imports.
     pub opset: i64,
@@ -75,7 +152,22 @@ pub struct NodeCtx<'a> {
     pub num_outputs: usize,
 }
 
-impl NodeCtx<'_> {
+impl<'a> NodeCtx<'a> {
+    /// This node seen as the default-domain op `op_type` with other inputs (same name,
+    /// attributes and opset): how a quantized op lowers its float op with that op's own
+    /// lowering.
+    pub fn as_op(&self, op_type: &'a str, inputs: Vec<Option<InputInfo>>) -> NodeCtx<'a> {
+        NodeCtx {
+            name: self.name,
+            domain: "",
+            op_type,
+            opset: self.opset,
+            attrs: self.attrs,
+            inputs,
+            num_outputs: 1,
+        }
+    }
+
     fn attr(&self, name: &str) -> Option<&AttributeProto> {
         self.attrs.iter().find(|a| a.name == name)
     }
