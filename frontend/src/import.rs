@@ -83,8 +83,9 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Model
     // Every problem is collected, so that one run reports all of them (`kiln inspect` is the
     // support check users run before a firmware build).
     let mut errors = unsupported_ops(&nodes);
-    errors.extend(importer.add_initializers(graph_proto, options));
-    errors.extend(importer.add_inputs(graph_proto, options));
+    let mut tensor_errors = importer.add_initializers(graph_proto, options);
+    tensor_errors.extend(importer.add_inputs(graph_proto, options));
+    errors.extend(tensor_errors.into_iter().map(|e| name_reader(e, &nodes)));
     // Tensors that failed to import block their consumers (which are not reported again).
     let mut failed: HashSet<String> = graph_proto
         .initializer
@@ -210,6 +211,33 @@ fn topo_sort(nodes: &[NodeProto], g: &GraphProto) -> Result<Vec<NodeProto>, Fron
         }
     }
     Ok(order)
+}
+
+/// A graph input or initializer kiln refused (an element type it lacks, a symbolic
+/// dimension), with the node that reads it: the nodes downstream are not checked, so this names
+/// the node and op the problem stops.
+fn name_reader(e: FrontendError, nodes: &[NodeProto]) -> FrontendError {
+    let (name, reason, input) = match e {
+        FrontendError::Input { name, reason } => (name, reason, true),
+        FrontendError::Tensor { name, reason } => (name, reason, false),
+        other => return other,
+    };
+    let readers: Vec<&NodeProto> = nodes.iter().filter(|n| n.input.contains(&name)).collect();
+    let reason = match readers.as_slice() {
+        [] => reason,
+        [n] => format!("{reason} (read by node '{}' ({}))", n.name, n.op_type),
+        [n, rest @ ..] => format!(
+            "{reason} (read by node '{}' ({}) and {} more)",
+            n.name,
+            n.op_type,
+            rest.len()
+        ),
+    };
+    if input {
+        FrontendError::Input { name, reason }
+    } else {
+        FrontendError::Tensor { name, reason }
+    }
 }
 
 /// Every node kiln cannot import because of its op type.
