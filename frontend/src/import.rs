@@ -251,8 +251,14 @@ fn unsupported_ops(nodes: &[NodeProto]) -> Vec<FrontendError> {
             ("" | "ai.onnx", op) if op.starts_with("Sequence") || op.starts_with("Optional") || op == "SplitToSequence" || op == "ConcatFromSequence" => {
                 Some("sequence and optional types are not supported".to_string())
             }
-            ("" | "ai.onnx", op) if !ops::is_supported(op) => Some("unknown op".to_string()),
+            ("" | "ai.onnx", op) if !ops::is_supported_in("", op) => Some("unknown op".to_string()),
             ("" | "ai.onnx", _) => None,
+            (ops::MS_DOMAIN, op) if ops::is_supported_in(ops::MS_DOMAIN, op) => None,
+            (ops::MS_DOMAIN, _) => Some(format!(
+                "op from domain '{}' (kiln imports only its quantized ops: {})",
+                ops::MS_DOMAIN,
+                ops::ms_ops().collect::<Vec<_>>().join(", ")
+            )),
             (domain, _) => Some(format!("op from domain '{domain}'")),
         };
         if let Some(reason) = reason {

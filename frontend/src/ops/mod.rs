@@ -8,6 +8,7 @@
 
 pub mod elementwise;
 pub mod nn;
+pub mod quant;
 pub mod shape;
 
 use std::sync::Arc;
@@ -369,6 +370,10 @@ const OP_TABLE: &[(&str, Family)] = &[
     ("LogSoftmax", Family::Nn),
     ("QuantizeLinear", Family::Nn),
     ("DequantizeLinear", Family::Nn),
+    ("QLinearConv", Family::Quant),
+    ("QLinearMatMul", Family::Quant),
+    ("ConvInteger", Family::Quant),
+    ("MatMulInteger", Family::Quant),
     ("ReduceMean", Family::Shape),
     ("ReduceSum", Family::Shape),
     ("ReduceMax", Family::Shape),
@@ -394,28 +399,76 @@ const OP_TABLE: &[(&str, Family)] = &[
     ("Range", Family::Shape),
 ];
 
+/// The `com.microsoft` ops kiln imports (onnxruntime's quantized contrib ops).
+const MS_OP_TABLE: &[(&str, Family)] = &[
+    ("QLinearAdd", Family::Quant),
+    ("QLinearMul", Family::Quant),
+    ("QLinearConcat", Family::Quant),
+    ("QLinearGlobalAveragePool", Family::Quant),
+    ("QLinearAveragePool", Family::Quant),
+    ("QLinearSigmoid", Family::Quant),
+    ("QLinearLeakyRelu", Family::Quant),
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     Elementwise,
     Nn,
     Shape,
+    Quant,
 }
 
-/// ONNX op types (default domain) kiln imports. `Constant` is handled by the importer itself.
+/// The table of a domain (`""` or `ai.onnx` for the default one), if kiln imports from it.
+fn table(domain: &str) -> Option<&'static [(&'static str, Family)]> {
+    match domain {
+        "" | "ai.onnx" => Some(OP_TABLE),
+        MS_DOMAIN => Some(MS_OP_TABLE),
+        _ => None,
+    }
+}
+
+/// The op types kiln imports: the default ONNX domain's (with `Constant`, which the importer
+/// handles itself), then the `com.microsoft` ones.
 pub fn supported_ops() -> impl Iterator<Item = &'static str> {
-    OP_TABLE.iter().map(|(name, _)| *name).chain(["Constant"])
+    OP_TABLE
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["Constant"])
+        .chain(ms_ops())
 }
 
-pub fn is_supported(op_type: &str) -> bool {
-    supported_ops().any(|n| n == op_type)
+/// True when kiln imports `op_type` from `domain`.
+pub fn is_supported_in(domain: &str, op_type: &str) -> bool {
+    match domain {
+        "" | "ai.onnx" if op_type == "Constant" => true,
+        _ => table(domain).is_some_and(|t| t.iter().any(|(name, _)| *name == op_type)),
+    }
+}
+
+/// True when kiln imports the op a [`crate::Survey`] lists as `op_type` (default domain) or
+/// `domain::op_type`.
+pub fn is_supported(op: &str) -> bool {
+    match op.split_once("::") {
+        Some((domain, op_type)) => is_supported_in(domain, op_type),
+        None => is_supported_in("", op),
+    }
+}
+
+/// The `com.microsoft` op types kiln imports.
+pub fn ms_ops() -> impl Iterator<Item = &'static str> {
+    MS_OP_TABLE.iter().map(|(name, _)| *name)
 }
 
 /// Lowers one node through its family file.
 pub fn lower(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
-    match OP_TABLE.iter().find(|(name, _)| *name == ctx.op_type) {
-        Some((_, Family::Elementwise)) => elementwise::lower(ctx),
-        Some((_, Family::Nn)) => nn::lower(ctx),
-        Some((_, Family::Shape)) => shape::lower(ctx),
+    let family = table(ctx.domain)
+        .and_then(|t| t.iter().find(|(name, _)| *name == ctx.op_type))
+        .map(|(_, f)| *f);
+    match family {
+        Some(Family::Elementwise) => elementwise::lower(ctx),
+        Some(Family::Nn) => nn::lower(ctx),
+        Some(Family::Shape) => shape::lower(ctx),
+        Some(Family::Quant) => quant::lower(ctx),
         None => unsupported!("unknown op"),
     }
 }
