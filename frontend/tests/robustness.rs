@@ -3,9 +3,9 @@
 //! the mutation and the panic message.
 //!
 //! Seeds are every `model.onnx` under `tests/models/`, `tests/frontend_models/` and (when the
-//! conformance test has generated them) the supported ONNX node tests. Mutants change one
-//! attribute, dimension, input, data type or data buffer. The run is deterministic: the same
-//! seed list gives the same mutants.
+//! conformance test and `quantized_ops.rs` have generated them) the supported ONNX node tests
+//! and the quantized-op models. Mutants change one attribute, dimension, input, data type or
+//! data buffer. The run is deterministic: the same seed list gives the same mutants.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -89,6 +89,8 @@ fn load_seeds() -> Vec<Seed> {
     let mut files = Vec::new();
     model_files_under(&root.join("tests/models"), &mut files);
     model_files_under(&root.join("tests/frontend_models"), &mut files);
+    // The quantized-op models, when `quantized_ops.rs` has generated them.
+    model_files_under(&root.join("target/quantized-op-cases"), &mut files);
     let mut seeds: Vec<Seed> = files
         .into_iter()
         .filter_map(|path| {
