@@ -74,6 +74,37 @@ static inline int64_t kiln_pow_i64(int64_t base, int64_t e) {
     return (int64_t)result;
 }
 
+/* Right shifts of negative values are arithmetic on every compiler kiln supports (C99 leaves
+ * them implementation-defined); kiln_requantize relies on it, so a compiler that differs fails
+ * here rather than computing wrong results. */
+typedef char kiln_arithmetic_shift_check[((-1 >> 1) == -1 && ((int64_t)-1 >> 1) == -1) ? 1 : -1];
+
+/* Integer requantization: x * multiplier * 2^shift / 2^31, as TFLite's
+ * MultiplyByQuantizedMultiplier computes it (gemmlowp's double rounding), bit for bit equal to
+ * kiln_ir::fixed_point::multiply_by_quantized_multiplier for shifts in -31..31:
+ * 1. a positive shift multiplies x by 2^shift (wrapping; kiln's accumulator bound keeps it in
+ *    range);
+ * 2. SaturatingRoundingDoublingHighMul: floor((a * multiplier + 2^30) / 2^31), which equals
+ *    gemmlowp's nudge-then-truncate for either sign of the product; the one overflowing case
+ *    (both operands INT32_MIN) saturates to INT32_MAX;
+ * 3. RoundingDivideByPOT: a right shift by -shift, rounding half away from zero.
+ * Integer only (one 32x32->64 multiply): no float, no division. */
+static inline int32_t kiln_requantize(int32_t x, int32_t multiplier, int32_t shift) {
+    int32_t s = shift < -31 ? -31 : (shift > 31 ? 31 : shift);
+    int32_t left = s > 0 ? s : 0, right = s < 0 ? -s : 0;
+    int32_t a = (int32_t)((uint32_t)x << left);
+    int32_t high, mask, remainder, threshold;
+    if (a == INT32_MIN && multiplier == INT32_MIN) {
+        high = INT32_MAX;
+    } else {
+        high = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+    }
+    mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    remainder = high & mask;
+    threshold = (mask >> 1) + (high < 0);
+    return (high >> right) + (remainder > threshold);
+}
+
 #ifndef KILN_NO_LIBM
 #include <math.h>
 #define KILN_EXPF(x) expf(x)

@@ -6,7 +6,9 @@
 //! whose body is a tree of statements: counted loops with constant bounds, scalar locals,
 //! stores, and conditionals. Expressions are typed scalars: index arithmetic is `I32` (tensors
 //! never exceed 2^31 elements, and 32-bit math is what microcontrollers do fast), element math
-//! is in the tensor's type.
+//! is in the tensor's type. Integer kernels widen narrow values to `I32` explicitly, use `I64`
+//! where a sum or product can leave `I32`, and rescale with [`Expr::Requantize`], the one
+//! fixed-point construct.
 
 use kiln_ir::DType;
 
@@ -88,6 +90,17 @@ pub enum Expr {
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Conversion with C semantics (float to int truncates).
     Cast(ScalarType, Box<Expr>),
+    /// Integer requantization of an `I32` value by a fixed-point `multiplier` and power-of-two
+    /// `shift` (both `I32`), giving an `I32`: TFLite's `MultiplyByQuantizedMultiplier` with
+    /// gemmlowp's double rounding, equal bit for bit to
+    /// `kiln_ir::fixed_point::multiply_by_quantized_multiplier` (`shift` taken within
+    /// `-31..=31`). One construct, so every emitter has one exact implementation of it:
+    /// `kiln_requantize` in the C runtime, one instruction sequence in Cranelift.
+    Requantize {
+        value: Box<Expr>,
+        multiplier: Box<Expr>,
+        shift: Box<Expr>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +174,13 @@ impl Expr {
     pub fn cast(ty: ScalarType, a: Expr) -> Expr {
         Expr::Cast(ty, Box::new(a))
     }
+    pub fn requantize(value: Expr, multiplier: Expr, shift: Expr) -> Expr {
+        Expr::Requantize {
+            value: Box::new(value),
+            multiplier: Box::new(multiplier),
+            shift: Box::new(shift),
+        }
+    }
     pub fn add(self, b: Expr) -> Expr {
         Expr::bin(BinOp::Add, self, b)
     }
@@ -190,6 +210,22 @@ impl Expr {
     }
     pub fn and(self, b: Expr) -> Expr {
         Expr::bin(BinOp::And, self, b)
+    }
+    /// Whether `self` reads variable `v`.
+    pub fn uses(&self, v: Var) -> bool {
+        match self {
+            Expr::Var(x) => *x == v,
+            Expr::Int(_) | Expr::Const(..) => false,
+            Expr::Load { index, .. } => index.uses(v),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => a.uses(v),
+            Expr::Binary(_, a, b) => a.uses(v) || b.uses(v),
+            Expr::Select(c, a, b) => c.uses(v) || a.uses(v) || b.uses(v),
+            Expr::Requantize {
+                value,
+                multiplier,
+                shift,
+            } => value.uses(v) || multiplier.uses(v) || shift.uses(v),
+        }
     }
     /// `self * k + b` with the trivial cases folded, for readable index expressions.
     pub fn affine(self, k: i64, b: i64) -> Expr {
@@ -272,6 +308,69 @@ pub fn loop_nest(vars: &[Var], extents: &[usize], body: Vec<Stmt>) -> Vec<Stmt> 
         stmts = vec![for_loop(v, e, stmts)];
     }
     stmts
+}
+
+/// Whether any statement of `body` reads variable `v`.
+pub fn uses_var(body: &[Stmt], v: Var) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::For { body, .. } => uses_var(body, v),
+        Stmt::Let { init, .. } => init.uses(v),
+        Stmt::Assign { value, .. } => value.uses(v),
+        Stmt::Store { index, value, .. } => index.uses(v) || value.uses(v),
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => cond.uses(v) || uses_var(then, v) || uses_var(otherwise, v),
+    })
+}
+
+/// Whether any statement of `body` assigns variable `v`.
+fn assigns_var(body: &[Stmt], v: Var) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::For { body, .. } => assigns_var(body, v),
+        Stmt::Assign { var, .. } => *var == v,
+        Stmt::If {
+            then, otherwise, ..
+        } => assigns_var(then, v) || assigns_var(otherwise, v),
+        Stmt::Let { .. } | Stmt::Store { .. } => false,
+    })
+}
+
+/// Drops the `Let`s of locals that the rest of their block never reads nor assigns
+/// (expressions have no side effects), until none is left.
+pub fn prune_unused_lets(body: Vec<Stmt>) -> Vec<Stmt> {
+    let mut out: Vec<Stmt> = Vec::with_capacity(body.len());
+    // Backwards, so a local read only by a dropped one is dropped too.
+    for s in body.into_iter().rev() {
+        let s = match s {
+            Stmt::Let { var, .. } if !uses_var(&out, var) && !assigns_var(&out, var) => continue,
+            Stmt::For {
+                var,
+                extent,
+                unroll,
+                body,
+            } => Stmt::For {
+                var,
+                extent,
+                unroll,
+                body: prune_unused_lets(body),
+            },
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => Stmt::If {
+                cond,
+                then: prune_unused_lets(then),
+                otherwise: prune_unused_lets(otherwise),
+            },
+            other => other,
+        };
+        out.push(s);
+    }
+    out.reverse();
+    out
 }
 
 /// Row-major flat index of the multi-index `idx` in a tensor of `shape`.
@@ -463,5 +562,14 @@ fn subst_expr(e: &Expr, var: Var, value: i64) -> Expr {
             subst_expr(b, var, value),
         ),
         Expr::Cast(t, a) => Expr::cast(*t, subst_expr(a, var, value)),
+        Expr::Requantize {
+            value: v,
+            multiplier,
+            shift,
+        } => Expr::requantize(
+            subst_expr(v, var, value),
+            subst_expr(multiplier, var, value),
+            subst_expr(shift, var, value),
+        ),
     }
 }

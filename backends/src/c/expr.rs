@@ -102,6 +102,7 @@ impl ExprPrinter<'_> {
                 _ => self.type_of(a),
             },
             Expr::Select(_, a, _) => self.type_of(a),
+            Expr::Requantize { .. } => DType::I32,
         }
     }
 
@@ -126,6 +127,16 @@ impl ExprPrinter<'_> {
                 format!("({} ? {} : {})", self.expr(c), self.expr(a), self.expr(b))
             }
             Expr::Cast(t, a) => format!("(({}){})", c_type(*t), self.expr(a)),
+            Expr::Requantize {
+                value,
+                multiplier,
+                shift,
+            } => format!(
+                "kiln_requantize({}, {}, {})",
+                self.expr(value),
+                self.expr(multiplier),
+                self.expr(shift)
+            ),
         }
     }
 

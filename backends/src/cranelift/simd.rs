@@ -190,6 +190,21 @@ impl Analysis<'_> {
                 Shape::Affine(k) if *t == DType::I32 => Shape::Affine(k),
                 _ => return None,
             },
+            // Requantization needs 64-bit products per lane: it stays scalar unless uniform.
+            Expr::Requantize {
+                value,
+                multiplier,
+                shift,
+            } => {
+                let uniform = [value, multiplier, shift]
+                    .into_iter()
+                    .map(|e| self.expr(e))
+                    .all(|s| s == Some(Shape::Uniform));
+                if !uniform {
+                    return None;
+                }
+                Shape::Uniform
+            }
         })
     }
 
@@ -206,7 +221,7 @@ impl Analysis<'_> {
             Expr::Unary(_, a) => self.is_float(a),
             Expr::Binary(op, a, b) => !is_comparison(*op) && (self.is_float(a) || self.is_float(b)),
             Expr::Select(_, a, _) => self.is_float(a),
-            Expr::Int(_) => false,
+            Expr::Int(_) | Expr::Requantize { .. } => false,
         }
     }
 
@@ -446,6 +461,14 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
     /// The stride of an index expression in the vectorized loop (`None`: uniform), without
     /// emitting code.
     fn vexpr_shape(&self, scope: &VectorScope, e: &Expr) -> Option<i64> {
+        match self.lane_shape(scope, e) {
+            Some(Shape::Affine(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// How `e` varies across the lanes of the vectorized loop (`None`: not vectorizable).
+    fn lane_shape(&self, scope: &VectorScope, e: &Expr) -> Option<Shape> {
         let mut a = Analysis {
             kernel: self.kernel,
             shapes: scope
@@ -459,10 +482,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
         for &v in scope.vectors.keys() {
             a.shapes.insert(v, Shape::Vector);
         }
-        match a.expr(e) {
-            Some(Shape::Affine(k)) => Some(k),
-            _ => None,
-        }
+        a.expr(e)
     }
 
     /// Base address and constant byte offset of the lane-0 element of a stride-one access.
@@ -653,6 +673,11 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 Lanes::IVector(v) => Lanes::IVector(self.narrow_lanes(v, *t)),
                 Lanes::Affine(v, k) if *t == DType::I32 => Lanes::Affine(v, k),
                 _ => return Err(not_vectorizable("cast")),
+            },
+            // The analysis admits only uniform requantizations (see `Analysis::expr`).
+            Expr::Requantize { .. } => match self.lane_shape(scope, e) {
+                Some(Shape::Uniform) => Lanes::Uniform(self.expr(e)?),
+                _ => return Err(not_vectorizable("requantization")),
             },
         })
     }

@@ -466,7 +466,90 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
                 }
             }
             Expr::Cast(t, a) => self.expr_as(a, *t)?,
+            Expr::Requantize {
+                value,
+                multiplier,
+                shift,
+            } => self.requantize(value, multiplier, shift)?,
         })
+    }
+
+    /// `Expr::Requantize`, the steps of the C runtime's `kiln_requantize`: the left shift, the
+    /// rounding doubling high multiply in i64 (`floor((a * m + 2^30) / 2^31)`, saturated when
+    /// both operands are `i32::MIN`) and the rounding right shift. A constant multiplier or
+    /// shift (per-tensor requantization) drops the steps it makes no-ops.
+    fn requantize(
+        &mut self,
+        value: &Expr,
+        multiplier: &Expr,
+        shift: &Expr,
+    ) -> Result<Value, BackendError> {
+        let x = self.expr_as(value, DType::I32)?;
+        let m = self.expr_as(multiplier, DType::I32)?;
+        let constant = |e: &Expr| match e {
+            Expr::Int(v) => i32::try_from(*v).ok(),
+            _ => None,
+        };
+        // (left, right) shift amounts: constants, or values clamped as the runtime clamps them.
+        let (left, right) = match constant(shift) {
+            Some(s) => {
+                let s = s.clamp(-31, 31);
+                (Err(s.max(0)), Err((-s).max(0)))
+            }
+            None => {
+                let s = self.expr_as(shift, DType::I32)?;
+                let b = &mut *self.builder;
+                let lo = b.ins().iconst(types::I32, -31);
+                let hi = b.ins().iconst(types::I32, 31);
+                let zero = b.ins().iconst(types::I32, 0);
+                let s = b.ins().smax(s, lo);
+                let s = b.ins().smin(s, hi);
+                let left = b.ins().smax(s, zero);
+                let neg = b.ins().ineg(s);
+                let right = b.ins().smax(neg, zero);
+                (Ok(left), Ok(right))
+            }
+        };
+        let b = &mut *self.builder;
+        let a = match left {
+            Err(0) => x,
+            Err(k) => b.ins().ishl_imm_s(x, i64::from(k)),
+            Ok(k) => b.ins().ishl(x, k),
+        };
+        let wide_a = b.ins().sextend(types::I64, a);
+        let wide_m = b.ins().sextend(types::I64, m);
+        let product = b.ins().imul(wide_a, wide_m);
+        let nudged = b.ins().iadd_imm_s(product, 1 << 30);
+        let shifted = b.ins().sshr_imm_s(nudged, 31);
+        let mut high = b.ins().ireduce(types::I32, shifted);
+        if constant(multiplier).is_none_or(|c| c == i32::MIN) {
+            let a_min = b.ins().icmp_imm_s(IntCC::Equal, a, i64::from(i32::MIN));
+            let m_min = b.ins().icmp_imm_s(IntCC::Equal, m, i64::from(i32::MIN));
+            let both = b.ins().band(a_min, m_min);
+            let max = b.ins().iconst(types::I32, i64::from(i32::MAX));
+            high = b.ins().select(both, max, high);
+        }
+        // RoundingDivideByPOT: (high >> right) + (remainder > (mask >> 1) + (high < 0)).
+        let (mask, quotient) = match right {
+            Err(0) => return Ok(high),
+            Err(k) => (
+                b.ins().iconst(types::I32, (1i64 << k) - 1),
+                b.ins().sshr_imm_s(high, i64::from(k)),
+            ),
+            Ok(k) => {
+                let one = b.ins().iconst(types::I32, 1);
+                let pow = b.ins().ishl(one, k);
+                (b.ins().iadd_imm_s(pow, -1), b.ins().sshr(high, k))
+            }
+        };
+        let remainder = b.ins().band(high, mask);
+        let negative = b.ins().icmp_imm_s(IntCC::SignedLessThan, high, 0);
+        let negative = b.ins().uextend(types::I32, negative);
+        let half = b.ins().sshr_imm_s(mask, 1);
+        let threshold = b.ins().iadd(half, negative);
+        let up = b.ins().icmp(IntCC::SignedGreaterThan, remainder, threshold);
+        let up = b.ins().uextend(types::I32, up);
+        Ok(b.ins().iadd(quotient, up))
     }
 
     /// `c ? a : b` with only the chosen arm evaluated.
@@ -771,6 +854,7 @@ pub(super) fn expr_type(kernel: &Kernel, e: &Expr) -> ScalarType {
             _ => common_type(expr_type(kernel, a), expr_type(kernel, b)),
         },
         Expr::Select(_, a, _) => expr_type(kernel, a),
+        Expr::Requantize { .. } => DType::I32,
     }
 }
 
@@ -815,6 +899,11 @@ fn loads_memory(e: &Expr) -> bool {
         Expr::Unary(_, a) | Expr::Cast(_, a) => loads_memory(a),
         Expr::Binary(_, a, b) => loads_memory(a) || loads_memory(b),
         Expr::Select(c, a, b) => loads_memory(c) || loads_memory(a) || loads_memory(b),
+        Expr::Requantize {
+            value,
+            multiplier,
+            shift,
+        } => loads_memory(value) || loads_memory(multiplier) || loads_memory(shift),
     }
 }
 
