@@ -7,9 +7,15 @@
 //! right border: interior windows lie fully inside the input and run without bounds tests.
 //! Pointwise convolutions (1x1, stride 1, no padding) run over the flattened plane instead, so
 //! their innermost loop is `H * W` long.
+//!
+//! QConv runs the same loops and schedules over i32 accumulators (see `Arith`): every tap
+//! through `integer::mac`, taps in the padding adding `x_zero_point * w` (the reference pads
+//! with the zero point; nothing is added when it is 0), and the sum requantized by its output
+//! channel's multiplier and shift.
 
-use kiln_ir::{DType, Op};
+use kiln_ir::{DType, Op, QOut};
 
+use super::integer::{mac, requantized, value_range, Requant};
 use super::Lowering;
 use crate::error::BackendError;
 use crate::kernel::{for_loop, BinOp, Expr, LoopOrder, Stmt, Var};
@@ -191,12 +197,31 @@ pub(super) struct TapNest<'a> {
     pub w_strides: &'a [usize],
 }
 
+/// The body of a tap outside the input, given its weight index (QConv's padding taps, which
+/// read the input's zero point).
+pub(super) type OutsideBody<'f> = dyn FnMut(&mut Lowering, Expr) -> Vec<Stmt> + 'f;
+
 impl TapNest<'_> {
     pub fn build(&self, cx: &mut Lowering, x0: Expr, w0: Expr, body: &mut TapBody) -> Vec<Stmt> {
         let mut ks = Vec::with_capacity(self.axes.len());
-        self.level(cx, 0, x0, w0, &mut ks, body)
+        self.level(cx, 0, x0, w0, &mut ks, body, None)
     }
 
+    /// [`TapNest::build`], plus `outside` for every tap that lies outside the input (taps a
+    /// plain nest skips).
+    pub fn build_padded(
+        &self,
+        cx: &mut Lowering,
+        x0: Expr,
+        w0: Expr,
+        body: &mut TapBody,
+        outside: &mut OutsideBody,
+    ) -> Vec<Stmt> {
+        let mut ks = Vec::with_capacity(self.axes.len());
+        self.level(cx, 0, x0, w0, &mut ks, body, Some(outside))
+    }
+
+    #[allow(clippy::too_many_arguments)] // the recursion carries both indices and both bodies
     fn level(
         &self,
         cx: &mut Lowering,
@@ -205,6 +230,7 @@ impl TapNest<'_> {
         w: Expr,
         ks: &mut Vec<Expr>,
         body: &mut TapBody,
+        mut outside: Option<&mut OutsideBody>,
     ) -> Vec<Stmt> {
         let (Some(ax), Some(o)) = (self.axes.get(d), self.outs.get(d)) else {
             return body(cx, x, w, ks);
@@ -214,43 +240,91 @@ impl TapNest<'_> {
             Taps::Range(lo, hi) => (lo, hi - lo),
             _ => (0, ax.k_len),
         };
-        if extent == 0 {
-            return Vec::new(); // the window misses the input in this dimension
-        }
-        let (var, k) = counter(cx, extent);
-        let k = add(k, Expr::int(first as i64));
-        let xs = self.x_strides.get(d).copied().unwrap_or(0) * ax.dil;
         let ws = self.w_strides.get(d).copied().unwrap_or(0);
-        let mut stmts = Vec::new();
-        let last = d + 1 == self.axes.len();
-        let (xn, wn) = (
-            add(x, k.clone().affine(xs as i64, 0)),
-            add(w, k.clone().affine(ws as i64, 0)),
-        );
-        // Row bases are hoisted at every level but the innermost, whose loads index directly.
-        let (xn, wn) = if last || var.is_none() {
-            (xn, wn)
-        } else {
-            let xv = hoist(cx, &mut stmts, xn);
-            let wv = if ws == 0 {
-                wn
+        let mut result = Vec::new();
+        // Extent 0: the window misses the input in this dimension.
+        if extent > 0 {
+            let (var, k) = counter(cx, extent);
+            let k = add(k, Expr::int(first as i64));
+            let xs = self.x_strides.get(d).copied().unwrap_or(0) * ax.dil;
+            let mut stmts = Vec::new();
+            let last = d + 1 == self.axes.len();
+            let (xn, wn) = (
+                add(x, k.clone().affine(xs as i64, 0)),
+                add(w.clone(), k.clone().affine(ws as i64, 0)),
+            );
+            let w_outside = wn.clone();
+            // Row bases are hoisted at every level but the innermost, whose loads index directly.
+            let (xn, wn) = if last || var.is_none() {
+                (xn, wn)
             } else {
-                hoist(cx, &mut stmts, wn)
+                let xv = hoist(cx, &mut stmts, xn);
+                let wv = if ws == 0 {
+                    wn
+                } else {
+                    hoist(cx, &mut stmts, wn)
+                };
+                (xv, wv)
             };
-            (xv, wv)
-        };
-        ks.push(k.clone());
-        let inner = self.level(cx, d + 1, xn, wn, ks, body);
-        ks.pop();
-        stmts.extend(inner);
-        if taps == Taps::Checked {
-            stmts = vec![Stmt::If {
-                cond: ax.inside(o, &k),
-                then: stmts,
-                otherwise: Vec::new(),
-            }];
+            ks.push(k.clone());
+            let inner = self.level(cx, d + 1, xn, wn, ks, body, outside.as_deref_mut());
+            ks.pop();
+            stmts.extend(inner);
+            if taps == Taps::Checked {
+                let otherwise = match outside.as_deref_mut() {
+                    Some(out) => self.all_taps(cx, d + 1, w_outside, out),
+                    None => Vec::new(),
+                };
+                stmts = vec![Stmt::If {
+                    cond: ax.inside(o, &k),
+                    then: stmts,
+                    otherwise,
+                }];
+            }
+            result = wrap(var, extent, stmts);
         }
-        wrap(var, extent, stmts)
+        if let (Some(out), Taps::Range(lo, hi)) = (outside, taps) {
+            // The taps before `lo` and from `hi` on miss the input, and so do all their
+            // deeper taps.
+            for (from, to) in [(0, lo), (hi, ax.k_len)] {
+                result.extend(self.tap_range(cx, d, from, to, w.clone(), out));
+            }
+        }
+        result
+    }
+
+    /// Every tap of dimensions `d..` at weight index `w`, through `outside`.
+    fn all_taps(
+        &self,
+        cx: &mut Lowering,
+        d: usize,
+        w: Expr,
+        outside: &mut OutsideBody,
+    ) -> Vec<Stmt> {
+        match self.axes.get(d) {
+            Some(ax) => self.tap_range(cx, d, 0, ax.k_len, w, outside),
+            None => outside(cx, w),
+        }
+    }
+
+    /// Taps `from..to` of dimension `d` and every deeper tap, through `outside`.
+    fn tap_range(
+        &self,
+        cx: &mut Lowering,
+        d: usize,
+        from: usize,
+        to: usize,
+        w: Expr,
+        outside: &mut OutsideBody,
+    ) -> Vec<Stmt> {
+        if to <= from {
+            return Vec::new();
+        }
+        let (var, k) = counter(cx, to - from);
+        let ws = self.w_strides.get(d).copied().unwrap_or(0);
+        let wn = add(w, add(k, Expr::int(from as i64)).affine(ws as i64, 0));
+        let inner = self.all_taps(cx, d + 1, wn, outside);
+        wrap(var, to - from, inner)
     }
 }
 
@@ -322,6 +396,38 @@ struct ConvShape {
     out_ch: usize,
     group: usize,
     axes: Vec<Axis>,
+    arith: Arith,
+}
+
+/// What a convolution computes in.
+#[derive(Clone, Copy, Debug)]
+enum Arith {
+    /// f32 sums (Conv, ConvTranspose).
+    Float,
+    /// QConv: i32 sums of narrow integers through [`mac`], taps in the padding reading
+    /// `x_zero_point`, and the sum requantized to `output` (or stored raw without one).
+    Int {
+        x_zero_point: i32,
+        output: Option<QOut>,
+    },
+}
+
+impl Arith {
+    /// The accumulator's type.
+    fn acc_type(self) -> DType {
+        match self {
+            Arith::Float => DType::F32,
+            Arith::Int { .. } => DType::I32,
+        }
+    }
+
+    /// A zero of the accumulator's type.
+    fn zero(self) -> Expr {
+        match self {
+            Arith::Float => Expr::f32(0.0),
+            Arith::Int { .. } => Expr::int(0),
+        }
+    }
 }
 
 impl ConvShape {
@@ -342,11 +448,42 @@ impl ConvShape {
                 pads,
                 group,
                 ..
+            }
+            | Op::QConv {
+                kernel_shape,
+                strides,
+                dilations,
+                pads,
+                group,
+                ..
             } => (kernel_shape, strides, dilations, pads, *group),
             _ => return crate::cannot!("{} is not a convolution", op.name()),
         };
         let (Some(x), Some(y)) = (cx.inputs.first(), cx.outputs.first()) else {
             return crate::cannot!("convolution without operands");
+        };
+        let arith = match op {
+            Op::QConv {
+                x_zero_point,
+                output,
+                ..
+            } => {
+                value_range(x.dtype)?;
+                if cx
+                    .inputs
+                    .get(1)
+                    .is_none_or(|w| value_range(w.dtype).is_err())
+                    || cx.inputs.get(2).is_none_or(|b| b.dtype != DType::I32)
+                {
+                    return crate::cannot!("QConv takes i8/i16 weights and an i32 bias");
+                }
+                Arith::Int {
+                    x_zero_point: *x_zero_point,
+                    output: *output,
+                }
+            }
+            _ if x.dtype == DType::F32 => Arith::Float,
+            _ => return crate::cannot!("{} on {} input", op.name(), x.dtype),
         };
         let n = kernel.len();
         if x.shape.len() != n + 2
@@ -358,7 +495,6 @@ impl ConvShape {
             || strides.contains(&0)
             || dilations.contains(&0)
             || kernel.contains(&0)
-            || x.dtype != DType::F32
         {
             return crate::cannot!("unexpected convolution shapes or attributes");
         }
@@ -378,6 +514,7 @@ impl ConvShape {
             in_ch: x.shape[1],
             out_ch: y.shape[1],
             group,
+            arith,
         })
     }
 
@@ -419,7 +556,7 @@ fn flatten_pointwise(axes: Vec<Axis>) -> Vec<Axis> {
 pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     let g = ConvShape::new(op, cx)?;
     let body = match op {
-        Op::Conv { .. } => conv(&g, cx)?,
+        Op::Conv { .. } | Op::QConv { .. } => conv(&g, cx)?,
         Op::ConvTranspose { .. } => conv_transpose(&g, cx)?,
         _ => return crate::cannot!("{} is not a convolution", op.name()),
     };
@@ -463,6 +600,8 @@ struct ConvPlan<'g> {
     x_strides: Vec<usize>,
     y_strides: Vec<usize>,
     w_strides: Vec<usize>,
+    /// QConv's multiplier and shift, when it requantizes.
+    requant: Option<Requant>,
 }
 
 /// `width` consecutive output channels of one group computed in one pass over the input
@@ -474,12 +613,14 @@ struct ChanTile {
 }
 
 /// The per-tile values hoisted out of the pixel loops: the group's input plane base, the
-/// first channel's weight and output bases, and one accumulator seed per channel.
+/// first channel's weight and output bases, one accumulator seed per channel, and (QConv) the
+/// multiplier and shift of each channel.
 struct TileBases {
     x_group: Expr,
     w_oc: Expr,
     y_oc: Expr,
     biases: Vec<Expr>,
+    requant: Vec<(Expr, Expr)>,
 }
 
 /// Builds the statements of one channel tile.
@@ -550,8 +691,9 @@ impl ConvPlan<'_> {
         Ok(wrap(gv, self.g.group, stmts))
     }
 
-    /// Hoists the bases of `tile` into `head`; biases become locals when `hoist_bias` (the
-    /// pixel loops then run inside, so each bias is loaded once per plane).
+    /// Hoists the bases of `tile` into `head`; biases (and QConv's per-channel multipliers and
+    /// shifts) become locals when `hoist_bias` (the pixel loops then run inside, so each is
+    /// loaded once per plane).
     fn tile_bases(
         &self,
         cx: &mut Lowering,
@@ -572,34 +714,54 @@ impl ConvPlan<'_> {
         let y_oc = add(b.clone().affine(g.out_ch as i64, 0), tile.oc0.clone())
             .affine(self.out_plane as i64, 0);
         let y_oc = hoist(cx, head, y_oc);
+        let acc_type = g.arith.acc_type();
         let biases = (0..tile.width)
             .map(|t| {
-                let bias = bias_init(cx, &add(tile.oc0.clone(), Expr::int(t as i64)));
+                let bias = match bias_init(cx, &add(tile.oc0.clone(), Expr::int(t as i64))) {
+                    Expr::Const(..) => g.arith.zero(),
+                    load => load,
+                };
                 if !hoist_bias || !matches!(bias, Expr::Load { .. }) {
                     return bias;
                 }
-                let v = cx.var(DType::F32);
+                let v = cx.var(acc_type);
                 head.push(Stmt::Let {
                     var: v,
-                    ty: DType::F32,
+                    ty: acc_type,
                     init: bias,
                 });
                 Expr::Var(v)
             })
             .collect();
+        let requant = match &self.requant {
+            Some(r) => (0..tile.width)
+                .map(|t| {
+                    let oc = add(tile.oc0.clone(), Expr::int(t as i64));
+                    if hoist_bias {
+                        r.hoisted(cx, &oc, head)
+                    } else {
+                        r.at(&oc)
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         TileBases {
             x_group,
             w_oc,
             y_oc,
             biases,
+            requant,
         }
     }
 
     /// One output pixel of a channel tile: one accumulator per channel seeded with its bias,
     /// summing over input channels then taps (the reference's order); with several channels
-    /// each input element is loaded once into a local feeding every accumulator.
+    /// each input element is loaded once into a local feeding every accumulator. QConv sums
+    /// through [`mac`], and its taps in the padding add the zero point times their weight.
     fn pixel(&self, cx: &mut Lowering, tb: &TileBases, outs: &[Expr], taps: &[Taps]) -> Vec<Stmt> {
         let (g, (xp, wp, yp)) = (self.g, (cx.input(0), cx.input(1), cx.output(0)));
+        let (arith, acc_type) = (g.arith, g.arith.acc_type());
         let mut stmts = Vec::new();
         // The window start as an input plane offset (may be negative in the borders).
         let starts: Vec<Expr> = g.axes.iter().zip(outs).map(|(a, o)| a.start(o)).collect();
@@ -612,10 +774,10 @@ impl ConvPlan<'_> {
             .biases
             .iter()
             .map(|bias| {
-                let acc = cx.var(DType::F32);
+                let acc = cx.var(acc_type);
                 stmts.push(Stmt::Let {
                     var: acc,
-                    ty: DType::F32,
+                    ty: acc_type,
                     init: bias.clone(),
                 });
                 acc
@@ -623,7 +785,7 @@ impl ConvPlan<'_> {
             .collect();
         let width = accs.len();
         let xv = if width > 1 {
-            Some(cx.var(DType::F32))
+            Some(cx.var(acc_type))
         } else {
             None
         };
@@ -648,38 +810,61 @@ impl ConvPlan<'_> {
             w_strides: &self.w_strides,
         };
         let w_step = (self.in_pg * self.taps) as i64;
+        // `acc += w * x`, in f32 or through the integer multiply-accumulate.
+        let update = |acc: Var, w: Expr, x: Expr| match arith {
+            Arith::Float => Stmt::Assign {
+                var: acc,
+                value: Expr::Var(acc).add(w.mul(x)),
+            },
+            Arith::Int { .. } => mac(acc, x, w),
+        };
         let mut used = false;
-        inner.extend(nest.build(cx, x0, w0, &mut |_, xi, wi, _| {
+        let mut tap = |_: &mut Lowering, xi: Expr, wi: Expr, _: &[Expr]| {
             used = true;
             let Some(xv) = xv else {
                 return accs
                     .iter()
-                    .map(|&acc| Stmt::Assign {
-                        var: acc,
-                        value: Expr::Var(acc)
-                            .add(Expr::load(wp, wi.clone()).mul(Expr::load(xp, xi.clone()))),
-                    })
+                    .map(|&acc| update(acc, Expr::load(wp, wi.clone()), Expr::load(xp, xi.clone())))
                     .collect();
             };
+            let x = Expr::load(xp, xi);
             let mut body = vec![Stmt::Assign {
                 var: xv,
-                value: Expr::load(xp, xi),
+                value: match arith {
+                    Arith::Float => x,
+                    Arith::Int { .. } => super::integer::widen(x),
+                },
             }];
             body.extend(accs.iter().enumerate().map(|(t, &acc)| {
                 let w = Expr::load(wp, add(wi.clone(), Expr::int(t as i64 * w_step)));
-                Stmt::Assign {
-                    var: acc,
-                    value: Expr::Var(acc).add(w.mul(Expr::Var(xv))),
-                }
+                update(acc, w, Expr::Var(xv))
             }));
             body
-        }));
+        };
+        let nest_stmts = match arith {
+            // Padding taps read the zero point: each adds `zero_point * w`.
+            Arith::Int { x_zero_point, .. } if x_zero_point != 0 => {
+                let zp = Expr::int(i64::from(x_zero_point));
+                let mut pad = |_: &mut Lowering, wi: Expr| -> Vec<Stmt> {
+                    accs.iter()
+                        .enumerate()
+                        .map(|(t, &acc)| {
+                            let w = Expr::load(wp, add(wi.clone(), Expr::int(t as i64 * w_step)));
+                            mac(acc, zp.clone(), w)
+                        })
+                        .collect()
+                };
+                nest.build_padded(cx, x0, w0, &mut tap, &mut pad)
+            }
+            _ => nest.build(cx, x0, w0, &mut tap),
+        };
+        inner.extend(nest_stmts);
         // The input local is declared only where some tap reads it (no unused variable).
         if let (Some(xv), true) = (xv, used) {
             stmts.push(Stmt::Let {
                 var: xv,
-                ty: DType::F32,
-                init: Expr::f32(0.0),
+                ty: acc_type,
+                init: arith.zero(),
             });
         }
         stmts.extend(wrap(icv, self.in_pg, inner));
@@ -690,7 +875,15 @@ impl ConvPlan<'_> {
                 add(tb.y_oc.clone(), Expr::int((t * self.out_plane) as i64)),
                 y_pix.clone(),
             ),
-            value: Expr::Var(acc),
+            value: match (arith, tb.requant.get(t)) {
+                (
+                    Arith::Int {
+                        output: Some(out), ..
+                    },
+                    Some(rq),
+                ) => requantized(Expr::Var(acc), rq.clone(), &out),
+                _ => Expr::Var(acc),
+            },
         }));
         stmts
     }
@@ -704,6 +897,14 @@ fn conv(g: &ConvShape, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
         return crate::cannot!("channels are not divisible by group {}", g.group);
     }
     let (in_sp, out_sp, kernel) = (g.in_sp(), g.out_sp(), g.kernel());
+    // Per-tensor requantization values are read once, before every loop.
+    let mut top = Vec::new();
+    let requant = match g.arith {
+        Arith::Int {
+            output: Some(_), ..
+        } => Some(Requant::new(cx, 3, g.out_ch, &mut top)?),
+        _ => None,
+    };
     let plan = ConvPlan {
         g,
         in_pg,
@@ -714,6 +915,7 @@ fn conv(g: &ConvShape, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
         x_strides: strides(&in_sp),
         y_strides: strides(&out_sp),
         w_strides: strides(&kernel),
+        requant,
     };
     let tile = plan.tile(cx);
     let (bv, b) = counter(cx, g.batch);
@@ -737,7 +939,8 @@ fn conv(g: &ConvShape, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
             Ok(head)
         })?
     };
-    Ok(wrap(bv, g.batch, inner))
+    top.extend(wrap(bv, g.batch, inner));
+    Ok(top)
 }
 
 /// ConvTranspose as a gather: `y[oc][o] = bias[oc] + sum over ic, k of w[ic][oc][k] *
@@ -886,8 +1089,9 @@ fn transpose_taps(
 
 /// Folds constant `I32` index arithmetic (`0 * 6`, `x + 0`, `2 + 3`) left by the generic
 /// builders at unit extents, so the emitted code carries no dead arithmetic.
+/// Locals nothing reads (the row bases of a window that misses the input) are dropped.
 pub(super) fn fold(stmts: Vec<Stmt>) -> Vec<Stmt> {
-    stmts.into_iter().map(fold_stmt).collect()
+    crate::kernel::prune_unused_lets(stmts.into_iter().map(fold_stmt).collect())
 }
 
 fn fold_stmt(s: Stmt) -> Stmt {
@@ -944,6 +1148,11 @@ pub(super) fn fold_expr(e: Expr) -> Expr {
         Expr::Unary(op, a) => Expr::un(op, fold_expr(*a)),
         Expr::Select(c, a, b) => Expr::select(fold_expr(*c), fold_expr(*a), fold_expr(*b)),
         Expr::Cast(t, a) => Expr::cast(t, fold_expr(*a)),
+        Expr::Requantize {
+            value,
+            multiplier,
+            shift,
+        } => Expr::requantize(fold_expr(*value), fold_expr(*multiplier), fold_expr(*shift)),
         Expr::Binary(op, a, b) => {
             // An `Int` operand makes both sides index math (the lowerings here only use
             // `Int` for `I32` values).

@@ -39,13 +39,13 @@ pub fn broadcast_index(idx: &[Expr], in_shape: &[usize], out_rank: usize) -> Exp
 }
 
 /// The loops of an element-wise kernel and the element indices they produce.
-struct Space {
-    vars: Vec<Var>,
-    extents: Vec<usize>,
+pub(super) struct Space {
+    pub vars: Vec<Var>,
+    pub extents: Vec<usize>,
     /// Index of the current element in each input.
-    inputs: Vec<Expr>,
+    pub inputs: Vec<Expr>,
     /// Index of the current element in the outputs.
-    output: Expr,
+    pub output: Expr,
 }
 
 /// The output shape with unit dimensions dropped and adjacent dimensions merged wherever every
@@ -91,7 +91,17 @@ fn merged_shapes(out: &[usize], inputs: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usi
 
 /// The loop nest over the (merged) output shape and the element indices it produces.
 fn space(cx: &mut Lowering) -> Space {
-    let in_shapes: Vec<&[usize]> = cx.inputs.iter().map(|t| t.shape.as_slice()).collect();
+    space_of(cx, cx.inputs.len())
+}
+
+/// [`space`] for the first `operands` inputs (the others are tables, not broadcast).
+pub(super) fn space_of(cx: &mut Lowering, operands: usize) -> Space {
+    let in_shapes: Vec<&[usize]> = cx
+        .inputs
+        .iter()
+        .take(operands)
+        .map(|t| t.shape.as_slice())
+        .collect();
     let out = cx.outputs.first().map_or(&[][..], |t| t.shape.as_slice());
     let (out_shape, in_shapes) = merged_shapes(out, &in_shapes);
     let vars = cx.counters(out_shape.len());

@@ -1,17 +1,23 @@
 //! Kernel lowering of MatMul (numpy semantics: 1-D promotion, broadcast batches) and Gemm.
 //!
 //! Each output element is a dot product accumulated in a local of the element type, summing
-//! over `k` upward from zero as the reference does; integer sums wrap as C's do.
+//! over `k` upward from zero as the reference does; integer sums wrap as C's do. QMatMul
+//! accumulates narrow integers in i32 from its bias through the shared multiply-accumulate
+//! (`integer::mac`), then requantizes per column or per tensor.
 
-use kiln_ir::{DType, Op, TensorType};
+use kiln_ir::{DType, Op, QOut, TensorType};
 
 use super::conv::{add, counter, hoist, wrap};
 use super::elementwise::broadcast_index;
+use super::integer::{mac, requantized, value_range, widen, Requant};
 use super::Lowering;
 use crate::error::BackendError;
 use crate::kernel::{Expr, Stmt, Var};
 
 pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
+    if let Op::QMatMul { output } = op {
+        return Ok(super::conv::fold(qmatmul(cx, output.as_ref())?));
+    }
     let dtype = match cx.inputs.first() {
         Some(t) if matches!(t.dtype, DType::F32 | DType::I32 | DType::I64) => t.dtype,
         _ => return crate::cannot!("{} supports f32, i32 and i64 only", op.name()),
@@ -47,24 +53,40 @@ fn zero(t: DType) -> Expr {
     Expr::Const(0.0, t)
 }
 
-/// `acc_t = 0; for k: acc_t += a(k) * b(k, t)` for `width` output elements sharing `a`,
+/// How a dot product multiplies and accumulates.
+#[derive(Clone, Copy)]
+enum Acc {
+    /// In the element type, from zero (MatMul, Gemm).
+    Same(DType),
+    /// Narrow integers into i32 through [`mac`] (QMatMul), from a seed per output.
+    Int,
+}
+
+/// `acc_t = seed_t; for k: acc_t += a(k) * b(k, t)` for `width` output elements sharing `a`,
 /// returning the statements and the accumulators. With several accumulators `a(k)` is loaded
 /// once per `k` into a local (register tiling); each sum keeps the reference's order.
+#[allow(clippy::too_many_arguments)] // the shape of the product and one closure per operand
 fn dot_product(
     cx: &mut Lowering,
-    dtype: DType,
+    kind: Acc,
     k_len: usize,
     width: usize,
     a: &dyn Fn(&Expr) -> Expr,
     b: &dyn Fn(&Expr, usize) -> Expr,
+    seed: &dyn Fn(usize) -> Expr,
 ) -> (Vec<Stmt>, Vec<Var>) {
+    let dtype = match kind {
+        Acc::Same(t) => t,
+        Acc::Int => DType::I32,
+    };
     let accs: Vec<Var> = (0..width).map(|_| cx.var(dtype)).collect();
     let mut stmts: Vec<Stmt> = accs
         .iter()
-        .map(|&acc| Stmt::Let {
+        .enumerate()
+        .map(|(t, &acc)| Stmt::Let {
             var: acc,
             ty: dtype,
-            init: zero(dtype),
+            init: seed(t),
         })
         .collect();
     if k_len == 0 {
@@ -72,7 +94,10 @@ fn dot_product(
     }
     let (kv, k) = counter(cx, k_len);
     let (ap, bp) = (cx.input(0), cx.input(1));
-    let a_val = Expr::load(ap, a(&k));
+    let a_val = match kind {
+        Acc::Same(_) => Expr::load(ap, a(&k)),
+        Acc::Int => widen(Expr::load(ap, a(&k))),
+    };
     let mut update = Vec::new();
     let a_val = if width > 1 {
         let av = cx.var(dtype);
@@ -89,9 +114,15 @@ fn dot_product(
     } else {
         a_val
     };
-    update.extend(accs.iter().enumerate().map(|(t, &acc)| Stmt::Assign {
-        var: acc,
-        value: Expr::Var(acc).add(a_val.clone().mul(Expr::load(bp, b(&k, t)))),
+    update.extend(accs.iter().enumerate().map(|(t, &acc)| {
+        let b_val = Expr::load(bp, b(&k, t));
+        match kind {
+            Acc::Same(_) => Stmt::Assign {
+                var: acc,
+                value: Expr::Var(acc).add(a_val.clone().mul(b_val)),
+            },
+            Acc::Int => mac(acc, a_val.clone(), b_val),
+        }
     }));
     stmts.extend(wrap(kv, k_len, update));
     (stmts, accs)
@@ -183,11 +214,12 @@ fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
         let col = |t: usize| add(j0.clone(), Expr::int(t as i64));
         let (mut body, accs) = dot_product(
             cx,
-            dtype,
+            Acc::Same(dtype),
             k_len,
             width,
             &|k| add(a_row.clone(), k.clone()),
             &|k, t| add(add(b_base.clone(), k.clone().affine(n, 0)), col(t)),
+            &|_| zero(dtype),
         );
         body.extend(accs.iter().enumerate().map(|(t, &acc)| Stmt::Store {
             param: yp,
@@ -202,6 +234,78 @@ fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
         stmts = wrap(*v, e, stmts);
     }
     Ok(stmts)
+}
+
+/// QMatMul: for every broadcast batch, `y[i][j] = bias[j] + sum_k a[i][k] * b[k][j]` in i32
+/// (the bias indexed by B's batch and the column), requantized by column `j`'s multiplier and
+/// shift to `output`, or stored raw without one.
+fn qmatmul(cx: &mut Lowering, output: Option<&QOut>) -> Result<Vec<Stmt>, BackendError> {
+    let (Some(a), Some(b), Some(y)) = (cx.inputs.first(), cx.inputs.get(1), cx.outputs.first())
+    else {
+        return crate::cannot!("QMatMul takes 3 or 5 inputs");
+    };
+    value_range(a.dtype)?;
+    value_range(b.dtype)?;
+    if a.shape.len() < 2
+        || b.shape.len() < 2
+        || cx.inputs.get(2).map(|t| t.dtype) != Some(DType::I32)
+    {
+        return crate::cannot!("QMatMul takes operands of rank 2 or more and an i32 bias");
+    }
+    let d = matmul_dims(a, b, y)?;
+    let mut head = Vec::new();
+    let requant = match output {
+        Some(_) => Some(Requant::new(cx, 3, d.n, &mut head)?),
+        None => None,
+    };
+    let (batch_vars, batch_idx): (Vec<_>, Vec<_>) = d.batch.iter().map(|&e| counter(cx, e)).unzip();
+    let mut body = Vec::new();
+    let rank = d.batch.len();
+    let a_base = broadcast_index(&batch_idx, &d.a_batch, rank).affine((d.m * d.k) as i64, 0);
+    let b_batch = broadcast_index(&batch_idx, &d.b_batch, rank);
+    let b_base = b_batch.clone().affine((d.k * d.n) as i64, 0);
+    let bias_base = b_batch.affine(d.n as i64, 0);
+    let y_base =
+        super::conv::dot(&batch_idx, &super::conv::strides(&d.batch)).affine((d.m * d.n) as i64, 0);
+    let a_base = hoist(cx, &mut body, a_base);
+    let b_base = hoist(cx, &mut body, b_base);
+    let bias_base = hoist(cx, &mut body, bias_base);
+    let y_base = hoist(cx, &mut body, y_base);
+    let (iv, i) = counter(cx, d.m);
+    let mut row = Vec::new();
+    let a_row = hoist(cx, &mut row, add(a_base, i.clone().affine(d.k as i64, 0)));
+    let y_row = hoist(cx, &mut row, add(y_base, i.affine(d.n as i64, 0)));
+    let (n, k_len, yp, biasp) = (d.n as i64, d.k, cx.output(0), cx.input(2));
+    row.extend(column_tiles(cx, d.n, &mut |cx, j0, width| {
+        let col = |t: usize| add(j0.clone(), Expr::int(t as i64));
+        let (mut body, accs) = dot_product(
+            cx,
+            Acc::Int,
+            k_len,
+            width,
+            &|k| add(a_row.clone(), k.clone()),
+            &|k, t| add(add(b_base.clone(), k.clone().affine(n, 0)), col(t)),
+            &|t| Expr::load(biasp, add(bias_base.clone(), col(t))),
+        );
+        body.extend(accs.iter().enumerate().map(|(t, &acc)| {
+            let value = match (output, &requant) {
+                (Some(out), Some(r)) => requantized(Expr::Var(acc), r.at(&col(t)), out),
+                _ => Expr::Var(acc),
+            };
+            Stmt::Store {
+                param: yp,
+                index: add(y_row.clone(), col(t)),
+                value,
+            }
+        }));
+        body
+    }));
+    body.extend(wrap(iv, d.m, row));
+    for (v, &e) in batch_vars.iter().zip(&d.batch).rev() {
+        body = wrap(*v, e, body);
+    }
+    head.extend(body);
+    Ok(head)
 }
 
 #[derive(Debug)]
@@ -252,7 +356,7 @@ fn gemm(cx: &mut Lowering, dtype: DType, p: &GemmParams) -> Result<Vec<Stmt>, Ba
         let col = |t: usize| add(j0.clone(), Expr::int(t as i64));
         let (mut body, accs) = dot_product(
             cx,
-            dtype,
+            Acc::Same(dtype),
             k_len,
             width,
             &|k| {
@@ -269,6 +373,7 @@ fn gemm(cx: &mut Lowering, dtype: DType, p: &GemmParams) -> Result<Vec<Stmt>, Ba
                     add(k.clone().affine(ni, 0), col(t))
                 }
             },
+            &|_| zero(dtype),
         );
         for (t, &acc) in accs.iter().enumerate() {
             let mut value = Expr::Var(acc);

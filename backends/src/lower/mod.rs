@@ -7,6 +7,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod integer;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
@@ -63,6 +64,12 @@ fn operand_names(op: &Op, n_in: usize, n_out: usize) -> (Vec<String>, Vec<String
         Op::Where => &["condition", "X", "Y"],
         Op::PRelu => &["X", "slope"],
         Op::Gather { .. } => &["data", "indices"],
+        Op::QConv { .. } => &["X", "W", "B", "multiplier", "shift"],
+        Op::QMatMul { .. } => &["A", "B", "bias", "multiplier", "shift"],
+        Op::QAveragePool { .. } => &["X", "multiplier", "shift"],
+        Op::QSoftmax { .. } => &["X", "exp_table"],
+        Op::QTable => &["X", "table"],
+        Op::QAdd { .. } | Op::QMul { .. } => &["A", "B"],
         Op::QuantizeLinear { .. } => &["x", "y_scale", "y_zero_point"],
         Op::DequantizeLinear { .. } => &["x", "x_scale", "x_zero_point"],
         _ if op.family() == OpFamily::Binary => &["A", "B"],

@@ -6,15 +6,27 @@
 //! `row_stats`), which keeps badly conditioned rows (a large mean, a small spread) accurate.
 //! Kernels have no scratch buffers: every multi-pass algorithm keeps its statistics in scalar
 //! locals and re-reads (or recomputes) the row in each pass.
+//!
+//! QSoftmax is integer only, as its reference: the row's max, table lookups, an i64 sum and one
+//! i64 division per element.
 
-use kiln_ir::{DType, Op};
+use kiln_ir::{DType, Op, QOut};
 
 use super::elementwise::broadcast_index;
+use super::integer::{store, value_range, widen};
 use super::Lowering;
 use crate::error::BackendError;
 use crate::kernel::{for_loop, loop_nest, BinOp, Expr, Stmt, UnOp, Var};
 
 pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
+    if let Op::QSoftmax {
+        axis,
+        inv_scale,
+        output,
+    } = op
+    {
+        return qsoftmax(cx, *axis, *inv_scale, output);
+    }
     if cx
         .inputs
         .iter()
@@ -460,6 +472,103 @@ fn softmax(
                 param: y,
                 index: at(j3),
                 value: result,
+            }],
+        ),
+    ];
+    Ok(vec![for_loop(o, outer, vec![for_loop(i, stride, body)])])
+}
+
+/// QSoftmax along `axis`, as `kiln_ir::ops::norm` defines it: per row the max, `e = table[max -
+/// x]` (the difference is within 0..=255 for i8 and u8), the i64 sum `S` of the row's `e`
+/// (at least 1), then `floor((e * inv_scale + S * 2^15) / (S * 2^16))` stored to `output`.
+/// The numerator is never negative, so the truncating division floors.
+fn qsoftmax(
+    cx: &mut Lowering,
+    axis: usize,
+    inv_scale: i64,
+    output: &QOut,
+) -> Result<Vec<Stmt>, BackendError> {
+    let shape = x_shape(cx)?;
+    let x_type = cx.inputs.first().map_or(DType::F32, |t| t.dtype);
+    let (lowest, _) = value_range(x_type)?;
+    if cx.inputs.get(1).map(|t| (t.dtype, t.numel())) != Some((DType::I32, 256)) {
+        return crate::cannot!("QSoftmax takes an i32 table of 256 entries");
+    }
+    if axis >= shape.len() {
+        return crate::cannot!("axis {axis} is out of range for shape {shape:?}");
+    }
+    let outer: usize = shape.iter().take(axis).product();
+    let len = shape[axis];
+    let stride: usize = shape.iter().skip(axis + 1).product();
+    if outer * len * stride == 0 {
+        return Ok(Vec::new());
+    }
+    let (x, table, y) = (cx.input(0), cx.input(1), cx.output(0));
+    let [o, i, j1, j2, j3] = [0; 5].map(|_| cx.kb.counter());
+    let base = cx.var(DType::I32);
+    let max = cx.var(DType::I32);
+    let [sum, den, half] = [0; 3].map(|_| cx.var(DType::I64));
+    let at = |j: Var| Expr::Var(base).add(Expr::Var(j).affine(stride as i64, 0));
+    let e = |j: Var| {
+        let d = Expr::Var(max).sub(widen(Expr::load(x, at(j))));
+        Expr::cast(DType::I64, Expr::load(table, d))
+    };
+    let wide = |v: i64| Expr::Const(v as f64, DType::I64);
+    let q = e(j3)
+        .mul(wide(inv_scale))
+        .add(Expr::Var(half))
+        .div(Expr::Var(den));
+    let body = vec![
+        Stmt::Let {
+            var: base,
+            ty: DType::I32,
+            init: Expr::Var(o)
+                .affine((len * stride) as i64, 0)
+                .add(Expr::Var(i)),
+        },
+        Stmt::Let {
+            var: max,
+            ty: DType::I32,
+            init: Expr::int(lowest),
+        },
+        for_loop(
+            j1,
+            len,
+            vec![Stmt::Assign {
+                var: max,
+                value: Expr::Var(max).max(widen(Expr::load(x, at(j1)))),
+            }],
+        ),
+        Stmt::Let {
+            var: sum,
+            ty: DType::I64,
+            init: wide(0),
+        },
+        for_loop(
+            j2,
+            len,
+            vec![Stmt::Assign {
+                var: sum,
+                value: Expr::Var(sum).add(e(j2)),
+            }],
+        ),
+        Stmt::Let {
+            var: den,
+            ty: DType::I64,
+            init: Expr::Var(sum).max(wide(1)).mul(wide(1 << 16)),
+        },
+        Stmt::Let {
+            var: half,
+            ty: DType::I64,
+            init: Expr::Var(sum).max(wide(1)).mul(wide(1 << 15)),
+        },
+        for_loop(
+            j3,
+            len,
+            vec![Stmt::Store {
+                param: y,
+                index: at(j3),
+                value: store(Expr::cast(DType::I32, q), output),
             }],
         ),
     ];

@@ -5,12 +5,18 @@
 //! value and ignores NaNs (`v > m` is false for them), and the first maximum in row-major tap
 //! order wins. AveragePool divides by the taps inside the input, or with `count_include_pad`
 //! by those inside the input and its explicit pads (a `ceil_mode` overhang never counts).
+//!
+//! QAveragePool sums the raw taps inside the input in i32; padding taps (which read the zero
+//! point) are accounted for from the two counts: `(padded - inside) * zero_point` joins the sum
+//! that TFLite's rounding division divides, and the centered sum the rescaled form requantizes
+//! is `sum - inside * zero_point`.
 
-use kiln_ir::{DType, Op};
+use kiln_ir::{DType, Op, QOut};
 
 use super::conv::{
     add, counter, dot, fold, fold_expr, hoist, output_nest, strides, wrap, Axis, TapNest, Taps,
 };
+use super::integer::{store, value_range, widen};
 use super::Lowering;
 use crate::error::BackendError;
 use crate::kernel::{BinOp, Expr, Stmt};
@@ -24,7 +30,7 @@ pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     }
     let body = match op {
         Op::GlobalAveragePool | Op::GlobalMaxPool => global_pool(op, cx)?,
-        Op::MaxPool { .. } | Op::AveragePool { .. } => windowed(op, cx)?,
+        Op::MaxPool { .. } | Op::AveragePool { .. } | Op::QAveragePool { .. } => windowed(op, cx)?,
         _ => return crate::cannot!("{} is not a pool", op.name()),
     };
     Ok(fold(body))
@@ -126,6 +132,13 @@ impl<'a> Window<'a> {
                 dilations,
                 pads,
                 ..
+            }
+            | Op::QAveragePool {
+                kernel_shape,
+                strides,
+                dilations,
+                pads,
+                ..
             } => Some(Window {
                 kernel: kernel_shape,
                 strides,
@@ -166,8 +179,21 @@ impl<'a> Window<'a> {
 /// What the windowed pool computes per output.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
-    Max { indices: bool, column_major: bool },
-    Average { include_pad: bool },
+    Max {
+        indices: bool,
+        column_major: bool,
+    },
+    Average {
+        include_pad: bool,
+    },
+    /// QAveragePool: an i32 sum of the taps inside the input, divided (TFLite's rounding) or
+    /// requantized by the count's multiplier and shift (`rescale`).
+    QAverage {
+        include_pad: bool,
+        x_zero_point: i32,
+        output: QOut,
+        rescale: bool,
+    },
 }
 
 /// MaxPool and AveragePool: a tap nest per output position of every (N, C) plane.
@@ -185,6 +211,18 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
         } => Kind::Average {
             include_pad: *count_include_pad,
         },
+        Op::QAveragePool {
+            count_include_pad,
+            x_zero_point,
+            output,
+            rescale,
+            ..
+        } => Kind::QAverage {
+            include_pad: *count_include_pad,
+            x_zero_point: *x_zero_point,
+            output: *output,
+            rescale: *rescale,
+        },
         _ => return crate::cannot!("{} is not a windowed pool", op.name()),
     };
     let (Some(win), Some(x), Some(y)) = (Window::of(op), cx.inputs.first(), cx.outputs.first())
@@ -195,6 +233,17 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     if matches!(kind, Kind::Average { .. }) && dtype != DType::F32 {
         return crate::cannot!("AveragePool on {dtype} input");
     }
+    // QAveragePool sums in i32: every window sum must fit, with the padding's zero points.
+    if let Kind::QAverage { .. } = kind {
+        value_range(dtype)?;
+        if win.kernel.iter().product::<usize>() > 1 << 22 {
+            return crate::cannot!("a window of more than 2^22 taps overflows the i32 sum");
+        }
+    }
+    let acc_type = match kind {
+        Kind::QAverage { .. } => DType::I32,
+        _ => dtype,
+    };
     let (axes, pads_end) = win.axes(&x.shape, &y.shape)?;
     let in_sp = &x.shape[2..];
     let out_sp = &y.shape[2..];
@@ -216,14 +265,15 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
             &mut stmts,
             add(x_plane.clone(), dot(&starts, &x_strides)),
         );
-        let acc = cx.var(dtype);
+        let acc = cx.var(acc_type);
         let init = match kind {
             Kind::Max { .. } => lowest(dtype)?,
             Kind::Average { .. } => Expr::f32(0.0),
+            Kind::QAverage { .. } => Expr::int(0),
         };
         stmts.push(Stmt::Let {
             var: acc,
-            ty: dtype,
+            ty: acc_type,
             init,
         });
         // MaxPool's Indices: the position of the best tap in the target storage order.
@@ -255,6 +305,10 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
                     var: acc,
                     value: Expr::Var(acc).add(v),
                 }],
+                (Kind::QAverage { .. }, _) => vec![Stmt::Assign {
+                    var: acc,
+                    value: Expr::Var(acc).add(widen(v)),
+                }],
                 (Kind::Max { .. }, Some((bv, t0))) => {
                     let steps: Vec<usize> =
                         axes.iter().zip(&target).map(|(a, &t)| a.dil * t).collect();
@@ -284,6 +338,31 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
                 };
                 Expr::Var(acc).div(count)
             }
+            Kind::QAverage {
+                include_pad,
+                x_zero_point,
+                output,
+                rescale,
+            } => {
+                let inside = fold_expr(divisor(&axes, &pads_end, outs, checked, false));
+                let count = if include_pad {
+                    fold_expr(divisor(&axes, &pads_end, outs, checked, true))
+                } else {
+                    inside.clone()
+                };
+                let q = QAverage {
+                    sum: Expr::Var(acc),
+                    inside,
+                    count,
+                    zero_point: x_zero_point,
+                    output,
+                };
+                if rescale {
+                    q.rescaled(cx.input(1), cx.input(2))
+                } else {
+                    q.divided(cx, &mut stmts, include_pad)
+                }
+            }
             Kind::Max { .. } => Expr::Var(acc),
         };
         if let Some((bv, _)) = best {
@@ -309,6 +388,89 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
     })?;
     head.extend(nest);
     Ok(wrap(pv, planes, head))
+}
+
+/// One QAveragePool output: `sum` of the raw taps inside the input (`inside` of them) and the
+/// window's `count` (with the padding when `count_include_pad`).
+struct QAverage {
+    sum: Expr,
+    inside: Expr,
+    count: Expr,
+    zero_point: i32,
+    output: QOut,
+}
+
+impl QAverage {
+    /// `sum - inside * zero_point` (the padding's taps center to zero), requantized by entry
+    /// `count` of the multiplier and shift tables. A count of 0 requantizes a sum of 0, which
+    /// gives the reference's `output.store(0)`.
+    fn rescaled(&self, multipliers: usize, shifts: usize) -> Expr {
+        let centered = if self.zero_point == 0 {
+            self.sum.clone()
+        } else {
+            self.sum.clone().sub(
+                self.inside
+                    .clone()
+                    .mul(Expr::int(i64::from(self.zero_point))),
+            )
+        };
+        let requantized = Expr::requantize(
+            fold_expr(centered),
+            Expr::load(multipliers, self.count.clone()),
+            Expr::load(shifts, self.count.clone()),
+        );
+        store(requantized, &self.output)
+    }
+
+    /// TFLite's division of the raw sum (padding taps adding the zero point when they count):
+    /// `(sum +- count / 2) / count` truncating, so halves round away from zero, clamped to
+    /// the output range. An empty window gives `output.store(0)`.
+    fn divided(&self, cx: &mut Lowering, stmts: &mut Vec<Stmt>, include_pad: bool) -> Expr {
+        let out = &self.output;
+        let empty = Expr::int(i64::from(out.store(0)));
+        if let Expr::Int(0) = self.count {
+            return empty;
+        }
+        let zp = i64::from(self.zero_point);
+        let sum = if include_pad && zp != 0 {
+            self.sum.clone().add(
+                self.count
+                    .clone()
+                    .sub(self.inside.clone())
+                    .mul(Expr::int(zp)),
+            )
+        } else {
+            self.sum.clone()
+        };
+        let sum_var = cx.var(DType::I32);
+        stmts.push(Stmt::Let {
+            var: sum_var,
+            ty: DType::I32,
+            init: fold_expr(sum),
+        });
+        let sum = Expr::Var(sum_var);
+        let half = match &self.count {
+            Expr::Int(c) => Expr::int(c / 2),
+            c => c.clone().div(Expr::int(2)),
+        };
+        let average = Expr::select(
+            Expr::bin(BinOp::Gt, sum.clone(), Expr::int(0)),
+            sum.clone().add(half.clone()).div(self.count.clone()),
+            sum.sub(half).div(self.count.clone()),
+        );
+        let clamped = average
+            .max(Expr::int(i64::from(out.min)))
+            .min(Expr::int(i64::from(out.max)));
+        if matches!(self.count, Expr::Int(_)) {
+            clamped
+        } else {
+            Expr::select(
+                Expr::bin(BinOp::Eq, self.count.clone(), Expr::int(0)),
+                empty,
+                clamped,
+            )
+        }
+    }
 }
 
 /// Strides of MaxPool's Indices over the spatial dimensions: row-major, or column-major

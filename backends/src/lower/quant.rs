@@ -1,5 +1,6 @@
-//! Kernel lowering of the `quant` ops (QuantizeLinear, DequantizeLinear), per tensor, per axis
-//! or blocked, matching `kiln_ir::ops::quant`.
+//! Kernel lowering of the `quant` ops, matching `kiln_ir::ops::quant`: QuantizeLinear and
+//! DequantizeLinear per tensor, per axis or blocked, and the integer element-wise ops
+//! (Requantize, QTable, QAdd, QMul; see [`integer_elementwise`]).
 //!
 //! x is walked as `[outer, len, inner]` around the quantization axis, so the parameter index is
 //! plain index arithmetic: `a` per axis, `(o * blocks + a / block) * inner + i` when blocked.
@@ -8,11 +9,13 @@
 //! Difference from the interpreter: QuantizeLinear of NaN is undefined in C (the interpreter
 //! gives 0); every other input matches exactly.
 
+use kiln_ir::fixed_point::FixedPoint;
 use kiln_ir::{DType, Op};
 
+use super::integer::{centered, store, widen, wrapping_shl};
 use super::Lowering;
 use crate::error::BackendError;
-use crate::kernel::{flat_index, for_loop, Expr, Stmt, UnOp, Var};
+use crate::kernel::{flat_index, for_loop, loop_nest, Expr, Stmt, UnOp, Var};
 
 /// How the scale and zero point are indexed.
 #[derive(Clone, Copy)]
@@ -82,6 +85,12 @@ fn load_params(cx: &mut Lowering, index: Expr) -> Params {
 }
 
 pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
+    if matches!(
+        op,
+        Op::Requantize { .. } | Op::QTable | Op::QAdd { .. } | Op::QMul { .. }
+    ) {
+        return integer_elementwise(op, cx);
+    }
     let (axis, block) = match op {
         Op::QuantizeLinear {
             axis, block_size, ..
@@ -148,6 +157,100 @@ pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
             }
         }
     }
+}
+
+/// Requantize, QTable, QAdd and QMul: one loop nest over the output (QAdd and QMul broadcast
+/// as the element-wise kernels do), each element computed as the interpreter does, with the
+/// ops' fixed-point scales as constants of the requantizations:
+/// - Requantize: `output.store(scale.apply(x - x_zp))`;
+/// - QTable: `table[x - min(x's type)]`;
+/// - QAdd: `output.store(output_scale.apply(a_scale.apply((a - a_zp) << ls) +
+///   b_scale.apply((b - b_zp) << ls)))`, the shift and the sum wrapping in i32;
+/// - QMul: `output.store(scale.apply((a - a_zp) * (b - b_zp)))`.
+fn integer_elementwise(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
+    let operands = if matches!(op, Op::QTable) { 1 } else { 2 }.min(cx.inputs.len());
+    let types: Vec<DType> = cx.inputs.iter().map(|t| t.dtype).collect();
+    let sp = super::elementwise::space_of(cx, operands);
+    let load = |i: usize| Expr::load(i, sp.inputs[i].clone());
+    let apply = |v: Expr, f: &FixedPoint| {
+        Expr::requantize(
+            v,
+            Expr::int(i64::from(f.multiplier)),
+            Expr::int(i64::from(f.shift)),
+        )
+    };
+    let value = match (op, types.as_slice()) {
+        (
+            Op::Requantize {
+                x_zero_point,
+                scale,
+                output,
+            },
+            [t],
+        ) => {
+            let (x, _) = centered(load(0), *t, *x_zero_point)?;
+            store(apply(x, scale), output)
+        }
+        (Op::QTable, [t, _]) => {
+            let offset = match t {
+                DType::I8 => 128,
+                DType::U8 => 0,
+                _ => return crate::cannot!("QTable on {t} input"),
+            };
+            let index = match offset {
+                0 => widen(load(0)),
+                k => widen(load(0)).add(Expr::int(k)),
+            };
+            Expr::load(cx.input(1), index)
+        }
+        (
+            Op::QAdd {
+                a_zero_point,
+                b_zero_point,
+                left_shift,
+                a_scale,
+                b_scale,
+                output_scale,
+                output,
+            },
+            [ta, tb],
+        ) => {
+            let (a, a_bound) = centered(load(0), *ta, *a_zero_point)?;
+            let (b, b_bound) = centered(load(1), *tb, *b_zero_point)?;
+            let a = apply(wrapping_shl(a, *left_shift, a_bound), a_scale);
+            let b = apply(wrapping_shl(b, *left_shift, b_bound), b_scale);
+            // The sum wraps as the interpreter's `wrapping_add` (compilers keep only the low
+            // word of the i64 sum).
+            let wide = |e: Expr| Expr::cast(DType::I64, e);
+            let sum = Expr::cast(DType::I32, wide(a).add(wide(b)));
+            store(apply(sum, output_scale), output)
+        }
+        (
+            Op::QMul {
+                a_zero_point,
+                b_zero_point,
+                scale,
+                output,
+            },
+            [ta, tb],
+        ) => {
+            let (a, a_bound) = centered(load(0), *ta, *a_zero_point)?;
+            let (b, b_bound) = centered(load(1), *tb, *b_zero_point)?;
+            if a_bound.saturating_mul(b_bound) > i64::from(i32::MAX) {
+                return crate::cannot!(
+                    "QMul zero points {a_zero_point} and {b_zero_point} overflow the i32 product"
+                );
+            }
+            store(apply(a.mul(b), scale), output)
+        }
+        _ => return crate::cannot!("{} with {} inputs", op.name(), types.len()),
+    };
+    let body = vec![Stmt::Store {
+        param: cx.output(0),
+        index: sp.output.clone(),
+        value,
+    }];
+    Ok(loop_nest(&sp.vars, &sp.extents, body))
 }
 
 /// A loop counter over `extent` and the index it gives, or no loop and index 0 for extent 1.
