@@ -159,6 +159,13 @@ fn jit_configs() -> Vec<(&'static str, CraneliftOptions)> {
                 ..CraneliftOptions::default()
             },
         ),
+        (
+            "vector, untiled (integer lanes in matrix products too)",
+            CraneliftOptions {
+                schedule: Schedule::default(),
+                ..CraneliftOptions::default()
+            },
+        ),
     ]
 }
 

@@ -17,6 +17,11 @@
 //! other strides gather scalar loads into lanes. Max and min against a constant (Relu, Clip)
 //! are a compare and a blend. Math calls (`expf`, ...) run per lane; conditions that vary per
 //! lane, and integer comparisons, keep the scalar path.
+//!
+//! Integer kernels: an `i32` local of the loop that takes per-lane values (the accumulators of
+//! QConv and QMatMul, a widened input) becomes `i32x4` lanes (see [`lane_locals`]), and
+//! `Expr::Requantize` on lanes runs the scalar instruction sequence lane by lane, since it
+//! needs a 64-bit product; integer results are exact either way.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +30,9 @@ use cranelift_codegen::ir::{types, ConstantData, Endianness, InstBuilder, MemFla
 use cranelift_frontend::Variable;
 use kiln_ir::DType;
 
-use super::translate::{expr_type, float_instruction, var_type, Callees, KernelTranslator, MathFn};
+use super::translate::{
+    expr_type, float_instruction, int_constant, var_type, Callees, KernelTranslator, MathFn, Shift,
+};
 use crate::error::BackendError;
 use crate::kernel::{BinOp, Expr, Kernel, Stmt, UnOp, Var};
 
@@ -47,18 +54,39 @@ enum Shape {
     Mask,
 }
 
-/// Decides whether the loop over `var` can be vectorized (see the module doc).
-pub fn vectorizable(kernel: &Kernel, var: Var, extent: usize, body: &[Stmt]) -> bool {
+/// When the loop over `var` can be vectorized (see the module doc), the `i32` locals declared in it that hold one
+/// value per lane (integer accumulators, widened inputs); `None` when it cannot. A local
+/// becomes a lane local when the analysis finds a per-lane value assigned to it, and the
+/// analysis then runs again with it as one.
+pub fn lane_locals(
+    kernel: &Kernel,
+    var: Var,
+    extent: usize,
+    body: &[Stmt],
+) -> Option<HashSet<Var>> {
     if extent < LANES {
-        return false;
+        return None;
     }
-    let mut a = Analysis {
-        kernel,
-        shapes: HashMap::from([(var, Shape::Affine(1))]),
-        declared: HashSet::new(),
-        vector_stores: 0,
-    };
-    a.stmts(body).is_some() && a.vector_stores > 0
+    let mut int_locals = HashSet::new();
+    loop {
+        let mut a = Analysis {
+            kernel,
+            shapes: HashMap::from([(var, Shape::Affine(1))]),
+            declared: HashSet::new(),
+            vector_stores: 0,
+            int_locals: &int_locals,
+            promote: Vec::new(),
+        };
+        if a.stmts(body).is_some() {
+            return (a.vector_stores > 0).then_some(int_locals);
+        }
+        let before = int_locals.len();
+        let promote = a.promote;
+        int_locals.extend(promote);
+        if int_locals.len() == before {
+            return None;
+        }
+    }
 }
 
 struct Analysis<'k> {
@@ -67,6 +95,10 @@ struct Analysis<'k> {
     /// Locals declared inside the loop.
     declared: HashSet<Var>,
     vector_stores: usize,
+    /// `i32` locals held as lanes (see [`lane_locals`]).
+    int_locals: &'k HashSet<Var>,
+    /// `i32` locals of the loop that a per-lane value reaches: lane locals for the next try.
+    promote: Vec<Var>,
 }
 
 impl Analysis<'_> {
@@ -88,9 +120,15 @@ impl Analysis<'_> {
             Stmt::Let { var, ty, init } => {
                 let shape = self.expr(init)?;
                 self.declared.insert(*var);
+                let lanes = self.int_locals.contains(var);
                 let shape = match (ty, shape) {
                     // Float locals are lanes (accumulators start uniform and become varying).
                     (DType::F32, Shape::Uniform | Shape::Vector) => Shape::Vector,
+                    (DType::I32, Shape::Uniform | Shape::IVector) if lanes => Shape::IVector,
+                    (DType::I32, Shape::IVector) => {
+                        self.promote.push(*var);
+                        return None;
+                    }
                     (DType::I32, Shape::Uniform | Shape::Affine(_)) => shape,
                     (_, Shape::Uniform) => Shape::Uniform,
                     _ => return None,
@@ -103,6 +141,14 @@ impl Analysis<'_> {
                 let var_shape = self.shapes.get(var).copied().unwrap_or(Shape::Uniform);
                 match (var_shape, shape) {
                     (Shape::Vector, Shape::Uniform | Shape::Vector) => Some(()),
+                    (Shape::IVector, Shape::Uniform | Shape::IVector) => Some(()),
+                    // An integer local of the loop that takes per-lane values: lanes next try.
+                    (Shape::Uniform, Shape::IVector)
+                        if self.declared.contains(var) && self.var_type(*var) == DType::I32 =>
+                    {
+                        self.promote.push(*var);
+                        None
+                    }
                     // A uniform (or outer) local may only take uniform values.
                     (Shape::Uniform, Shape::Uniform) => Some(()),
                     (Shape::Affine(a), Shape::Affine(b)) if a == b => Some(()),
@@ -190,20 +236,21 @@ impl Analysis<'_> {
                 Shape::Affine(k) if *t == DType::I32 => Shape::Affine(k),
                 _ => return None,
             },
-            // Requantization needs 64-bit products per lane: it stays scalar unless uniform.
+            // Integer lanes are requantized lane by lane (64-bit products).
             Expr::Requantize {
                 value,
                 multiplier,
                 shift,
             } => {
-                let uniform = [value, multiplier, shift]
-                    .into_iter()
-                    .map(|e| self.expr(e))
-                    .all(|s| s == Some(Shape::Uniform));
-                if !uniform {
-                    return None;
+                let mut shape = Shape::Uniform;
+                for e in [value, multiplier, shift] {
+                    match self.expr(e)? {
+                        Shape::Uniform => {}
+                        Shape::IVector => shape = Shape::IVector,
+                        _ => return None,
+                    }
                 }
-                Shape::Uniform
+                shape
             }
         })
     }
@@ -314,9 +361,13 @@ enum Lanes {
 }
 
 /// State of the vectorized loop being translated.
-pub(super) struct VectorScope {
+pub(super) struct VectorScope<'l> {
     /// f32 locals as one `f32x4` variable per part.
     vectors: HashMap<Var, Vec<Variable>>,
+    /// The `i32` lane locals (see [`lane_locals`]), and their `i32x4` variables per part once
+    /// declared.
+    int_locals: &'l HashSet<Var>,
+    ints: HashMap<Var, Vec<Variable>>,
     /// Strides of affine `i32` locals (their lane-0 value lives in the scalar variable).
     affine: HashMap<Var, i64>,
     /// Vectors per iteration: part `j` holds lanes `4j..4j+4`.
@@ -326,11 +377,13 @@ pub(super) struct VectorScope {
 impl<C: Callees> KernelTranslator<'_, '_, C> {
     /// `for var in 0..extent` in iterations of `vector_parts` vectors, then one single-vector
     /// iteration if four lanes remain, then the scalar remainder.
+    /// `int_locals` are the loop's lane locals.
     pub(super) fn vector_loop(
         &mut self,
         var: Var,
         extent: usize,
         body: &[Stmt],
+        int_locals: &HashSet<Var>,
     ) -> Result<(), BackendError> {
         let mut done = 0;
         let mut parts = self.vector_parts.max(1);
@@ -338,7 +391,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             let step = parts * LANES;
             let groups = (extent - done) / step;
             if groups > 0 {
-                self.vector_groups(var, done, groups, parts, body)?;
+                self.vector_groups(var, (done, groups, parts), body, int_locals)?;
                 done += groups * step;
             }
             parts /= 2;
@@ -350,14 +403,15 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
     fn vector_groups(
         &mut self,
         var: Var,
-        start: usize,
-        groups: usize,
-        parts: usize,
+        (start, groups, parts): (usize, usize, usize),
         body: &[Stmt],
+        int_locals: &HashSet<Var>,
     ) -> Result<(), BackendError> {
         let step = parts * LANES;
         let mut scope = VectorScope {
             vectors: HashMap::new(),
+            int_locals,
+            ints: HashMap::new(),
             affine: HashMap::from([(var, 1)]),
             parts,
         };
@@ -388,6 +442,15 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                     for (v, x) in vars.into_iter().zip(parts) {
                         self.builder.def_var(v, x);
                     }
+                } else if scope.int_locals.contains(var) {
+                    let parts = self.int_parts(scope, (init, value), DType::I32)?;
+                    let vars: Vec<Variable> = (0..scope.parts)
+                        .map(|_| self.builder.declare_var(types::I32X4))
+                        .collect();
+                    for (&v, x) in vars.iter().zip(parts) {
+                        self.builder.def_var(v, x);
+                    }
+                    scope.ints.insert(*var, vars);
                 } else {
                     self.define_scalar_or_affine(scope, *var, *ty, value)?;
                 }
@@ -397,6 +460,12 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 let lanes = self.vexpr(scope, value)?;
                 if let Some(vars) = scope.vectors.get(var).cloned() {
                     let parts = self.splat_to_vector(scope, lanes);
+                    for (v, x) in vars.into_iter().zip(parts) {
+                        self.builder.def_var(v, x);
+                    }
+                    Ok(())
+                } else if let Some(vars) = scope.ints.get(var).cloned() {
+                    let parts = self.int_parts(scope, (value, lanes), DType::I32)?;
                     for (v, x) in vars.into_iter().zip(parts) {
                         self.builder.def_var(v, x);
                     }
@@ -478,9 +547,14 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 .collect(),
             declared: HashSet::new(),
             vector_stores: 0,
+            int_locals: scope.int_locals,
+            promote: Vec::new(),
         };
         for &v in scope.vectors.keys() {
             a.shapes.insert(v, Shape::Vector);
+        }
+        for &v in scope.ints.keys() {
+            a.shapes.insert(v, Shape::IVector);
         }
         a.expr(e)
     }
@@ -557,6 +631,8 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
             Expr::Var(v) => {
                 if let Some(vars) = scope.vectors.get(v) {
                     Lanes::Vector(vars.iter().map(|&x| self.builder.use_var(x)).collect())
+                } else if let Some(vars) = scope.ints.get(v) {
+                    Lanes::IVector(vars.iter().map(|&x| self.builder.use_var(x)).collect())
                 } else {
                     let value = self.expr(e)?;
                     match scope.affine.get(v) {
@@ -674,12 +750,69 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 Lanes::Affine(v, k) if *t == DType::I32 => Lanes::Affine(v, k),
                 _ => return Err(not_vectorizable("cast")),
             },
-            // The analysis admits only uniform requantizations (see `Analysis::expr`).
-            Expr::Requantize { .. } => match self.lane_shape(scope, e) {
+            Expr::Requantize {
+                value,
+                multiplier,
+                shift,
+            } => match self.lane_shape(scope, e) {
                 Some(Shape::Uniform) => Lanes::Uniform(self.expr(e)?),
+                Some(Shape::IVector) => self.requantize_lanes(scope, value, multiplier, shift)?,
                 _ => return Err(not_vectorizable("requantization")),
             },
         })
+    }
+
+    /// A requantization of integer lanes: the scalar sequence on each lane (it needs a 64-bit
+    /// product), uniform operands evaluated once.
+    fn requantize_lanes(
+        &mut self,
+        scope: &VectorScope,
+        value: &Expr,
+        multiplier: &Expr,
+        shift: &Expr,
+    ) -> Result<Lanes, BackendError> {
+        /// An operand: a constant shift, one scalar for every lane, or `i32x4` parts.
+        enum Operand {
+            Const(i32),
+            Scalar(Value),
+            Parts(Vec<Value>),
+        }
+        let operand = |t: &mut Self, e: &Expr| -> Result<Operand, BackendError> {
+            Ok(match t.vexpr(scope, e)? {
+                Lanes::Uniform(_) => Operand::Scalar(t.expr_as(e, DType::I32)?),
+                lanes => Operand::Parts(t.int_parts(scope, (e, lanes), DType::I32)?),
+            })
+        };
+        let x = operand(self, value)?;
+        let m = operand(self, multiplier)?;
+        let s = match int_constant(shift) {
+            Some(c) => Operand::Const(c),
+            None => operand(self, shift)?,
+        };
+        let m_const = int_constant(multiplier);
+        let lane = |t: &mut Self, o: &Operand, j: usize, l: u8| match o {
+            Operand::Const(c) => Shift::Const(*c),
+            Operand::Scalar(v) => Shift::Value(*v),
+            Operand::Parts(p) => Shift::Value(t.builder.ins().extractlane(p[j], l)),
+        };
+        let value_of = |s: Shift| match s {
+            Shift::Value(v) => Ok(v),
+            Shift::Const(_) => Err(not_vectorizable("constant operand")),
+        };
+        let mut parts = Vec::with_capacity(scope.parts);
+        for j in 0..scope.parts {
+            let zero = self.builder.ins().iconst(types::I32, 0);
+            let mut result = self.builder.ins().splat(types::I32X4, zero);
+            for l in 0..LANES as u8 {
+                let xl = value_of(lane(self, &x, j, l))?;
+                let ml = value_of(lane(self, &m, j, l))?;
+                let sl = lane(self, &s, j, l);
+                let r = self.requantize_values(xl, ml, m_const, sl);
+                result = self.builder.ins().insertlane(result, r, l);
+            }
+            parts.push(result);
+        }
+        Ok(Lanes::IVector(parts))
     }
 
     /// A load at stride `k` (not one) in the loop: scalar loads gathered into lanes.

@@ -250,8 +250,10 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
     /// `for v in 0..extent`, as a bottom-tested loop (extents are constants, never zero here,
     /// but a zero extent is still skipped).
     fn for_loop(&mut self, var: Var, extent: usize, body: &[Stmt]) -> Result<(), BackendError> {
-        if self.simd && super::simd::vectorizable(self.kernel, var, extent, body) {
-            return self.vector_loop(var, extent, body);
+        if self.simd {
+            if let Some(int_locals) = super::simd::lane_locals(self.kernel, var, extent, body) {
+                return self.vector_loop(var, extent, body, &int_locals);
+            }
         }
         self.scalar_loop_from(var, 0, extent, body)
     }
@@ -474,10 +476,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         })
     }
 
-    /// `Expr::Requantize`, the steps of the C runtime's `kiln_requantize`: the left shift, the
-    /// rounding doubling high multiply in i64 (`floor((a * m + 2^30) / 2^31)`, saturated when
-    /// both operands are `i32::MIN`) and the rounding right shift. A constant multiplier or
-    /// shift (per-tensor requantization) drops the steps it makes no-ops.
+    /// `Expr::Requantize`: the operands evaluated, then [`Self::requantize_values`].
     fn requantize(
         &mut self,
         value: &Expr,
@@ -486,19 +485,32 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
     ) -> Result<Value, BackendError> {
         let x = self.expr_as(value, DType::I32)?;
         let m = self.expr_as(multiplier, DType::I32)?;
-        let constant = |e: &Expr| match e {
-            Expr::Int(v) => i32::try_from(*v).ok(),
-            _ => None,
+        let s = match int_constant(shift) {
+            Some(c) => Shift::Const(c),
+            None => Shift::Value(self.expr_as(shift, DType::I32)?),
         };
+        Ok(self.requantize_values(x, m, int_constant(multiplier), s))
+    }
+
+    /// The steps of the C runtime's `kiln_requantize` on `i32` values: the left shift, the
+    /// rounding doubling high multiply in i64 (`floor((a * m + 2^30) / 2^31)`, saturated when
+    /// both operands are `i32::MIN`) and the rounding right shift. A constant multiplier
+    /// (`m_const`) or shift (per-tensor requantization) drops the steps it makes no-ops.
+    pub(super) fn requantize_values(
+        &mut self,
+        x: Value,
+        m: Value,
+        m_const: Option<i32>,
+        shift: Shift,
+    ) -> Value {
+        let b = &mut *self.builder;
         // (left, right) shift amounts: constants, or values clamped as the runtime clamps them.
-        let (left, right) = match constant(shift) {
-            Some(s) => {
+        let (left, right) = match shift {
+            Shift::Const(s) => {
                 let s = s.clamp(-31, 31);
-                (Err(s.max(0)), Err((-s).max(0)))
+                (Shift::Const(s.max(0)), Shift::Const((-s).max(0)))
             }
-            None => {
-                let s = self.expr_as(shift, DType::I32)?;
-                let b = &mut *self.builder;
+            Shift::Value(s) => {
                 let lo = b.ins().iconst(types::I32, -31);
                 let hi = b.ins().iconst(types::I32, 31);
                 let zero = b.ins().iconst(types::I32, 0);
@@ -507,14 +519,13 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
                 let left = b.ins().smax(s, zero);
                 let neg = b.ins().ineg(s);
                 let right = b.ins().smax(neg, zero);
-                (Ok(left), Ok(right))
+                (Shift::Value(left), Shift::Value(right))
             }
         };
-        let b = &mut *self.builder;
         let a = match left {
-            Err(0) => x,
-            Err(k) => b.ins().ishl_imm_s(x, i64::from(k)),
-            Ok(k) => b.ins().ishl(x, k),
+            Shift::Const(0) => x,
+            Shift::Const(k) => b.ins().ishl_imm_s(x, i64::from(k)),
+            Shift::Value(k) => b.ins().ishl(x, k),
         };
         let wide_a = b.ins().sextend(types::I64, a);
         let wide_m = b.ins().sextend(types::I64, m);
@@ -522,7 +533,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         let nudged = b.ins().iadd_imm_s(product, 1 << 30);
         let shifted = b.ins().sshr_imm_s(nudged, 31);
         let mut high = b.ins().ireduce(types::I32, shifted);
-        if constant(multiplier).is_none_or(|c| c == i32::MIN) {
+        if m_const.is_none_or(|c| c == i32::MIN) {
             let a_min = b.ins().icmp_imm_s(IntCC::Equal, a, i64::from(i32::MIN));
             let m_min = b.ins().icmp_imm_s(IntCC::Equal, m, i64::from(i32::MIN));
             let both = b.ins().band(a_min, m_min);
@@ -531,12 +542,12 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         }
         // RoundingDivideByPOT: (high >> right) + (remainder > (mask >> 1) + (high < 0)).
         let (mask, quotient) = match right {
-            Err(0) => return Ok(high),
-            Err(k) => (
+            Shift::Const(0) => return high,
+            Shift::Const(k) => (
                 b.ins().iconst(types::I32, (1i64 << k) - 1),
                 b.ins().sshr_imm_s(high, i64::from(k)),
             ),
-            Ok(k) => {
+            Shift::Value(k) => {
                 let one = b.ins().iconst(types::I32, 1);
                 let pow = b.ins().ishl(one, k);
                 (b.ins().iadd_imm_s(pow, -1), b.ins().sshr(high, k))
@@ -549,7 +560,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         let threshold = b.ins().iadd(half, negative);
         let up = b.ins().icmp(IntCC::SignedGreaterThan, remainder, threshold);
         let up = b.ins().uextend(types::I32, up);
-        Ok(b.ins().iadd(quotient, up))
+        b.ins().iadd(quotient, up)
     }
 
     /// `c ? a : b` with only the chosen arm evaluated.
@@ -865,6 +876,21 @@ pub(super) fn common_type(a: ScalarType, b: ScalarType) -> ScalarType {
         DType::I64
     } else {
         a
+    }
+}
+
+/// The shift of a requantization: a constant, or an `i32` value.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Shift {
+    Const(i32),
+    Value(Value),
+}
+
+/// The value of an `Int` expression that fits `i32`.
+pub(super) fn int_constant(e: &Expr) -> Option<i32> {
+    match e {
+        Expr::Int(v) => i32::try_from(*v).ok(),
+        _ => None,
     }
 }
 
