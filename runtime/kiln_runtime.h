@@ -105,6 +105,25 @@ static inline int32_t kiln_requantize(int32_t x, int32_t multiplier, int32_t shi
     return (high >> right) + (remainder > threshold);
 }
 
+/* Integer requantization rounded once: x * multiplier * 2^shift / 2^31, halves to even, equal
+ * bit for bit to kiln_ir::fixed_point::multiply_half_even (shifts clamped to -31..31, so the
+ * 64-bit product is shifted right by 0 to 62 bits), saturated to int32. This is what
+ * onnxruntime's and LiteRT's (XNNPACK's) float requantization computes, to the precision of
+ * their f32 scales. Integer only: one 32x32->64 multiply, no float, no division. */
+static inline int32_t kiln_requantize_half_even(int32_t x, int32_t multiplier, int32_t shift) {
+    int32_t s = shift < -31 ? -31 : (shift > 31 ? 31 : shift);
+    int32_t r = 31 - s;
+    int64_t p = (int64_t)x * multiplier;
+    int64_t q = p;
+    if (r > 0) {
+        uint64_t rem = (uint64_t)p & ((((uint64_t)1) << r) - 1u);
+        uint64_t half = ((uint64_t)1) << (r - 1);
+        q = p >> r;
+        q += (rem > half) || (rem == half && (q & 1));
+    }
+    return q < INT32_MIN ? INT32_MIN : (q > INT32_MAX ? INT32_MAX : (int32_t)q);
+}
+
 #ifndef KILN_NO_LIBM
 #include <math.h>
 #define KILN_EXPF(x) expf(x)

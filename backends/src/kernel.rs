@@ -10,6 +10,7 @@
 //! where a sum or product can leave `I32`, and rescale with [`Expr::Requantize`], the one
 //! fixed-point construct.
 
+use kiln_ir::fixed_point::Rounding;
 use kiln_ir::DType;
 
 /// A scalar variable: a loop counter or a local. Ids are unique within a kernel.
@@ -100,6 +101,9 @@ pub enum Expr {
         value: Box<Expr>,
         multiplier: Box<Expr>,
         shift: Box<Expr>,
+        /// TFLite's double rounding, or one rounding with ties to even
+        /// (`kiln_ir::fixed_point::Rounding`; `kiln_requantize_half_even` in C).
+        rounding: Rounding,
     },
 }
 
@@ -174,11 +178,12 @@ impl Expr {
     pub fn cast(ty: ScalarType, a: Expr) -> Expr {
         Expr::Cast(ty, Box::new(a))
     }
-    pub fn requantize(value: Expr, multiplier: Expr, shift: Expr) -> Expr {
+    pub fn requantize(value: Expr, multiplier: Expr, shift: Expr, rounding: Rounding) -> Expr {
         Expr::Requantize {
             value: Box::new(value),
             multiplier: Box::new(multiplier),
             shift: Box::new(shift),
+            rounding,
         }
     }
     pub fn add(self, b: Expr) -> Expr {
@@ -224,6 +229,7 @@ impl Expr {
                 value,
                 multiplier,
                 shift,
+                ..
             } => value.uses(v) || multiplier.uses(v) || shift.uses(v),
         }
     }
@@ -566,10 +572,12 @@ fn subst_expr(e: &Expr, var: Var, value: i64) -> Expr {
             value: v,
             multiplier,
             shift,
+            rounding,
         } => Expr::requantize(
             subst_expr(v, var, value),
             subst_expr(multiplier, var, value),
             subst_expr(shift, var, value),
+            *rounding,
         ),
     }
 }

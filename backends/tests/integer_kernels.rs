@@ -17,7 +17,7 @@ use kiln_backends::c::{emit_c, COptions};
 use kiln_backends::cranelift::{CraneliftOptions, JitProgram};
 use kiln_backends::host::{run_c, HostOptions};
 use kiln_backends::kernel::{LoopOrder, Schedule};
-use kiln_ir::fixed_point::FixedPoint;
+use kiln_ir::fixed_point::{FixedPoint, Rounding};
 use kiln_ir::{DType, Graph, Op, QOut, Tensor, TensorData};
 
 /// A deterministic generator (PCG-style LCG).
@@ -39,6 +39,17 @@ impl Rng {
 
     fn unit(&mut self) -> f64 {
         self.next() as f64 / (1u64 << 31) as f64
+    }
+}
+
+/// The two rounding conventions in turn, so every kind of case meets both.
+fn next_rounding() -> Rounding {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if NEXT.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+        Rounding::TfLite
+    } else {
+        Rounding::HalfEven
     }
 }
 
@@ -284,6 +295,7 @@ fn qconv_case(
         group,
         x_zero_point,
         output: requantization.map(|(_, out)| out),
+        rounding: next_rounding(),
     };
     let mut operands = vec![Operand::Input(x), Operand::Const(w), Operand::Const(bias)];
     if let Some((per_channel, _)) = requantization {
@@ -414,6 +426,7 @@ fn qmatmul_case(
     }
     let op = Op::QMatMul {
         output: requantization.map(|(_, out)| out),
+        rounding: next_rounding(),
     };
     let name = format!("qmatmul {a_type}{a_shape:?} x {b_type}{b_shape:?}");
     single(&name, op, operands)
@@ -457,12 +470,14 @@ fn qmatmul_matches_the_interpreter() {
 /// +-31 and random values.
 #[test]
 fn requantization_is_exact_on_any_i32() {
-    check(&requantization_case());
+    for rounding in [Rounding::TfLite, Rounding::HalfEven] {
+        check(&requantization_case(rounding));
+    }
 }
 
 /// The graph of [`requantization_is_exact_on_any_i32`], checked against the reference
 /// function itself.
-fn requantization_case() -> Case {
+fn requantization_case(rounding: Rounding) -> Case {
     let mut rng = Rng(99);
     let mut triples: Vec<(i32, i32, i32)> = vec![
         (i32::MIN, i32::MIN, 0),
@@ -502,6 +517,7 @@ fn requantization_case() -> Case {
     let col = |f: fn(&(i32, i32, i32)) -> i32| i32s(&[n], triples.iter().map(f).collect());
     let op = Op::QMatMul {
         output: Some(QOut::full(DType::I32, 0)),
+        rounding,
     };
     let case = single(
         "requantize",
@@ -518,11 +534,7 @@ fn requantization_case() -> Case {
     // The interpreter's output is the reference function itself.
     let expected: Vec<i64> = triples
         .iter()
-        .map(|&(x, m, s)| {
-            i64::from(kiln_ir::fixed_point::multiply_by_quantized_multiplier(
-                x, m, s,
-            ))
-        })
+        .map(|&(x, m, s)| i64::from(rounding.requantize(x, m, s)))
         .collect();
     assert_eq!(want[0].to_i64_vec().unwrap(), expected);
     case
@@ -552,6 +564,12 @@ fn qavgpool_case(
         x_zero_point,
         output,
         rescale: rescale.is_some(),
+        // TFLite's rounding division (no rescale) exists only in TFLite rounding.
+        rounding: if rescale.is_some() {
+            next_rounding()
+        } else {
+            Rounding::TfLite
+        },
     };
     let mut operands = vec![Operand::Input(x)];
     if let Some(ratio) = rescale {
@@ -685,6 +703,7 @@ fn integer_elementwise_ops_match_the_interpreter() {
             x_zero_point: x_zp,
             scale: fp(real),
             output: out,
+            rounding: next_rounding(),
         };
         cases.push(single(
             &format!("requantize {i}"),
@@ -752,6 +771,7 @@ fn integer_elementwise_ops_match_the_interpreter() {
             b_scale: fp(sb_real),
             output_scale: fp(so_real),
             output: out,
+            rounding: next_rounding(),
         };
         cases.push(single(
             &format!("qadd {i} {ta}{sa:?} + {tb}{sb:?}"),
@@ -763,6 +783,7 @@ fn integer_elementwise_ops_match_the_interpreter() {
             b_zero_point: b_zp,
             scale: fp([0.004, 0.02, 0.0001, 1.3][i]),
             output: out,
+            rounding: next_rounding(),
         };
         cases.push(single(
             &format!("qmul {i} {ta}{sa:?} * {tb}{sb:?}"),
@@ -802,6 +823,7 @@ fn integer_network() -> Case {
         group: 1,
         x_zero_point: -3,
         output: Some(relu),
+        rounding: next_rounding(),
     };
     let c1 = node(&mut g, "conv1", conv, vec![x, w1, b1, m1, s1]);
     let pool = Op::QAveragePool {
@@ -814,6 +836,7 @@ fn integer_network() -> Case {
         x_zero_point: -128,
         output: relu,
         rescale: false,
+        rounding: Rounding::TfLite,
     };
     let p1 = node(&mut g, "pool", pool, vec![c1]);
     let w2 = konst(&mut g, "w2", random(&mut rng, DType::I8, &[8, 1, 3, 3]));
@@ -828,12 +851,14 @@ fn integer_network() -> Case {
         group: 8,
         x_zero_point: -128,
         output: Some(qout(DType::I8, 4, -128, 127)),
+        rounding: next_rounding(),
     };
     let d1 = node(&mut g, "dwconv", dw, vec![p1, w2, b2, m2, s2]);
     let rq = Op::Requantize {
         x_zero_point: -128,
         scale: FixedPoint::from_real(0.8),
         output: qout(DType::I8, 2, -128, 127),
+        rounding: next_rounding(),
     };
     let r1 = node(&mut g, "requantize", rq, vec![p1]);
     let fp = FixedPoint::from_real;
@@ -845,6 +870,7 @@ fn integer_network() -> Case {
         b_scale: fp(0.4),
         output_scale: fp(1.5 / f64::from(1 << 20)),
         output: qout(DType::I8, 0, -128, 127),
+        rounding: next_rounding(),
     };
     let a1 = node(&mut g, "add", add, vec![d1, r1]);
     let mul = Op::QMul {
@@ -852,6 +878,7 @@ fn integer_network() -> Case {
         b_zero_point: 4,
         scale: fp(0.01),
         output: qout(DType::I8, -10, -128, 127),
+        rounding: next_rounding(),
     };
     let u1 = node(&mut g, "mul", mul, vec![a1, d1]);
     let table = konst(&mut g, "table", random(&mut rng, DType::I8, &[256]));
@@ -874,6 +901,7 @@ fn integer_network() -> Case {
     let (m3, s3) = (konst(&mut g, "m3", m3), konst(&mut g, "s3", s3));
     let fc = Op::QMatMul {
         output: Some(qout(DType::I8, 1, -128, 127)),
+        rounding: next_rounding(),
     };
     let f1 = node(&mut g, "fc", fc, vec![flat, w3, b3, m3, s3]);
     let exp = konst(
@@ -1077,7 +1105,11 @@ fn integer_objects_match_the_interpreter_on_every_cranelift_target() {
         ),
         (CraneliftTarget::X86_64, "x86_64-linux-gnu-gcc", None),
     ];
-    for case in [integer_network(), requantization_case()] {
+    for case in [
+        integer_network(),
+        requantization_case(Rounding::TfLite),
+        requantization_case(Rounding::HalfEven),
+    ] {
         let want = kiln_ir::interp::run(&case.graph, &case.inputs).unwrap();
         let want_hex: Vec<String> = want
             .iter()

@@ -102,12 +102,63 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 /// doubling high multiply by `multiplier`, then a rounding right shift.
 pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
     let left = shift.clamp(0, 31);
-    let right = (-shift).clamp(0, 31);
+    let right = shift.saturating_neg().clamp(0, 31);
     let shifted = x.wrapping_mul(1i32.wrapping_shl(left as u32));
     rounding_divide_by_pot(
         saturating_rounding_doubling_high_mul(shifted, multiplier),
         right,
     )
+}
+
+/// How integer ops round.
+///
+/// `HalfEven` is the default: it reproduces the reference outputs of every model tried bit
+/// for bit (onnxruntime on QDQ models; LiteRT on x86, whose XNNPACK kernels requantize in
+/// f32 with ties to even, on the MLPerf Tiny models converted from TFLite). `TfLite` is the
+/// fixed-point scheme of TFLite's reference kernels, TFLM and CMSIS-NN, for bit-exactness
+/// with those on a microcontroller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// gemmlowp double rounding in requantization (a rounding high multiply, then a rounding
+    /// shift, halves away from zero), and halves away from zero in average pools.
+    TfLite,
+    /// One rounding of the exact product `x * multiplier * 2^(shift - 31)`, halves to even.
+    #[default]
+    HalfEven,
+}
+
+impl Rounding {
+    /// `x * multiplier * 2^(shift - 31)`, rounded the way this convention does.
+    pub fn apply(self, x: i32, fp: FixedPoint) -> i32 {
+        match self {
+            Rounding::TfLite => multiply_by_quantized_multiplier(x, fp.multiplier, fp.shift),
+            Rounding::HalfEven => multiply_half_even(x, fp.multiplier, fp.shift),
+        }
+    }
+
+    /// As [`Rounding::apply`], with the multiplier and shift given apart.
+    pub fn requantize(self, x: i32, multiplier: i32, shift: i32) -> i32 {
+        self.apply(x, FixedPoint { multiplier, shift })
+    }
+}
+
+/// `x * multiplier * 2^(shift - 31)` rounded once, halves to even, saturated to i32: the
+/// 64-bit product shifted right by `31 - shift` bits.
+///
+/// `shift` is taken within `-31..=31` (as for the double-rounding form), so the right shift is
+/// 0 to 62 bits of a product that always fits i64.
+pub fn multiply_half_even(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let p = i64::from(x) * i64::from(multiplier);
+    let r = 31 - shift.clamp(-31, 31);
+    let q = if r == 0 {
+        p
+    } else {
+        let q = p >> r;
+        let rem = p - (q << r);
+        let half = 1i64 << (r - 1);
+        q + i64::from(rem > half || (rem == half && q & 1 == 1))
+    };
+    q.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
 /// The representable range of an 8-bit (or 16-bit) quantized type.
@@ -176,6 +227,35 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(-6, 2), -2);
         assert_eq!(rounding_divide_by_pot(6, 2), 2);
         assert_eq!(rounding_divide_by_pot(7, 0), 7);
+    }
+
+    #[test]
+    fn half_even_rounds_once() {
+        // 2^30 * 2^(0 - 31) = 1/2: 5/2 -> 2, 7/2 -> 4, -5/2 -> -2.
+        assert_eq!(multiply_half_even(5, 1 << 30, 0), 2);
+        assert_eq!(multiply_half_even(7, 1 << 30, 0), 4);
+        assert_eq!(multiply_half_even(-5, 1 << 30, 0), -2);
+        assert_eq!(multiply_half_even(-7, 1 << 30, 0), -4);
+        assert_eq!(multiply_half_even(6, 1 << 30, 0), 3);
+        // Multiplier 1 (2^30 * 2^1 / 2^31) is exact; a large left shift saturates.
+        assert_eq!(multiply_half_even(-123, 1 << 30, 1), -123);
+        assert_eq!(multiply_half_even(1 << 30, 1 << 30, 10), i32::MAX);
+        // Shifts beyond +-31 are clamped, as the kernels clamp them.
+        assert_eq!(multiply_half_even(-1000, 1 << 30, i32::MIN), 0);
+        assert_eq!(
+            multiply_by_quantized_multiplier(-1000, 1 << 30, i32::MIN),
+            0
+        );
+        let mut s = 777u32;
+        for _ in 0..20_000 {
+            s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let x = (s >> 8) as i32 - (1 << 23);
+            let real = f64::from((s >> 3) % 10_000 + 1) / 7_919.0 * 2f64.powi(-((s % 13) as i32));
+            let fp = FixedPoint::from_real(real);
+            let exact = f64::from(x) * fp.to_real();
+            let got = Rounding::HalfEven.apply(x, fp);
+            assert!((f64::from(got) - exact).abs() <= 0.5, "{x} * {real}: {got}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! dependency queries (topological order, cycles) are graph algorithms; values live in a flat
 //! table indexed by [`ValueId`]. Neither petgraph type leaks out of this module.
 
+use crate::fixed_point::Rounding;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -104,6 +105,8 @@ pub struct Graph {
     values: Vec<Value>,
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
+    /// How the integer ops of this model round (the model's own reference decides).
+    rounding: Rounding,
 }
 
 impl Graph {
@@ -114,7 +117,18 @@ impl Graph {
             values: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            rounding: Rounding::default(),
         }
+    }
+
+    /// The rounding convention of the graph's integer ops (lowerings read it; see
+    /// [`Rounding`]).
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
+    }
+
+    pub fn set_rounding(&mut self, rounding: Rounding) {
+        self.rounding = rounding;
     }
 
     pub fn name(&self) -> &str {

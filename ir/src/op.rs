@@ -5,7 +5,7 @@
 //! for static shapes. Axes are non-negative; pads are `[begin_0, .., begin_n, end_0, .., end_n]`.
 
 use crate::dtype::DType;
-use crate::fixed_point::FixedPoint;
+use crate::fixed_point::{FixedPoint, Rounding};
 
 /// How each op's semantics are grouped into files under `ops/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -174,9 +174,35 @@ impl QOut {
         }
     }
 
-    /// `zero_point + v`, clamped to `[min, max]`.
+    /// `zero_point + v`, clamped to `[min, max]` (`max` when the range is empty, which
+    /// [`QOut::check`] refuses).
     pub fn store(&self, v: i32) -> i32 {
-        v.saturating_add(self.zero_point).clamp(self.min, self.max)
+        v.saturating_add(self.zero_point)
+            .max(self.min)
+            .min(self.max)
+    }
+
+    /// An 8-bit (or i32) type, the zero point and a non-empty range inside it.
+    pub fn check(&self) -> Result<(), crate::OpError> {
+        let (lo, hi) = match self.dtype {
+            DType::I32 => (i32::MIN, i32::MAX),
+            other => crate::fixed_point::qrange(other).ok_or_else(|| {
+                crate::OpError::Invalid(format!("a quantized output cannot be {other}"))
+            })?,
+        };
+        let inside = |v: i32| (lo..=hi).contains(&v);
+        if !(inside(self.zero_point)
+            && inside(self.min)
+            && inside(self.max)
+            && self.min <= self.max)
+        {
+            return Err(crate::OpError::Invalid(format!(
+                "output range {} does not fit {}",
+                self.fmt_attr(),
+                self.dtype
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -260,6 +286,7 @@ macro_rules! fmt_attr_debug_lowercase {
     )*};
 }
 fmt_attr_debug_lowercase!(
+    Rounding,
     PadMode,
     DepthToSpaceMode,
     ResizeMode,
@@ -396,7 +423,8 @@ define_ops! {
     /// set, the requantization multiplier and shift (i32, `[1]` or `[M]`, see
     /// `fixed_point`). `acc = B[m] + sum(X * W)` over the window in i32, where taps in the
     /// padding read `x_zero_point`; the result is `acc` as i32 when `output` is `None`, else
-    /// `output.store(requantize(acc))`.
+    /// `output.store(requantize(acc))`, rounded as `rounding` says (every requantizing op
+    /// carries one: the model's reference decides, see `fixed_point::Rounding`).
     QConv {
         kernel_shape: Vec<usize>,
         strides: Vec<usize>,
@@ -405,6 +433,7 @@ define_ops! {
         group: usize,
         x_zero_point: i32,
         output: Option<QOut>,
+        rounding: Rounding,
     } = Conv;
     /// Inputs: X, W (IOHW), optional B. `pads` already account for `output_shape`.
     ConvTranspose {
@@ -423,7 +452,7 @@ define_ops! {
     /// i16 `[.., K, N]`, zero point subtracted), bias (i32, B's shape without the K axis: every
     /// zero-point term is folded in, A has no padding) and, when `output` is set, multiplier and
     /// shift (`[1]` or `[N]`). `acc = bias[.., n] + sum_k A[.., m, k] * B[.., k, n]`.
-    QMatMul { output: Option<QOut> } = MatMul;
+    QMatMul { output: Option<QOut>, rounding: Rounding } = MatMul;
     /// Inputs: A, B, optional C (broadcast to the output).
     Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool, activation: Activation } = MatMul;
 
@@ -448,8 +477,8 @@ define_ops! {
     } = Pool;
     /// Integer average pool. Taps in the padding read `x_zero_point` (and count with
     /// `count_include_pad`). Without `rescale` (input and output share scale and zero point, as
-    /// TFLite requires) the result is the sum of the raw values divided by the count, rounded
-    /// half away from zero; with it, inputs 1 and 2 hold a multiplier and shift per count
+    /// TFLite requires; TFLite rounding only) the result is the sum of the raw values divided by
+    /// the count, rounded half away from zero; with it, inputs 1 and 2 hold a multiplier and shift per count
     /// (i32 `[taps + 1]`) and the result is `output.store(requantize(sum(X - x_zero_point)))`.
     QAveragePool {
         kernel_shape: Vec<usize>,
@@ -461,6 +490,7 @@ define_ops! {
         x_zero_point: i32,
         output: QOut,
         rescale: bool,
+        rounding: Rounding,
     } = Pool;
     GlobalAveragePool = Pool;
     GlobalMaxPool = Pool;
@@ -536,7 +566,7 @@ define_ops! {
     DequantizeLinear { axis: Option<usize>, block_size: usize } = Quant;
     /// Integer rescaling of an i8/u8 tensor to another scale and zero point:
     /// `output.store(scale.apply(x - x_zero_point))`.
-    Requantize { x_zero_point: i32, scale: FixedPoint, output: QOut } = Quant;
+    Requantize { x_zero_point: i32, scale: FixedPoint, output: QOut, rounding: Rounding } = Quant;
     /// A 256-entry table lookup: any function of one i8 or u8 value. Input 1 is the table
     /// (dtype of the output, 256 entries indexed by `x - min(x's type)`).
     QTable = Quant;
@@ -552,9 +582,16 @@ define_ops! {
         b_scale: FixedPoint,
         output_scale: FixedPoint,
         output: QOut,
+        rounding: Rounding,
     } = Quant;
     /// TFLite's int8 Mul, broadcasting: `output.store(scale.apply((a - a_zp) * (b - b_zp)))`.
-    QMul { a_zero_point: i32, b_zero_point: i32, scale: FixedPoint, output: QOut } = Quant;
+    QMul {
+        a_zero_point: i32,
+        b_zero_point: i32,
+        scale: FixedPoint,
+        output: QOut,
+        rounding: Rounding,
+    } = Quant;
 }
 
 impl Op {

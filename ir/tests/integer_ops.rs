@@ -3,7 +3,7 @@
 //! seeded random data with per-channel scales, padding, broadcasting and clamped ranges.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use kiln_ir::fixed_point::FixedPoint;
+use kiln_ir::fixed_point::{FixedPoint, Rounding};
 use kiln_ir::op::QOut;
 use kiln_ir::ops::eval;
 use kiln_ir::{DType, Op, Tensor, TensorData};
@@ -98,6 +98,7 @@ fn qconv_per_channel_with_padding_and_groups() {
         group,
         x_zero_point: x_zp,
         output: Some(out),
+        rounding: Rounding::TfLite,
     };
     let mult = i32s(&[m], fps.iter().map(|f| f.multiplier).collect());
     let shift = i32s(&[m], fps.iter().map(|f| f.shift).collect());
@@ -141,6 +142,7 @@ fn qconv_per_channel_with_padding_and_groups() {
         group,
         x_zero_point: x_zp,
         output: None,
+        rounding: Rounding::HalfEven,
     };
     let acc = eval(&raw, &[&x, &wt, &bias_t]).unwrap().remove(0);
     assert_eq!(acc.dtype(), DType::I32);
@@ -163,7 +165,10 @@ fn qmatmul_per_column() {
         .map(|sw| FixedPoint::from_real(s_a * sw / s_y))
         .collect();
     let out = QOut::full(DType::I8, -5);
-    let op = Op::QMatMul { output: Some(out) };
+    let op = Op::QMatMul {
+        output: Some(out),
+        rounding: Rounding::HalfEven,
+    };
     let inputs = [
         a,
         b,
@@ -203,12 +208,14 @@ fn qadd_and_qmul_broadcast() {
         b_scale: FixedPoint::from_real(sb / twice_max),
         output_scale: FixedPoint::from_real(twice_max / (f64::from(1 << left_shift) * sy)),
         output: out,
+        rounding: Rounding::TfLite,
     };
     let mul = Op::QMul {
         a_zero_point: za,
         b_zero_point: zb,
         scale: FixedPoint::from_real(sa * sb / sy),
         output: out,
+        rounding: Rounding::HalfEven,
     };
     let add_y = values(&eval(&add, &[&a, &b]).unwrap()[0]);
     let mul_y = values(&eval(&mul, &[&a, &b]).unwrap()[0]);
@@ -241,6 +248,7 @@ fn qaverage_pool_both_modes() {
         x_zero_point: zp,
         output: QOut::full(DType::I8, zp),
         rescale: false,
+        rounding: Rounding::TfLite,
     };
     let y = values(&eval(&same, &[&x]).unwrap()[0]);
     let mut want = Vec::new();
@@ -275,6 +283,7 @@ fn qaverage_pool_both_modes() {
         x_zero_point: zp,
         output: out,
         rescale: true,
+        rounding: Rounding::HalfEven,
     };
     let fps: Vec<FixedPoint> = (0..=9)
         .map(|n| {
@@ -349,6 +358,7 @@ fn requantize_and_table() {
         x_zero_point: -4,
         scale: FixedPoint::from_real(0.37),
         output: out,
+        rounding: Rounding::TfLite,
     };
     let y = values(&eval(&op, &[&x]).unwrap()[0]);
     let want: Vec<i32> = xv
@@ -373,7 +383,10 @@ fn accumulator_overflow_is_an_error() {
     let x = Tensor::new(vec![1, n], TensorData::I8(vec![127; n])).unwrap();
     let w = Tensor::new(vec![n, 1], TensorData::I8(vec![127; n])).unwrap();
     let err = eval(
-        &Op::QMatMul { output: None },
+        &Op::QMatMul {
+            output: None,
+            rounding: Rounding::HalfEven,
+        },
         &[&x, &w, &i32s(&[1], vec![0])],
     )
     .unwrap_err();

@@ -81,8 +81,14 @@ fn is_alias_op(op: &Op) -> bool {
 /// element depends only on the input element at the same index.
 fn may_work_in_place(graph: &Graph, node: NodeId, input: ValueId) -> bool {
     let n = graph.node(node);
-    let elementwise = matches!(n.op.family(), OpFamily::Unary | OpFamily::Binary)
-        && !matches!(n.op, Op::Cast { .. } | Op::Dropout { .. });
+    // The integer element-wise ops (Requantize, QTable, QAdd, QMul) read element i before
+    // writing element i, as the float ones do.
+    let elementwise = (matches!(n.op.family(), OpFamily::Unary | OpFamily::Binary)
+        && !matches!(n.op, Op::Cast { .. } | Op::Dropout { .. }))
+        || matches!(
+            n.op,
+            Op::Requantize { .. } | Op::QTable | Op::QAdd { .. } | Op::QMul { .. }
+        );
     let Some(&out) = n.outputs.first() else {
         return false;
     };

@@ -51,26 +51,26 @@ enum EvalBackend {
 /// An engine that runs one compiled graph on many samples.
 enum Engine {
     Interp(Graph),
-    C(kiln_backends::host::CProgram),
-    Jit(kiln_backends::cranelift::JitProgram),
+    C(Box<kiln_backends::host::CProgram>),
+    Jit(Box<kiln_backends::cranelift::JitProgram>),
 }
 
 impl Engine {
     fn new(graph: &Graph, backend: EvalBackend) -> anyhow::Result<Engine> {
         Ok(match backend {
             EvalBackend::Interp => Engine::Interp(graph.clone()),
-            EvalBackend::C => Engine::C(
+            EvalBackend::C => Engine::C(Box::new(
                 kiln_backends::host::CProgram::build(
                     graph,
                     &Default::default(),
                     &Default::default(),
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
-            EvalBackend::Cranelift => Engine::Jit(
+            )),
+            EvalBackend::Cranelift => Engine::Jit(Box::new(
                 kiln_backends::cranelift::JitProgram::compile(graph, &Default::default())
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
-            ),
+            )),
         })
     }
 

@@ -104,6 +104,8 @@ pub struct Prepared {
     /// The graph as imported, and its figures.
     pub imported_graph: kiln_ir::Graph,
     pub imported: kiln_passes::GraphSummary,
+    /// The float graph after optimization, before quantization.
+    pub optimized_float: kiln_passes::GraphSummary,
     pub quant: Option<super::quantize::QuantSummary>,
 }
 
@@ -149,9 +151,12 @@ pub fn prepare_model(
     quant: &super::quantize::QuantArgs,
     default: kiln_passes::OptLevel,
 ) -> anyhow::Result<Prepared> {
+    model.graph.set_rounding(quant.int8_rounding.rounding());
     let imported_graph = model.graph.clone();
     let imported = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     optimize(&mut model.graph, opt, default)?;
+    let optimized_float =
+        kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     let summary = super::quantize::quantize(&mut model.graph, quant)?;
     if summary.is_some() {
         let level = opt.level_or(default).max(kiln_passes::OptLevel::O1);
@@ -172,6 +177,7 @@ pub fn prepare_model(
         model,
         imported_graph,
         imported,
+        optimized_float,
         quant: summary,
     })
 }

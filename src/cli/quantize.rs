@@ -34,6 +34,27 @@ pub struct QuantArgs {
     /// are macros in the header). A model whose inputs are already int8 keeps them.
     #[arg(long, value_enum, default_value_t = Io::Float)]
     pub io: Io,
+    /// Rounding of integer arithmetic: `half-even` (one rounding, ties to even: bit-exact with
+    /// onnxruntime and with LiteRT on x86) or `tflite` (gemmlowp's double rounding, as TFLite's
+    /// reference kernels, TFLM and CMSIS-NN compute).
+    #[arg(long, value_enum, default_value_t = IntRounding::HalfEven)]
+    pub int8_rounding: IntRounding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum IntRounding {
+    #[default]
+    HalfEven,
+    Tflite,
+}
+
+impl IntRounding {
+    pub fn rounding(self) -> kiln_ir::fixed_point::Rounding {
+        match self {
+            IntRounding::HalfEven => kiln_ir::fixed_point::Rounding::HalfEven,
+            IntRounding::Tflite => kiln_ir::fixed_point::Rounding::TfLite,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -241,7 +262,7 @@ fn split_samples(t: &Tensor, ty: &kiln_ir::TensorType) -> anyhow::Result<Vec<Ten
         bail!("holds {} data, the input is {}", t.dtype(), ty);
     }
     let per = ty.numel();
-    if per == 0 || t.numel() % per != 0 || t.shape().first().copied().unwrap_or(0) == 0 {
+    if per == 0 || !t.numel().is_multiple_of(per) || t.shape().first().copied().unwrap_or(0) == 0 {
         bail!(
             "shape {:?} is not a stack of samples for the input {} (expected [N, ...] with {} elements per sample)",
             t.shape(),
@@ -270,4 +291,53 @@ fn split_samples(t: &Tensor, ty: &kiln_ir::TensorType) -> anyhow::Result<Vec<Ten
                 .map_err(|e| anyhow::anyhow!("{e}"))
         })
         .collect()
+}
+
+/// A value's quantization for tables: `s=0.0394 zp=-128`, `per-axis 1 (16)`, or empty.
+pub fn quant_label(value: &kiln_ir::Value) -> String {
+    match &value.quant {
+        Some(q) if q.scale.len() == 1 => format!(
+            "s={:.6} zp={}",
+            q.scale[0],
+            q.zero_point.first().copied().unwrap_or(0)
+        ),
+        Some(q) => format!("per-axis {} ({})", q.axis.unwrap_or(0), q.scale.len()),
+        None => String::new(),
+    }
+}
+
+/// A value's quantization as JSON (`null` when it has none).
+pub fn quant_json(value: &kiln_ir::Value) -> serde_json::Value {
+    match &value.quant {
+        Some(q) => serde_json::json!({
+            "scale": q.scale,
+            "zero_point": q.zero_point,
+            "axis": q.axis,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// The nodes of an integer graph that still compute in float, between a dequantize and a
+/// quantize (ops without an integer kernel, or patterns the lowering did not take), as
+/// (node, op).
+pub fn float_fallbacks(graph: &Graph) -> Vec<(String, &'static str)> {
+    let mut ops = Vec::new();
+    for id in graph.topo_order().unwrap_or_default() {
+        let node = graph.node(id);
+        if matches!(
+            node.op,
+            kiln_ir::Op::QuantizeLinear { .. } | kiln_ir::Op::DequantizeLinear { .. }
+        ) {
+            continue;
+        }
+        let float = node
+            .outputs
+            .iter()
+            .any(|&v| graph.value(v).ty.dtype == kiln_ir::DType::F32);
+        if float {
+            ops.push((node.name.clone(), node.op.name()));
+        }
+    }
+    ops
 }

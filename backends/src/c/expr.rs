@@ -131,8 +131,13 @@ impl ExprPrinter<'_> {
                 value,
                 multiplier,
                 shift,
+                rounding,
             } => format!(
-                "kiln_requantize({}, {}, {})",
+                "{}({}, {}, {})",
+                match rounding {
+                    kiln_ir::fixed_point::Rounding::TfLite => "kiln_requantize",
+                    kiln_ir::fixed_point::Rounding::HalfEven => "kiln_requantize_half_even",
+                },
                 self.expr(value),
                 self.expr(multiplier),
                 self.expr(shift)

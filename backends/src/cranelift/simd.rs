@@ -241,6 +241,7 @@ impl Analysis<'_> {
                 value,
                 multiplier,
                 shift,
+                ..
             } => {
                 let mut shape = Shape::Uniform;
                 for e in [value, multiplier, shift] {
@@ -754,9 +755,12 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 value,
                 multiplier,
                 shift,
+                rounding,
             } => match self.lane_shape(scope, e) {
                 Some(Shape::Uniform) => Lanes::Uniform(self.expr(e)?),
-                Some(Shape::IVector) => self.requantize_lanes(scope, value, multiplier, shift)?,
+                Some(Shape::IVector) => {
+                    self.requantize_lanes(scope, (value, multiplier, shift), *rounding)?
+                }
                 _ => return Err(not_vectorizable("requantization")),
             },
         })
@@ -767,9 +771,8 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
     fn requantize_lanes(
         &mut self,
         scope: &VectorScope,
-        value: &Expr,
-        multiplier: &Expr,
-        shift: &Expr,
+        (value, multiplier, shift): (&Expr, &Expr, &Expr),
+        rounding: kiln_ir::fixed_point::Rounding,
     ) -> Result<Lanes, BackendError> {
         /// An operand: a constant shift, one scalar for every lane, or `i32x4` parts.
         enum Operand {
@@ -807,7 +810,7 @@ impl<C: Callees> KernelTranslator<'_, '_, C> {
                 let xl = value_of(lane(self, &x, j, l))?;
                 let ml = value_of(lane(self, &m, j, l))?;
                 let sl = lane(self, &s, j, l);
-                let r = self.requantize_values(xl, ml, m_const, sl);
+                let r = self.requantize_values(xl, ml, m_const, sl, rounding);
                 result = self.builder.ins().insertlane(result, r, l);
             }
             parts.push(result);

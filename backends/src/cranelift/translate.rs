@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
+use kiln_ir::fixed_point::Rounding;
 use kiln_ir::DType;
 
 use crate::error::BackendError;
@@ -472,7 +473,8 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
                 value,
                 multiplier,
                 shift,
-            } => self.requantize(value, multiplier, shift)?,
+                rounding,
+            } => self.requantize(value, multiplier, shift, *rounding)?,
         })
     }
 
@@ -482,6 +484,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         value: &Expr,
         multiplier: &Expr,
         shift: &Expr,
+        rounding: Rounding,
     ) -> Result<Value, BackendError> {
         let x = self.expr_as(value, DType::I32)?;
         let m = self.expr_as(multiplier, DType::I32)?;
@@ -489,7 +492,7 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
             Some(c) => Shift::Const(c),
             None => Shift::Value(self.expr_as(shift, DType::I32)?),
         };
-        Ok(self.requantize_values(x, m, int_constant(multiplier), s))
+        Ok(self.requantize_values(x, m, int_constant(multiplier), s, rounding))
     }
 
     /// The steps of the C runtime's `kiln_requantize` on `i32` values: the left shift, the
@@ -502,7 +505,11 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         m: Value,
         m_const: Option<i32>,
         shift: Shift,
+        rounding: Rounding,
     ) -> Value {
+        if rounding == Rounding::HalfEven {
+            return self.requantize_half_even(x, m, shift);
+        }
         let b = &mut *self.builder;
         // (left, right) shift amounts: constants, or values clamped as the runtime clamps them.
         let (left, right) = match shift {
@@ -561,6 +568,67 @@ impl<'a, 'b, C: Callees> KernelTranslator<'a, 'b, C> {
         let up = b.ins().icmp(IntCC::SignedGreaterThan, remainder, threshold);
         let up = b.ins().uextend(types::I32, up);
         b.ins().iadd(quotient, up)
+    }
+
+    /// The steps of the C runtime's `kiln_requantize_half_even`: the i64 product shifted right
+    /// by `r = 31 - shift` (0 to 62) bits, plus one when the dropped bits exceed half, or equal
+    /// it and the quotient is odd; saturated to i32.
+    fn requantize_half_even(&mut self, x: Value, m: Value, shift: Shift) -> Value {
+        let b = &mut *self.builder;
+        let wide_x = b.ins().sextend(types::I64, x);
+        let wide_m = b.ins().sextend(types::I64, m);
+        let p = b.ins().imul(wide_x, wide_m);
+        let q = match shift {
+            Shift::Const(s) => {
+                let r = i64::from(31 - s.clamp(-31, 31));
+                if r == 0 {
+                    p
+                } else {
+                    let q = b.ins().sshr_imm_s(p, r);
+                    let rem = b.ins().band_imm_s(p, (1i64 << r) - 1);
+                    let half = 1i64 << (r - 1);
+                    let above = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, rem, half);
+                    let tie = b.ins().icmp_imm_s(IntCC::Equal, rem, half);
+                    let odd = b.ins().band_imm_s(q, 1);
+                    let odd = b.ins().icmp_imm_s(IntCC::NotEqual, odd, 0);
+                    let tie_odd = b.ins().band(tie, odd);
+                    let up = b.ins().bor(above, tie_odd);
+                    let up = b.ins().uextend(types::I64, up);
+                    b.ins().iadd(q, up)
+                }
+            }
+            Shift::Value(s) => {
+                let lo = b.ins().iconst(types::I32, -31);
+                let hi = b.ins().iconst(types::I32, 31);
+                let s = b.ins().smax(s, lo);
+                let s = b.ins().smin(s, hi);
+                let k31 = b.ins().iconst(types::I32, 31);
+                let r = b.ins().isub(k31, s);
+                let r64 = b.ins().uextend(types::I64, r);
+                let q = b.ins().sshr(p, r64);
+                let one = b.ins().iconst(types::I64, 1);
+                let pow = b.ins().ishl(one, r64);
+                let mask = b.ins().iadd_imm_s(pow, -1);
+                let rem = b.ins().band(p, mask);
+                let half = b.ins().ushr_imm_s(pow, 1);
+                let above = b.ins().icmp(IntCC::UnsignedGreaterThan, rem, half);
+                let tie = b.ins().icmp(IntCC::Equal, rem, half);
+                let odd = b.ins().band_imm_s(q, 1);
+                let odd = b.ins().icmp_imm_s(IntCC::NotEqual, odd, 0);
+                // With r = 0 nothing is dropped: rem and half are both 0, which is no tie.
+                let shifted = b.ins().icmp_imm_s(IntCC::NotEqual, r, 0);
+                let tie_odd = b.ins().band(tie, odd);
+                let tie_odd = b.ins().band(tie_odd, shifted);
+                let up = b.ins().bor(above, tie_odd);
+                let up = b.ins().uextend(types::I64, up);
+                b.ins().iadd(q, up)
+            }
+        };
+        let lo = b.ins().iconst(types::I64, i64::from(i32::MIN));
+        let hi = b.ins().iconst(types::I64, i64::from(i32::MAX));
+        let q = b.ins().smax(q, lo);
+        let q = b.ins().smin(q, hi);
+        b.ins().ireduce(types::I32, q)
     }
 
     /// `c ? a : b` with only the chosen arm evaluated.
@@ -929,6 +997,7 @@ fn loads_memory(e: &Expr) -> bool {
             value,
             multiplier,
             shift,
+            ..
         } => loads_memory(value) || loads_memory(multiplier) || loads_memory(shift),
     }
 }

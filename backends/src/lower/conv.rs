@@ -409,6 +409,7 @@ enum Arith {
     Int {
         x_zero_point: i32,
         output: Option<QOut>,
+        rounding: kiln_ir::fixed_point::Rounding,
     },
 }
 
@@ -466,6 +467,7 @@ impl ConvShape {
             Op::QConv {
                 x_zero_point,
                 output,
+                rounding,
                 ..
             } => {
                 value_range(x.dtype)?;
@@ -480,6 +482,7 @@ impl ConvShape {
                 Arith::Int {
                     x_zero_point: *x_zero_point,
                     output: *output,
+                    rounding: *rounding,
                 }
             }
             _ if x.dtype == DType::F32 => Arith::Float,
@@ -878,10 +881,12 @@ impl ConvPlan<'_> {
             value: match (arith, tb.requant.get(t)) {
                 (
                     Arith::Int {
-                        output: Some(out), ..
+                        output: Some(out),
+                        rounding,
+                        ..
                     },
                     Some(rq),
-                ) => requantized(Expr::Var(acc), rq.clone(), &out),
+                ) => requantized(Expr::Var(acc), rq.clone(), &out, rounding),
                 _ => Expr::Var(acc),
             },
         }));
@@ -1152,7 +1157,13 @@ pub(super) fn fold_expr(e: Expr) -> Expr {
             value,
             multiplier,
             shift,
-        } => Expr::requantize(fold_expr(*value), fold_expr(*multiplier), fold_expr(*shift)),
+            rounding,
+        } => Expr::requantize(
+            fold_expr(*value),
+            fold_expr(*multiplier),
+            fold_expr(*shift),
+            rounding,
+        ),
         Expr::Binary(op, a, b) => {
             // An `Int` operand makes both sides index math (the lowerings here only use
             // `Int` for `I32` values).

@@ -71,18 +71,39 @@ fn offset(v: Expr, k: i64) -> Expr {
 }
 
 /// `out.store(requantize(acc))` with the multiplier and shift given.
-pub fn requantized(acc: Expr, (multiplier, shift): (Expr, Expr), out: &QOut) -> Expr {
-    store(Expr::requantize(acc, multiplier, shift), out)
+pub fn requantized(
+    acc: Expr,
+    (multiplier, shift): (Expr, Expr),
+    out: &QOut,
+    rounding: kiln_ir::fixed_point::Rounding,
+) -> Expr {
+    store(Expr::requantize(acc, multiplier, shift, rounding), out)
 }
 
-/// The requantization inputs of an op: i32 multiplier and shift tensors of one entry (per
-/// tensor) or one per output channel.
+/// The requantization inputs of an op: i32 multiplier and shift tensors, each of one entry
+/// (per tensor) or one per output channel.
 #[derive(Clone, Debug)]
-pub enum Requant {
-    /// Per tensor: both values, bound to locals once at the top of the kernel.
-    Tensor(Expr, Expr),
-    /// Per channel: the parameter indices of the multiplier and shift tensors.
-    Channel(usize, usize),
+pub struct Requant {
+    multiplier: RequantInput,
+    shift: RequantInput,
+}
+
+/// One requantization input.
+#[derive(Clone, Debug)]
+enum RequantInput {
+    /// Per tensor: the value, bound to a local once at the top of the kernel.
+    Tensor(Expr),
+    /// Per channel: the parameter index.
+    Channel(usize),
+}
+
+impl RequantInput {
+    fn at(&self, c: &Expr) -> Expr {
+        match self {
+            RequantInput::Tensor(e) => e.clone(),
+            RequantInput::Channel(p) => Expr::load(*p, c.clone()),
+        }
+    }
 }
 
 impl Requant {
@@ -94,61 +115,59 @@ impl Requant {
         channels: usize,
         head: &mut Vec<Stmt>,
     ) -> Result<Requant, BackendError> {
-        let (Some(m), Some(s)) = (cx.inputs.get(first), cx.inputs.get(first + 1)) else {
-            return crate::cannot!("missing requantization inputs");
-        };
-        if m.dtype != DType::I32 || s.dtype != DType::I32 {
-            return crate::cannot!("requantization inputs must be i32");
-        }
-        let n = m.numel();
-        if n != s.numel() || (n != 1 && n != channels) {
-            return crate::cannot!(
-                "requantization inputs of {n} and {} entries for {channels} channels",
-                s.numel()
-            );
-        }
-        let (mp, sp) = (cx.input(first), cx.input(first + 1));
-        if n == 1 {
-            let [mv, sv] = [mp, sp].map(|p| {
+        let mut input = |slot: usize| -> Result<RequantInput, BackendError> {
+            let Some(t) = cx.inputs.get(slot) else {
+                return crate::cannot!("missing requantization inputs");
+            };
+            if t.dtype != DType::I32 {
+                return crate::cannot!("requantization inputs must be i32");
+            }
+            let n = t.numel();
+            if n != 1 && n != channels {
+                return crate::cannot!(
+                    "a requantization input of {n} entries for {channels} channels"
+                );
+            }
+            let p = cx.input(slot);
+            if n == 1 {
                 let v = cx.var(DType::I32);
                 head.push(Stmt::Let {
                     var: v,
                     ty: DType::I32,
                     init: Expr::load(p, Expr::Int(0)),
                 });
-                Expr::Var(v)
-            });
-            Ok(Requant::Tensor(mv, sv))
-        } else {
-            Ok(Requant::Channel(mp, sp))
-        }
+                Ok(RequantInput::Tensor(Expr::Var(v)))
+            } else {
+                Ok(RequantInput::Channel(p))
+            }
+        };
+        Ok(Requant {
+            multiplier: input(first)?,
+            shift: input(first + 1)?,
+        })
     }
 
     /// The multiplier and shift of channel `c`.
     pub fn at(&self, c: &Expr) -> (Expr, Expr) {
-        match self {
-            Requant::Tensor(m, s) => (m.clone(), s.clone()),
-            Requant::Channel(m, s) => (Expr::load(*m, c.clone()), Expr::load(*s, c.clone())),
-        }
+        (self.multiplier.at(c), self.shift.at(c))
     }
 
     /// The multiplier and shift of channel `c`, bound to locals in `head` when they are loads
     /// (a channel's values read once, outside the loops over its outputs).
     pub fn hoisted(&self, cx: &mut Lowering, c: &Expr, head: &mut Vec<Stmt>) -> (Expr, Expr) {
-        let (m, s) = self.at(c);
-        if matches!(self, Requant::Tensor(..)) {
-            return (m, s);
-        }
-        let [m, s] = [m, s].map(|e| {
-            let v = cx.var(DType::I32);
-            head.push(Stmt::Let {
-                var: v,
-                ty: DType::I32,
-                init: e,
-            });
-            Expr::Var(v)
-        });
-        (m, s)
+        let mut bind = |input: &RequantInput| match input {
+            RequantInput::Tensor(e) => e.clone(),
+            RequantInput::Channel(_) => {
+                let v = cx.var(DType::I32);
+                head.push(Stmt::Let {
+                    var: v,
+                    ty: DType::I32,
+                    init: input.at(c),
+                });
+                Expr::Var(v)
+            }
+        };
+        (bind(&self.multiplier), bind(&self.shift))
     }
 }
 

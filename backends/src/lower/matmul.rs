@@ -15,8 +15,8 @@ use crate::error::BackendError;
 use crate::kernel::{Expr, Stmt, Var};
 
 pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
-    if let Op::QMatMul { output } = op {
-        return Ok(super::conv::fold(qmatmul(cx, output.as_ref())?));
+    if let Op::QMatMul { output, rounding } = op {
+        return Ok(super::conv::fold(qmatmul(cx, output.as_ref(), *rounding)?));
     }
     let dtype = match cx.inputs.first() {
         Some(t) if matches!(t.dtype, DType::F32 | DType::I32 | DType::I64) => t.dtype,
@@ -239,7 +239,11 @@ fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
 /// QMatMul: for every broadcast batch, `y[i][j] = bias[j] + sum_k a[i][k] * b[k][j]` in i32
 /// (the bias indexed by B's batch and the column), requantized by column `j`'s multiplier and
 /// shift to `output`, or stored raw without one.
-fn qmatmul(cx: &mut Lowering, output: Option<&QOut>) -> Result<Vec<Stmt>, BackendError> {
+fn qmatmul(
+    cx: &mut Lowering,
+    output: Option<&QOut>,
+    rounding: kiln_ir::fixed_point::Rounding,
+) -> Result<Vec<Stmt>, BackendError> {
     let (Some(a), Some(b), Some(y)) = (cx.inputs.first(), cx.inputs.get(1), cx.outputs.first())
     else {
         return crate::cannot!("QMatMul takes 3 or 5 inputs");
@@ -289,7 +293,7 @@ fn qmatmul(cx: &mut Lowering, output: Option<&QOut>) -> Result<Vec<Stmt>, Backen
         );
         body.extend(accs.iter().enumerate().map(|(t, &acc)| {
             let value = match (output, &requant) {
-                (Some(out), Some(r)) => requantized(Expr::Var(acc), r.at(&col(t)), out),
+                (Some(out), Some(r)) => requantized(Expr::Var(acc), r.at(&col(t)), out, rounding),
                 _ => Expr::Var(acc),
             };
             Stmt::Store {

@@ -193,6 +193,7 @@ enum Kind {
         x_zero_point: i32,
         output: QOut,
         rescale: bool,
+        rounding: kiln_ir::fixed_point::Rounding,
     },
 }
 
@@ -216,12 +217,14 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
             x_zero_point,
             output,
             rescale,
+            rounding,
             ..
         } => Kind::QAverage {
             include_pad: *count_include_pad,
             x_zero_point: *x_zero_point,
             output: *output,
             rescale: *rescale,
+            rounding: *rounding,
         },
         _ => return crate::cannot!("{} is not a windowed pool", op.name()),
     };
@@ -343,6 +346,7 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
                 x_zero_point,
                 output,
                 rescale,
+                rounding,
             } => {
                 let inside = fold_expr(divisor(&axes, &pads_end, outs, checked, false));
                 let count = if include_pad {
@@ -356,9 +360,11 @@ fn windowed(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
                     count,
                     zero_point: x_zero_point,
                     output,
+                    rounding,
                 };
                 if rescale {
-                    q.rescaled(cx.input(1), cx.input(2))
+                    let single = cx.inputs.get(1).is_some_and(|t| t.numel() == 1);
+                    q.rescaled(cx.input(1), cx.input(2), single)
                 } else {
                     q.divided(cx, &mut stmts, include_pad)
                 }
@@ -398,13 +404,15 @@ struct QAverage {
     count: Expr,
     zero_point: i32,
     output: QOut,
+    rounding: kiln_ir::fixed_point::Rounding,
 }
 
 impl QAverage {
     /// `sum - inside * zero_point` (the padding's taps center to zero), requantized by entry
     /// `count` of the multiplier and shift tables. A count of 0 requantizes a sum of 0, which
     /// gives the reference's `output.store(0)`.
-    fn rescaled(&self, multipliers: usize, shifts: usize) -> Expr {
+    /// With `single`, one table entry serves every window (they all count every tap).
+    fn rescaled(&self, multipliers: usize, shifts: usize, single: bool) -> Expr {
         let centered = if self.zero_point == 0 {
             self.sum.clone()
         } else {
@@ -416,8 +424,23 @@ impl QAverage {
         };
         let requantized = Expr::requantize(
             fold_expr(centered),
-            Expr::load(multipliers, self.count.clone()),
-            Expr::load(shifts, self.count.clone()),
+            Expr::load(
+                multipliers,
+                if single {
+                    Expr::int(0)
+                } else {
+                    self.count.clone()
+                },
+            ),
+            Expr::load(
+                shifts,
+                if single {
+                    Expr::int(0)
+                } else {
+                    self.count.clone()
+                },
+            ),
+            self.rounding,
         );
         store(requantized, &self.output)
     }

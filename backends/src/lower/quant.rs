@@ -172,11 +172,18 @@ fn integer_elementwise(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendE
     let types: Vec<DType> = cx.inputs.iter().map(|t| t.dtype).collect();
     let sp = super::elementwise::space_of(cx, operands);
     let load = |i: usize| Expr::load(i, sp.inputs[i].clone());
+    let rounding = match op {
+        Op::Requantize { rounding, .. } | Op::QAdd { rounding, .. } | Op::QMul { rounding, .. } => {
+            *rounding
+        }
+        _ => Default::default(),
+    };
     let apply = |v: Expr, f: &FixedPoint| {
         Expr::requantize(
             v,
             Expr::int(i64::from(f.multiplier)),
             Expr::int(i64::from(f.shift)),
+            rounding,
         )
     };
     let value = match (op, types.as_slice()) {
@@ -185,6 +192,7 @@ fn integer_elementwise(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendE
                 x_zero_point,
                 scale,
                 output,
+                ..
             },
             [t],
         ) => {
@@ -212,6 +220,7 @@ fn integer_elementwise(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendE
                 b_scale,
                 output_scale,
                 output,
+                ..
             },
             [ta, tb],
         ) => {
@@ -231,6 +240,7 @@ fn integer_elementwise(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendE
                 b_zero_point,
                 scale,
                 output,
+                ..
             },
             [ta, tb],
         ) => {

@@ -588,10 +588,12 @@ fn conv_integer(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     let w_zp = match const_zero_point(ctx, 3, wd, "w_zero_point")? {
         None => vec![0],
         Some(z) if z.values.len() == 1 || z.values.len() == m => z.values,
-        Some(z) => return bad!(
+        Some(z) => {
+            return bad!(
             "w_zero_point has shape {:?}; expected a scalar or {m} values (one per output channel)",
             z.shape
-        ),
+        )
+        }
     };
     let conv = nn::lower(&ctx.as_op("Conv", vec![float_input(&x_shape), float_input(&w_shape)]))?;
     let Op::Conv {
@@ -638,6 +640,7 @@ fn conv_integer(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
             group,
             x_zero_point,
             output: None,
+            rounding: Default::default(),
         },
         vec![Arg::Input(0), w, bias],
     );
@@ -741,7 +744,14 @@ fn matmul_integer(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         "bias",
         i32_tensor(bias_shape, &bias, "zero-point term of the bias")?,
     );
-    let mut y = lw.push("matmul", Op::QMatMul { output: None }, vec![a, w, bias]);
+    let mut y = lw.push(
+        "matmul",
+        Op::QMatMul {
+            output: None,
+            rounding: Default::default(),
+        },
+        vec![a, w, bias],
+    );
     let mut out2 = out_batch.clone();
     out2.extend([m, n]);
     if a_rows.len() > 1 {

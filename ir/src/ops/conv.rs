@@ -245,6 +245,7 @@ fn infer_qconv(
     let dtype = match output {
         Some(out) => {
             check_requant_inputs(name, inputs, 3, geom.out_ch)?;
+            out.check()?;
             out.dtype
         }
         None => DType::I32,
@@ -258,6 +259,7 @@ fn eval_qconv(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     let Op::QConv {
         x_zero_point,
         output,
+        rounding,
         ..
     } = op
     else {
@@ -333,10 +335,9 @@ fn eval_qconv(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
                 let acc = acc_i32(name, acc)?;
                 out.push(match (output, &requant) {
                     (Some(o), Some((m, s))) => {
-                        let c = if m.len() == 1 { 0 } else { oc };
-                        o.store(crate::fixed_point::multiply_by_quantized_multiplier(
-                            acc, m[c], s[c],
-                        ))
+                        // Multiplier and shift are each per tensor or per channel.
+                        let at = |t: &[i32]| t[if t.len() == 1 { 0 } else { oc }];
+                        o.store(rounding.requantize(acc, at(m), at(s)))
                     }
                     _ => acc,
                 });

@@ -14,7 +14,7 @@ use crate::ops::util::{
 use crate::tensor::{Tensor, TensorData, TensorType};
 
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError> {
-    if let Op::QMatMul { output } = op {
+    if let Op::QMatMul { output, .. } = op {
         return infer_qmatmul(inputs, output.as_ref()).map(|(t, _)| vec![t]);
     }
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
@@ -40,8 +40,8 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
 }
 
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-    if let Op::QMatMul { output } = op {
-        return eval_qmatmul(inputs, output.as_ref()).map(|t| vec![t]);
+    if let Op::QMatMul { output, rounding } = op {
+        return eval_qmatmul(inputs, output.as_ref(), *rounding).map(|t| vec![t]);
     }
     common_dtype(op, inputs.iter().map(|t| t.dtype()))?;
     let out = match (op, inputs) {
@@ -244,6 +244,7 @@ fn infer_qmatmul(
     let dtype = match output {
         Some(out) => {
             check_requant_inputs(name, inputs, 3, dims.n)?;
+            out.check()?;
             out.dtype
         }
         None => DType::I32,
@@ -253,7 +254,11 @@ fn infer_qmatmul(
 
 /// QMatMul: `bias[.., n] + sum_k A[.., m, k] * B[.., k, n]` in i64, checked to fit i32, then
 /// requantized per column.
-fn eval_qmatmul(inputs: &[&Tensor], output: Option<&crate::op::QOut>) -> Result<Tensor, OpError> {
+fn eval_qmatmul(
+    inputs: &[&Tensor],
+    output: Option<&crate::op::QOut>,
+    rounding: crate::fixed_point::Rounding,
+) -> Result<Tensor, OpError> {
     let name = "QMatMul";
     let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
@@ -281,10 +286,9 @@ fn eval_qmatmul(inputs: &[&Tensor], output: Option<&crate::op::QOut>) -> Result<
         let acc = acc_i32(name, v + i64::from(bias.get(bias_at).copied().unwrap_or(0)))?;
         out.push(match (output, &requant) {
             (Some(o), Some((m, s))) => {
-                let c = if m.len() == 1 { 0 } else { n };
-                o.store(crate::fixed_point::multiply_by_quantized_multiplier(
-                    acc, m[c], s[c],
-                ))
+                // Multiplier and shift are each per tensor or per channel.
+                let at = |t: &[i32]| t[if t.len() == 1 { 0 } else { n }];
+                o.store(rounding.requantize(acc, at(m), at(s)))
             }
             _ => acc,
         });

@@ -318,6 +318,7 @@ fn infer_qsoftmax(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError
     if !(1..=QSOFTMAX_MAX_INV_SCALE).contains(inv_scale) {
         return invalid!("{name}: inverse output scale {inv_scale} (Q16) is out of range");
     }
+    output.check()?;
     out_type(output.dtype, x.clone())
 }
 

@@ -477,19 +477,27 @@ fn infer_qaverage_pool(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, Op
         kernel_shape,
         output,
         rescale,
+        rounding,
         ..
     } = op
     else {
         return Err(wrong_family(op));
     };
     let name = op.name();
+    if !*rescale && *rounding != crate::fixed_point::Rounding::TfLite {
+        return invalid!(
+            "{name}: without rescale (TFLite's rounding division) the rounding must be tf_lite"
+        );
+    }
     check_arity(name, inputs.len(), 1 + 2 * usize::from(*rescale), 3)?;
     expect_dtype(name, inputs, 0, "X", &[DType::I8, DType::U8])?;
     if *rescale {
         let counts = kernel_shape.iter().product::<usize>() + 1;
         for (slot, what) in [(1, "multiplier"), (2, "shift")] {
             expect_dtype(name, inputs, slot, what, &[DType::I32])?;
-            if inputs[slot].shape != [counts] {
+            // One entry serves every window when all of them count every tap.
+            let uniform = inputs[slot].shape == [1] && uniform_windows(op);
+            if inputs[slot].shape != [counts] && !uniform {
                 return invalid!(
                     "{name}: {what} has shape {:?}, expected [{counts}] (one per window count)",
                     inputs[slot].shape
@@ -499,7 +507,21 @@ fn infer_qaverage_pool(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, Op
     } else if inputs.len() != 1 {
         return invalid!("{name} without rescale takes 1 input, got {}", inputs.len());
     }
+    output.check()?;
     out_type(output.dtype, output_shape(op, &inputs[0].shape)?)
+}
+
+/// Whether every window of a QAveragePool covers all its taps (no padding, no partial
+/// `ceil_mode` window), so one multiplier serves them all.
+pub fn uniform_windows(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::QAveragePool {
+            pads,
+            ceil_mode: false,
+            ..
+        } if pads.iter().all(|&p| p == 0)
+    )
 }
 
 /// QAveragePool, integer only: TFLite's rounding division of the raw sum when input and output
@@ -510,6 +532,7 @@ fn eval_qaverage_pool(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
         x_zero_point,
         output,
         rescale,
+        rounding,
         ..
     } = op
     else {
@@ -534,7 +557,7 @@ fn eval_qaverage_pool(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
         } else {
             taps.len()
         };
-        qaverage(sum, count, zp, output, tables.as_ref())
+        qaverage(sum, count, zp, output, tables.as_ref(), *rounding)
     })?;
     int_tensor(out_ty.dtype, out_ty.shape, values)
 }
@@ -546,6 +569,7 @@ fn qaverage(
     zp: i64,
     output: &crate::op::QOut,
     tables: Option<&(Vec<i32>, Vec<i32>)>,
+    rounding: crate::fixed_point::Rounding,
 ) -> i32 {
     if count == 0 {
         return output.store(0);
@@ -563,13 +587,12 @@ fn qaverage(
         }
         Some((m, s)) => {
             let centered = (sum - n * zp).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-            let (m, s) = (
-                m.get(count).copied().unwrap_or(0),
-                s.get(count).copied().unwrap_or(0),
-            );
-            output.store(crate::fixed_point::multiply_by_quantized_multiplier(
-                centered, m, s,
-            ))
+            let entry = |t: &[i32]| {
+                let i = if t.len() == 1 { 0 } else { count };
+                t.get(i).copied().unwrap_or(0)
+            };
+            let (m, s) = (entry(m), entry(s));
+            output.store(rounding.requantize(centered, m, s))
         }
     }
 }

@@ -207,6 +207,7 @@ fn infer_integer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError>
         Op::Requantize { output, .. } => {
             check_arity(name, inputs.len(), 1, 1)?;
             expect_dtype(name, inputs, 0, "X", Q8)?;
+            output.check()?;
             out_type(output.dtype, inputs[0].shape.clone())
         }
         Op::QTable => {
@@ -226,6 +227,7 @@ fn infer_integer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, OpError>
             expect_dtype(name, inputs, 0, "A", Q8)?;
             expect_dtype(name, inputs, 1, "B", Q8)?;
             let shape = broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?;
+            output.check()?;
             out_type(output.dtype, shape)
         }
         _ => Err(wrong_family(op)),
@@ -243,9 +245,10 @@ fn eval_integer(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
             x_zero_point,
             scale,
             output,
+            rounding,
         } => x
             .iter()
-            .map(|&v| output.store(scale.apply(v - x_zero_point)))
+            .map(|&v| output.store(rounding.apply(v - x_zero_point, *scale)))
             .collect(),
         Op::QTable => {
             let table = int_input(name, inputs, 1)?;
@@ -266,15 +269,16 @@ fn eval_integer(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
             b_scale,
             output_scale,
             output,
+            rounding,
         } => {
             let b = int_input(name, inputs, 1)?;
             let shifted = |v: i32, zp: i32| (v - zp).wrapping_shl(*left_shift as u32);
             broadcast_pairs(&x, &b, inputs[0].shape(), inputs[1].shape(), &out_ty.shape)
                 .map(|(a, b)| {
-                    let sum = a_scale
-                        .apply(shifted(a, *a_zero_point))
-                        .wrapping_add(b_scale.apply(shifted(b, *b_zero_point)));
-                    output.store(output_scale.apply(sum))
+                    let sum = rounding
+                        .apply(shifted(a, *a_zero_point), *a_scale)
+                        .wrapping_add(rounding.apply(shifted(b, *b_zero_point), *b_scale));
+                    output.store(rounding.apply(sum, *output_scale))
                 })
                 .collect()
         }
@@ -283,10 +287,13 @@ fn eval_integer(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
             b_zero_point,
             scale,
             output,
+            rounding,
         } => {
             let b = int_input(name, inputs, 1)?;
             broadcast_pairs(&x, &b, inputs[0].shape(), inputs[1].shape(), &out_ty.shape)
-                .map(|(a, b)| output.store(scale.apply((a - a_zero_point) * (b - b_zero_point))))
+                .map(|(a, b)| {
+                    output.store(rounding.apply((a - a_zero_point) * (b - b_zero_point), *scale))
+                })
                 .collect()
         }
         _ => return Err(wrong_family(op)),

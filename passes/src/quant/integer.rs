@@ -16,7 +16,7 @@ pub fn multiplier_consts(
     name: &str,
     reals: &[f64],
 ) -> Result<(ValueId, ValueId, Vec<FixedPoint>), IrError> {
-    let fps: Vec<FixedPoint> = reals.iter().map(|&r| FixedPoint::from_real(r)).collect();
+    let fps = shared_shift(reals.iter().map(|&r| FixedPoint::from_real(r)).collect());
     let n = fps.len();
     let m = i32_const(
         g,
@@ -24,13 +24,39 @@ pub fn multiplier_consts(
         vec![n],
         fps.iter().map(|f| f.multiplier).collect(),
     )?;
-    let s = i32_const(
-        g,
-        format!("{name}/shift"),
-        vec![n],
-        fps.iter().map(|f| f.shift).collect(),
-    )?;
+    let shifts: Vec<i32> = fps.iter().map(|f| f.shift).collect();
+    let shared = shifts.windows(2).all(|w| w[0] == w[1]);
+    let s = if shared {
+        i32_const(g, format!("{name}/shift"), vec![1], shifts[..1].to_vec())?
+    } else {
+        i32_const(g, format!("{name}/shift"), vec![n], shifts)?
+    };
     Ok((m, s, fps))
+}
+
+/// The largest spread of shifts a layer's channels share one shift over: their multipliers
+/// keep at least 27 significant bits, more than the 24 of the f32 scales they come from.
+const MAX_SHARED_SHIFT_SPREAD: i32 = 4;
+
+/// Per-channel multipliers moved to the largest shift of the layer when the shifts differ by
+/// at most [`MAX_SHARED_SHIFT_SPREAD`], so one shift serves every channel (4 bytes of flash
+/// per channel instead of 8).
+fn shared_shift(fps: Vec<FixedPoint>) -> Vec<FixedPoint> {
+    let live = || fps.iter().filter(|f| f.multiplier != 0);
+    let (Some(lo), Some(hi)) = (live().map(|f| f.shift).min(), live().map(|f| f.shift).max())
+    else {
+        return fps;
+    };
+    if lo == hi || hi - lo > MAX_SHARED_SHIFT_SPREAD {
+        return fps;
+    }
+    fps.iter()
+        .map(|f| FixedPoint {
+            multiplier: ((i64::from(f.multiplier) + ((1i64 << (hi - f.shift)) >> 1))
+                >> (hi - f.shift)) as i32,
+            shift: hi,
+        })
+        .collect()
 }
 
 /// Integer weights with their zero point subtracted, channel by channel along `axis`: i8 when

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use kiln_ir::fixed_point::FixedPoint;
+use kiln_ir::fixed_point::{FixedPoint, Rounding};
 use kiln_ir::op::{OpFamily, PadMode, QOut, ResizeMode};
 use kiln_ir::{Activation, DType, Graph, IrError, NodeId, Op, OpError, Tensor, ValueId};
 
@@ -44,6 +44,7 @@ impl Pass for LowerQdq {
     }
 
     fn run(&self, g: &mut Graph) -> Result<bool, IrError> {
+        annotate_dequantized(g);
         let mut changed = false;
         for id in g.topo_order()? {
             if g.contains_node(id) && matches!(g.node(id).op, Op::QuantizeLinear { .. }) {
@@ -51,6 +52,22 @@ impl Pass for LowerQdq {
             }
         }
         Ok(changed)
+    }
+}
+
+/// Records the quantization of every integer value a DequantizeLinear reads (graph inputs and
+/// activations), for reports, `--io int8` and the header.
+fn annotate_dequantized(g: &mut Graph) {
+    for id in g.node_ids() {
+        if !matches!(g.node(id).op, Op::DequantizeLinear { .. }) {
+            continue;
+        }
+        let v = g.node(id).outputs[0];
+        if let Some(d) = dequantized(g, v) {
+            if g.value(d.source).quant.is_none() && !g.value(d.source).is_const() {
+                g.value_mut(d.source).quant = Some(d.params.to_value_quant());
+            }
+        }
     }
 }
 
@@ -314,6 +331,7 @@ fn lower_conv(g: &mut Graph, site: &Site) -> Result<Lowered, IrError> {
         group,
         x_zero_point: z_x,
         output: Some(site.range()),
+        rounding: g.rounding(),
     };
     let id = g.add_node(site.name.clone(), op, vec![x.source, wv, bv, m, s], vec![])?;
     Ok(Some((g.node(id).outputs[0], vec![])))
@@ -487,6 +505,7 @@ fn finish_matmul(
     )?;
     let op = Op::QMatMul {
         output: Some(site.range()),
+        rounding: g.rounding(),
     };
     let id = g.add_node(site.name.clone(), op, vec![a.source, wv, bv, m, s], vec![])?;
     Ok(Some(g.node(id).outputs[0]))
@@ -517,6 +536,7 @@ fn lower_add_mul(g: &mut Graph, site: &Site, add: bool) -> Result<Lowered, IrErr
             b_scale: FixedPoint::from_real(s_b / twice_max),
             output_scale: FixedPoint::from_real(twice_max / (f64::from(1 << left_shift) * s_y)),
             output: site.range(),
+            rounding: g.rounding(),
         }
     } else {
         Op::QMul {
@@ -524,6 +544,7 @@ fn lower_add_mul(g: &mut Graph, site: &Site, add: bool) -> Result<Lowered, IrErr
             b_zero_point: z_b,
             scale: FixedPoint::from_real(s_a * s_b / s_y),
             output: site.range(),
+            rounding: g.rounding(),
         }
     };
     let id = g.add_node(site.name.clone(), op, vec![a.source, b.source], vec![])?;
@@ -569,19 +590,29 @@ fn lower_average_pool(g: &mut Graph, site: &Site) -> Result<Lowered, IrError> {
     };
     let (s_x, z_x) = x.params.per_tensor().unwrap_or((1.0, 0));
     let (s_y, z_y) = site.out.per_tensor().unwrap_or((1.0, 0));
-    let same = s_x == s_y && z_x == z_y && x.params.dtype == site.out.dtype;
+    // TFLite's rounding division of the raw sum needs one quantization in and out; anything
+    // else rescales the centered sum by the count's multiplier.
+    let same = s_x == s_y
+        && z_x == z_y
+        && x.params.dtype == site.out.dtype
+        && g.rounding() == Rounding::TfLite;
     let mut inputs = vec![x.source];
+    let taps: usize = kernel_shape.iter().product();
+    let uniform = pads.iter().all(|&p| p == 0) && !ceil_mode;
     if !same {
-        let taps: usize = kernel_shape.iter().product();
-        let reals: Vec<f64> = (0..=taps)
-            .map(|n| {
-                if n == 0 {
-                    0.0
-                } else {
-                    f64::from(s_x) / (f64::from(s_y) * n as f64)
-                }
-            })
-            .collect();
+        // One multiplier per window count, or one for all when every window counts every tap.
+        let real = |n: usize| {
+            if n == 0 {
+                0.0
+            } else {
+                f64::from(s_x) / (f64::from(s_y) * n as f64)
+            }
+        };
+        let reals: Vec<f64> = if uniform {
+            vec![real(taps)]
+        } else {
+            (0..=taps).map(real).collect()
+        };
         let (m, s, _) = multiplier_consts(g, &site.name, &reals)?;
         inputs.extend([m, s]);
     }
@@ -595,6 +626,7 @@ fn lower_average_pool(g: &mut Graph, site: &Site) -> Result<Lowered, IrError> {
         x_zero_point: z_x,
         output: site.range(),
         rescale: !same,
+        rounding: g.rounding(),
     };
     let id = g.add_node(site.name.clone(), op, inputs, vec![])?;
     Ok(Some((g.node(id).outputs[0], vec![])))
@@ -661,6 +693,7 @@ fn rescaled(
         x_zero_point: z_x,
         scale: FixedPoint::from_real(f64::from(s_x) / f64::from(s_y)),
         output: QOut::full(to.dtype, z_y),
+        rounding: g.rounding(),
     };
     let id = g.add_node(util::derived_name(name, "requantize"), op, vec![v], vec![])?;
     let y = g.node(id).outputs[0];
