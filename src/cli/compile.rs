@@ -180,7 +180,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         kiln_passes::OptLevel::O2,
     )?;
     let model = &prepared.model;
-    let before = prepared.imported.clone();
+    let before = prepared.imported;
     let after = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = match args.emit {
         Emit::C => {
@@ -233,6 +233,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         "before": summary_json(&before),
         "after": summary_json(&after),
     });
+    if prepared.is_integer() {
+        report["quantization"] = quantization_report(&prepared, &after);
+    }
     if args.report == Some(Report::Json) {
         let path = args
             .output_dir
@@ -240,6 +243,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     print_report(&compiled, &args.output_dir);
+    if let Some(q) = report.get("quantization") {
+        print_quantization(q);
+    }
     println!(
         "optimization -O{}: {:>6} nodes {:>12} MACs {:>10} weight bytes {:>10} arena bytes (imported)",
         args.opt.level_or(kiln_passes::OptLevel::O2) as u8,
@@ -253,6 +259,116 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         after.nodes, after.macs, after.weight_bytes, after.arena_bytes
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What quantization made of the model: weight and arena bytes of the float and the integer
+/// build (for a model kiln quantized), each integer layer's input and output quantization,
+/// and the ops left in float.
+fn quantization_report(
+    prepared: &super::load::Prepared,
+    after: &kiln_passes::GraphSummary,
+) -> serde_json::Value {
+    use super::quantize::{float_fallbacks, quant_json, quant_label};
+    let graph = &prepared.model.graph;
+    let mut layers = Vec::new();
+    for id in graph.topo_order().unwrap_or_default() {
+        let node = graph.node(id);
+        if node.outputs.iter().all(|&v| graph.value(v).quant.is_none()) {
+            continue;
+        }
+        let activations: Vec<&kiln_ir::Value> = node
+            .inputs
+            .iter()
+            .map(|&v| graph.value(v))
+            .filter(|v| !v.is_const())
+            .collect();
+        layers.push(serde_json::json!({
+            "node": node.name,
+            "op": node.op.name(),
+            "inputs": activations.iter().map(|v| quant_label(v)).collect::<Vec<_>>(),
+            "output": node.outputs.first().map(|&v| quant_label(graph.value(v))),
+            "input_quantization": activations.iter().map(|v| quant_json(v)).collect::<Vec<_>>(),
+            "output_quantization": node.outputs.first().map(|&v| quant_json(graph.value(v))),
+        }));
+    }
+    let fallbacks: Vec<serde_json::Value> = float_fallbacks(graph)
+        .into_iter()
+        .map(|(node, op)| serde_json::json!({"node": node, "op": op}))
+        .collect();
+    let mut doc = serde_json::json!({
+        "weight_bytes": after.weight_bytes,
+        "arena_bytes": after.arena_bytes,
+        "layers": layers,
+        "float_fallback": fallbacks,
+    });
+    if let Some(q) = &prepared.quant {
+        let f = &prepared.optimized_float;
+        doc["calibration_samples"] = serde_json::json!(q.samples);
+        doc["quantized_activations"] = serde_json::json!(q.report.activations);
+        doc["float_weight_bytes"] = serde_json::json!(f.weight_bytes);
+        doc["float_arena_bytes"] = serde_json::json!(f.arena_bytes);
+    }
+    doc
+}
+
+fn print_quantization(q: &serde_json::Value) {
+    println!();
+    let ratio = |a: &serde_json::Value, b: &serde_json::Value| match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => format!(" ({:.2}x)", a / b),
+        _ => String::new(),
+    };
+    if let Some(samples) = q["calibration_samples"].as_u64() {
+        println!(
+            "quantization: int8, calibrated on {samples} samples, {} activations quantized",
+            q["quantized_activations"]
+        );
+        println!(
+            "  weights: {} bytes float -> {} bytes int8{}",
+            q["float_weight_bytes"],
+            q["weight_bytes"],
+            ratio(&q["weight_bytes"], &q["float_weight_bytes"])
+        );
+        println!(
+            "  arena:   {} bytes float -> {} bytes int8{}",
+            q["float_arena_bytes"],
+            q["arena_bytes"],
+            ratio(&q["arena_bytes"], &q["float_arena_bytes"])
+        );
+    } else {
+        println!("quantization: integer kernels from the model's own quantization");
+    }
+    println!("  {:<40}  {:<14}  {:<34}  output", "layer", "op", "inputs");
+    for l in q["layers"].as_array().into_iter().flatten() {
+        let inputs: Vec<&str> = l["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let node: String = l["node"].as_str().unwrap_or("").chars().take(40).collect();
+        println!(
+            "  {node:<40}  {:<14}  {:<34}  {}",
+            l["op"].as_str().unwrap_or(""),
+            inputs.join(", "),
+            l["output"].as_str().unwrap_or("")
+        );
+    }
+    match q["float_fallback"].as_array() {
+        Some(f) if !f.is_empty() => {
+            println!(
+                "  float fallback ({} op(s) without an integer kernel):",
+                f.len()
+            );
+            for op in f {
+                println!(
+                    "    {} ({})",
+                    op["node"].as_str().unwrap_or(""),
+                    op["op"].as_str().unwrap_or("")
+                );
+            }
+        }
+        _ => println!("  float fallback: none (integer kernels only)"),
+    }
 }
 
 fn summary_json(s: &kiln_passes::GraphSummary) -> serde_json::Value {

@@ -32,6 +32,8 @@ struct Row {
     name: String,
     op: &'static str,
     outputs: Vec<TensorType>,
+    /// The quantization of each output (`s=.. zp=..`, or empty).
+    quant: Vec<String>,
     params: usize,
     macs: u64,
 }
@@ -60,13 +62,19 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let model = &prepared.model;
     let graph = &model.graph;
     let (rows, totals) = table(graph)?;
+    let fallbacks = if prepared.is_integer() {
+        super::quantize::float_fallbacks(graph)
+    } else {
+        Vec::new()
+    };
     if let Some(path) = &args.dot {
         write_atomically(path, kiln_ir::dump::to_dot(graph).as_bytes())?;
     }
     if args.json {
-        print_json(args, graph, &rows, &totals, model.opset)?;
+        print_json(args, graph, &rows, &totals, model.opset, &fallbacks)?;
     } else {
         print_table(args, graph, &rows, &totals, model.opset);
+        print_fallbacks(&fallbacks);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -101,6 +109,11 @@ fn table(graph: &Graph) -> anyhow::Result<(Vec<Row>, Totals)> {
         rows.push(Row {
             name: node.name.clone(),
             op: node.op.name(),
+            quant: node
+                .outputs
+                .iter()
+                .map(|&v| super::quantize::quant_label(graph.value(v)))
+                .collect(),
             outputs,
             params,
             macs,
@@ -123,13 +136,36 @@ fn shapes(types: &[TensorType]) -> String {
         .join(" ")
 }
 
+/// The float ops of an integer build, which run between a dequantize and a quantize.
+fn print_fallbacks(fallbacks: &[(String, &'static str)]) {
+    if fallbacks.is_empty() {
+        return;
+    }
+    println!(
+        "float fallback: {} op(s) without an integer kernel run in float:",
+        fallbacks.len()
+    );
+    for (node, op) in fallbacks {
+        println!("  {node} ({op})");
+    }
+}
+
 fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals, opset: i64) {
     println!("model: {} (opset {opset})", args.model.model.display());
+    let io_line = |v: kiln_ir::ValueId| {
+        let value = graph.value(v);
+        let q = super::quantize::quant_label(value);
+        if q.is_empty() {
+            format!("{}: {}", value.name, value.ty)
+        } else {
+            format!("{}: {} ({q})", value.name, value.ty)
+        }
+    };
     for &v in graph.inputs() {
-        println!("input  {}: {}", graph.value(v).name, graph.value(v).ty);
+        println!("input  {}", io_line(v));
     }
     for &v in graph.outputs() {
-        println!("output {}: {}", graph.value(v).name, graph.value(v).ty);
+        println!("output {}", io_line(v));
     }
     let name_w = rows
         .iter()
@@ -144,12 +180,21 @@ fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals,
         .unwrap_or(5)
         .clamp(5, 40);
     println!();
-    println!(
+    let quantized = rows.iter().any(|r| r.quant.iter().any(|q| !q.is_empty()));
+    let header = format!(
         "{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}",
         "node", "op", "output", "params", "MACs"
     );
+    println!(
+        "{}",
+        if quantized {
+            format!("{header}  quantization")
+        } else {
+            header
+        }
+    );
     for r in rows {
-        println!(
+        let line = format!(
             "{:<name_w$}  {:<20}  {:<shape_w$}  {:>10}  {:>12}",
             r.name,
             r.op,
@@ -157,6 +202,11 @@ fn print_table(args: &InspectArgs, graph: &Graph, rows: &[Row], totals: &Totals,
             r.params,
             r.macs
         );
+        if quantized {
+            println!("{line}  {}", r.quant.join(" "));
+        } else {
+            println!("{line}");
+        }
     }
     println!();
     println!(
@@ -172,12 +222,18 @@ fn print_json(
     rows: &[Row],
     totals: &Totals,
     opset: i64,
+    fallbacks: &[(String, &'static str)],
 ) -> anyhow::Result<()> {
     let io = |ids: &[kiln_ir::ValueId]| -> Vec<serde_json::Value> {
         ids.iter()
             .map(|&v| {
                 let val = graph.value(v);
-                serde_json::json!({"name": val.name, "shape": val.ty.shape, "dtype": val.ty.dtype.name()})
+                serde_json::json!({
+                    "name": val.name,
+                    "shape": val.ty.shape,
+                    "dtype": val.ty.dtype.name(),
+                    "quantization": super::quantize::quant_json(val),
+                })
             })
             .collect()
     };
@@ -190,6 +246,7 @@ fn print_json(
                 "outputs": r.outputs.iter().map(|t| serde_json::json!({"shape": t.shape, "dtype": t.dtype.name()})).collect::<Vec<_>>(),
                 "params": r.params,
                 "macs": r.macs,
+                "quantization": r.quant,
             })
         })
         .collect();
@@ -202,6 +259,7 @@ fn print_json(
         "outputs": io(graph.outputs()),
         "nodes": nodes,
         "totals": {"nodes": totals.nodes, "params": totals.params, "weight_bytes": totals.weight_bytes, "macs": totals.macs},
+        "float_fallback": fallbacks.iter().map(|(n, op)| serde_json::json!({"node": n, "op": op})).collect::<Vec<_>>(),
     });
     println!(
         "{}",
