@@ -892,8 +892,54 @@ def gen_mobilenet_v2(out_dir, log):
     log(f"  mobilenet_v2 total {time.time() - t0:.1f}s")
 
 
+def gen_digits_cnn_qdq(root, log):
+    """digits_cnn quantized by onnxruntime.quantization.quantize_static (QDQ, int8, per-channel
+    weights, MinMax on the calibration split), in quantized/ so the float-model tests skip it."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+    )
+
+    xtr, ytr, xte, yte, calib = digits_split()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": c.reshape(1, 1, 8, 8).astype(F32)} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    src = root / "digits_cnn" / "model.onnx"
+    out_dir = root / "quantized" / "digits_cnn_qdq"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "model.onnx"
+    # onnxruntime's recommended pre-processing first: shape inference and graph optimization
+    # (BatchNormalization folded into the convolution).
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out_dir / "pre.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    quantize_static(
+        str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    pre.unlink()
+    model = onnx.load(str(tmp))
+    acc = ort_accuracy(model, xte, yte, (1, 1, 8, 8))
+    log(f"  digits_cnn_qdq: onnxruntime int8 test acc {acc:.4f}")
+    write_model(
+        out_dir, "digits_cnn_qdq", model, [xte[:1].reshape(1, 1, 8, 8)],
+        "digits_cnn quantized by onnxruntime.quantization.quantize_static: QDQ format, int8 activations "
+        "(asymmetric, MinMax over digits_calib_x), int8 weights per output channel, int32 biases.",
+        {"test_accuracy": round(acc, 4), "quantized_from": "tests/models/digits_cnn/model.onnx",
+         "input_0": "first sample of digits_test_x reshaped to [1,1,8,8] (label %d)" % int(yte[0])},
+        log,
+    )
+    return acc
+
+
 ALL = ["digits_mlp", "digits_cnn", "kws_dscnn", "vww_mobilenet_v1_025", "resnet8_cifar", "ad_autoencoder",
-       "transformer_encoder_2l"]
+       "transformer_encoder_2l", "digits_cnn_qdq"]
 
 
 def main(argv=None):
@@ -913,6 +959,8 @@ def main(argv=None):
     if not args.only or {"digits_mlp", "digits_cnn"} & set(args.only):
         gen_digits(args.out, log)
     gen_random_models(args.out, log, args.only)
+    if not args.only or "digits_cnn_qdq" in args.only:
+        gen_digits_cnn_qdq(args.out, log)
     log(f"done in {time.time() - t0:.1f}s")
     return 0
 
