@@ -170,7 +170,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     );
     let mut stats = Stats::default();
     for (i, x) in samples.iter().enumerate() {
-        let fed = input_for(graph, input, x)?;
+        let fed = super::quantize::real_to_input(graph.value(input), x)?;
         let out = real_output(graph, &engine.run(&[fed])?);
         let label = labels[i];
         stats.correct += usize::from(argmax(&out) as i64 == label);
@@ -229,38 +229,6 @@ struct Stats {
     max_err: f64,
     sum_err: f64,
     count_err: usize,
-}
-
-/// A real-valued sample as the compiled graph's input: quantized with the input's recorded
-/// quantization when the build takes int8 (`--io int8`).
-fn input_for(graph: &Graph, input: kiln_ir::ValueId, x: &Tensor) -> anyhow::Result<Tensor> {
-    let value = graph.value(input);
-    if value.ty.dtype == x.dtype() {
-        return Ok(x.clone());
-    }
-    let Some(q) = &value.quant else {
-        bail!(
-            "the input is {} but the samples are {}",
-            value.ty,
-            x.dtype()
-        );
-    };
-    let op = kiln_ir::Op::QuantizeLinear {
-        axis: None,
-        dtype: value.ty.dtype,
-        block_size: 0,
-    };
-    let scale = Tensor::scalar_f32(q.scale.first().copied().unwrap_or(1.0));
-    let zp = kiln_ir::ops::util::int_tensor(
-        value.ty.dtype,
-        vec![],
-        vec![q.zero_point.first().copied().unwrap_or(0)],
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let y = kiln_ir::ops::eval(&op, &[x, &scale, &zp]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    y.into_iter()
-        .next()
-        .context("QuantizeLinear gave no result")
 }
 
 fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<i64>> {

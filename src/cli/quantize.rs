@@ -341,3 +341,30 @@ pub fn float_fallbacks(graph: &Graph) -> Vec<(String, &'static str)> {
     }
     ops
 }
+
+/// A real-valued tensor as an input of the compiled graph: quantized with the input's recorded
+/// quantization when the build takes integers (`--io int8`), as is otherwise.
+pub fn real_to_input(value: &kiln_ir::Value, x: &Tensor) -> anyhow::Result<Tensor> {
+    if value.ty.dtype == x.dtype() || x.dtype() != kiln_ir::DType::F32 {
+        return Ok(x.clone());
+    }
+    let Some(q) = &value.quant else {
+        return Ok(x.clone());
+    };
+    let op = kiln_ir::Op::QuantizeLinear {
+        axis: None,
+        dtype: value.ty.dtype,
+        block_size: 0,
+    };
+    let scale = Tensor::scalar_f32(q.scale.first().copied().unwrap_or(1.0));
+    let zp = kiln_ir::ops::util::int_tensor(
+        value.ty.dtype,
+        vec![],
+        vec![q.zero_point.first().copied().unwrap_or(0)],
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let y = kiln_ir::ops::eval(&op, &[x, &scale, &zp]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    y.into_iter()
+        .next()
+        .context("QuantizeLinear gave no result")
+}

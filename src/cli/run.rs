@@ -194,6 +194,9 @@ pub fn bind_inputs(graph: &Graph, specs: &[String]) -> anyhow::Result<(Vec<Tenso
                 names[slot]
             );
         };
+        // Real-valued data for an integer input (`--io int8`) is quantized as the build's
+        // input quantization says.
+        let t = super::quantize::real_to_input(graph.value(v), &t)?;
         if t.ty() != *want {
             bail!(
                 "input '{}' expects {want} but the file holds {}",

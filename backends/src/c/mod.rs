@@ -180,6 +180,17 @@ pub(crate) fn emit_header(graph: &Graph, plan: &MemoryPlan, opts: &COptions) -> 
                 "#define {up}_{dir}{i}_SHAPE {}",
                 shape_macro(&val.ty)
             ));
+            // An integer input or output (`--io int8`, or a model quantized end to end):
+            // real = SCALE * (q - ZERO_POINT).
+            if let (Some(q), true) = (&val.quant, val.ty.dtype.is_integer()) {
+                if let ([scale], [zp]) = (q.scale.as_slice(), q.zero_point.as_slice()) {
+                    w.line(format!(
+                        "#define {up}_{dir}{i}_SCALE {}",
+                        float_literal(*scale)
+                    ));
+                    w.line(format!("#define {up}_{dir}{i}_ZERO_POINT {zp}"));
+                }
+            }
         }
     }
     w.line("");

@@ -118,7 +118,7 @@ pub fn check_accumulator(
                 node: node.to_string(),
                 op: op.to_string(),
                 source: OpError::Unsupported(format!(
-                    "the int32 accumulator of output channel {c} could overflow: |bias| {} + sum|w| {w} x {x_max_abs}{} = {bound} > 2^31 - 1; keep this layer in float or quantize it with smaller weights",
+                    "the int32 accumulator of output channel {c} could overflow: |bias| {} + sum|w| {w} x {x_max_abs}{} = {bound} > 2^31 - 1, so kiln cannot prove that this layer's int32 arithmetic is exact",
                     b.unsigned_abs(),
                     if left > 0 { format!(" (x 2^{left} for the multiplier)") } else { String::new() }
                 )),
