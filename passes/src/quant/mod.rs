@@ -8,8 +8,10 @@
 //! - `observers.rs`, `calibrate.rs`: activation ranges from sample runs (min/max,
 //!   percentile, MSE);
 //! - `quantize.rs`: post-training quantization of a float graph into a QDQ graph;
+//! - `bias_correction.rs`: empirical bias correction of the quantized layers;
 //! - `io.rs`: integer graph inputs and outputs (`--io int8`).
 
+pub mod bias_correction;
 pub mod calibrate;
 pub mod integer;
 pub mod io;
