@@ -347,7 +347,9 @@ macro_rules! define_ops {
                         v
                     } ),*
                 };
-                attrs.retain(|(k, v)| !(*k == "activation" && v == "none"));
+                attrs.retain(|(k, v)| {
+                    !(*k == "activation" && v == "none" || k.ends_with("_perm") && v == "[]")
+                });
                 attrs
             }
         }
@@ -446,8 +448,11 @@ define_ops! {
         activation: Activation,
     } = Conv;
 
-    /// numpy matmul semantics: batched, broadcasting, 1-D operands promoted.
-    MatMul { activation: Activation } = MatMul;
+    /// numpy matmul semantics: batched, broadcasting, 1-D operands promoted. `a_perm` and
+    /// `b_perm` (empty: none) read an operand of rank 2 or more through a permutation of its
+    /// axes, as `MatMul(Transpose(a, a_perm), Transpose(b, b_perm))` would, without the copy:
+    /// the `transpose-cleanup` pass folds the Transposes attention layers put on their operands.
+    MatMul { activation: Activation, a_perm: Vec<usize>, b_perm: Vec<usize> } = MatMul;
     /// Integer matrix product with numpy batching. Inputs: A (i8 or u8, `[.., M, K]`), B (i8 or
     /// i16 `[.., K, N]`, zero point subtracted), bias (i32, B's shape without the K axis: every
     /// zero-point term is folded in, A has no padding) and, when `output` is set, multiplier and
@@ -600,7 +605,7 @@ impl Op {
         match self {
             Op::Conv { activation, .. }
             | Op::ConvTranspose { activation, .. }
-            | Op::MatMul { activation }
+            | Op::MatMul { activation, .. }
             | Op::Gemm { activation, .. }
             | Op::Add { activation } => *activation,
             _ => Activation::None,
@@ -613,7 +618,7 @@ impl Op {
         match &mut op {
             Op::Conv { activation, .. }
             | Op::ConvTranspose { activation, .. }
-            | Op::MatMul { activation }
+            | Op::MatMul { activation, .. }
             | Op::Gemm { activation, .. }
             | Op::Add { activation } => *activation = act,
             _ => return None,

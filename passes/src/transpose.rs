@@ -10,7 +10,10 @@
 //!   element-wise ops commute with any permutation of their (equally permuted) operands. This
 //!   walks the Transposes TF converters put around every op down until they meet their inverse;
 //! - a 2-D Transpose feeding a Gemm operand toggles `trans_a`/`trans_b`, and one feeding a 2-D
-//!   MatMul turns it into a Gemm with the flag set, because Gemm defines exactly that.
+//!   MatMul turns it into a Gemm with the flag set, because Gemm defines exactly that;
+//! - a Transpose feeding a batched MatMul becomes (part of) that operand's permutation
+//!   (`MatMul::a_perm`/`b_perm`), because the MatMul is defined as reading its operands through
+//!   those permutations.
 
 use std::sync::Arc;
 
@@ -40,7 +43,7 @@ impl Pass for TransposeCleanup {
                 }
             }
             for id in g.topo_order()? {
-                round |= fold_into_gemm(g, id)?;
+                round |= fold_into_gemm(g, id)? || fold_into_matmul(g, id)?;
             }
             changed |= round;
             if !round {
@@ -200,9 +203,14 @@ fn fold_into_gemm(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
             trans_b,
             activation,
         } => (alpha, beta, trans_a, trans_b, activation),
-        Op::MatMul { activation }
-            if node.inputs.iter().all(|&v| g.value(v).ty.rank() == 2)
-                && g.value(node.outputs[0]).ty.dtype == DType::F32 =>
+        Op::MatMul {
+            activation,
+            a_perm,
+            b_perm,
+        } if a_perm.is_empty()
+            && b_perm.is_empty()
+            && node.inputs.iter().all(|&v| g.value(v).ty.rank() == 2)
+            && g.value(node.outputs[0]).ty.dtype == DType::F32 =>
         {
             (1.0, 1.0, false, false, activation)
         }
@@ -232,6 +240,68 @@ fn fold_into_gemm(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
         trans_a: ta,
         trans_b: tb,
         activation,
+    };
+    g.set_node_inputs(id, inputs);
+    g.set_node_op(id, op).map_err(|e| node_err(g, id, e))?;
+    for t in folded {
+        remove_if_unused(g, t)?;
+    }
+    Ok(true)
+}
+
+/// Folds a Transpose operand of a batched MatMul (one that is not a plain 2-D product, which
+/// [`fold_into_gemm`] takes) into the MatMul's operand permutation: the MatMul then reads the
+/// Transpose's input through the composed permutation, with no copy.
+fn fold_into_matmul(g: &mut Graph, id: NodeId) -> Result<bool, IrError> {
+    if !g.contains_node(id) {
+        return Ok(false);
+    }
+    let node = g.node(id).clone();
+    let Op::MatMul {
+        activation,
+        a_perm,
+        b_perm,
+    } = node.op
+    else {
+        return Ok(false);
+    };
+    let plain_2d = a_perm.is_empty()
+        && b_perm.is_empty()
+        && node.inputs.iter().all(|&v| g.value(v).ty.rank() == 2);
+    if plain_2d {
+        return Ok(false);
+    }
+    let mut inputs = node.inputs.clone();
+    let mut perms = [a_perm, b_perm];
+    let mut folded = Vec::new();
+    for slot in 0..2 {
+        let v = inputs[slot];
+        let Some(t) = util::producer(g, v) else {
+            continue;
+        };
+        let Some(q) = perm_of(g, t) else { continue };
+        if q.len() < 2 || !util::single_use(g, v) {
+            continue;
+        }
+        // The MatMul reads Transpose(Transpose(x, q), p) = Transpose(x, r), r[i] = q[p[i]].
+        let r: Vec<usize> = if perms[slot].is_empty() {
+            q
+        } else {
+            perms[slot].iter().map(|&i| q[i]).collect()
+        };
+        let identity = r.iter().enumerate().all(|(i, &a)| i == a);
+        perms[slot] = if identity { Vec::new() } else { r };
+        inputs[slot] = g.node(t).inputs[0];
+        folded.push(t);
+    }
+    if folded.is_empty() {
+        return Ok(false);
+    }
+    let [a_perm, b_perm] = perms;
+    let op = Op::MatMul {
+        activation,
+        a_perm,
+        b_perm,
     };
     g.set_node_inputs(id, inputs);
     g.set_node_op(id, op).map_err(|e| node_err(g, id, e))?;

@@ -26,7 +26,7 @@ pub fn lower(op: &Op, cx: &mut Lowering) -> Result<Vec<Stmt>, BackendError> {
         return crate::cannot!("{} inputs have different types", op.name());
     }
     let body = match op {
-        Op::MatMul { .. } => matmul(cx, dtype)?,
+        Op::MatMul { a_perm, b_perm, .. } => matmul(cx, dtype, a_perm, b_perm)?,
         Op::Gemm {
             alpha,
             beta,
@@ -187,19 +187,79 @@ fn matmul_dims(a: &TensorType, b: &TensorType, y: &TensorType) -> Result<Dims, B
     })
 }
 
-/// MatMul: for every broadcast batch, `y[i][j] = sum_k a[i][k] * b[k][j]`.
-fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
+/// An operand as MatMul reads it: its shape through the op's axis permutation, and the
+/// element stride of each of those axes in the stored (unpermuted) tensor.
+struct OperandView {
+    ty: TensorType,
+    strides: Vec<i64>,
+}
+
+impl OperandView {
+    fn new(t: &TensorType, perm: &[usize]) -> Result<OperandView, BackendError> {
+        let stored = super::conv::strides(&t.shape);
+        if perm.is_empty() {
+            return Ok(OperandView {
+                ty: t.clone(),
+                strides: stored.iter().map(|&s| s as i64).collect(),
+            });
+        }
+        let shape = kiln_ir::ops::matmul::permuted(&t.shape, perm)
+            .map_err(|e| BackendError::Lowering(e.to_string()))?;
+        Ok(OperandView {
+            ty: TensorType::new(t.dtype, shape),
+            strides: perm.iter().map(|&p| stored[p] as i64).collect(),
+        })
+    }
+
+    /// The flat offset of the batch `idx` (the output's batch indices; axes of size 1
+    /// broadcast) plus `row * stride of the second-to-last axis`.
+    fn batch_offset(&self, idx: &[Expr], out_rank: usize) -> Expr {
+        let rank = self.ty.rank();
+        let batch = rank.saturating_sub(2);
+        let offset = out_rank - batch;
+        let mut e = Expr::int(0);
+        for d in 0..batch {
+            if self.ty.shape[d] != 1 {
+                e = add(e, idx[d + offset].clone().affine(self.strides[d], 0));
+            }
+        }
+        e
+    }
+
+    /// Strides of the last two axes (for a 1-D operand: the one axis, and 0).
+    fn matrix_strides(&self) -> (i64, i64) {
+        match self.strides.as_slice() {
+            [.., r, c] => (*r, *c),
+            [c] => (0, *c),
+            [] => (0, 0),
+        }
+    }
+}
+
+/// MatMul: for every broadcast batch, `y[i][j] = sum_k a[i][k] * b[k][j]`, each operand read
+/// through its axis permutation (strides), so folded Transposes cost no copy.
+fn matmul(
+    cx: &mut Lowering,
+    dtype: DType,
+    a_perm: &[usize],
+    b_perm: &[usize],
+) -> Result<Vec<Stmt>, BackendError> {
     let (Some(a), Some(b), Some(y)) = (cx.inputs.first(), cx.inputs.get(1), cx.outputs.first())
     else {
         return crate::cannot!("MatMul takes 2 inputs");
     };
-    let d = matmul_dims(a, b, y)?;
+    let (av, bv) = (OperandView::new(a, a_perm)?, OperandView::new(b, b_perm)?);
+    let d = matmul_dims(&av.ty, &bv.ty, y)?;
     let (batch_vars, batch_idx): (Vec<_>, Vec<_>) = d.batch.iter().map(|&e| counter(cx, e)).unzip();
     let mut head = Vec::new();
-    let a_base =
-        broadcast_index(&batch_idx, &d.a_batch, d.batch.len()).affine((d.m * d.k) as i64, 0);
-    let b_base =
-        broadcast_index(&batch_idx, &d.b_batch, d.batch.len()).affine((d.k * d.n) as i64, 0);
+    let a_base = av.batch_offset(&batch_idx, d.batch.len());
+    let b_base = bv.batch_offset(&batch_idx, d.batch.len());
+    // A's rows and depth, B's depth and columns: a 1-D A is one row, a 1-D B one column.
+    let (a_row_stride, a_k_stride) = av.matrix_strides();
+    let (b_k_stride, b_col_stride) = match bv.ty.rank() {
+        1 => (bv.matrix_strides().1, 0),
+        _ => bv.matrix_strides(),
+    };
     let y_base =
         super::conv::dot(&batch_idx, &super::conv::strides(&d.batch)).affine((d.m * d.n) as i64, 0);
     let a_base = hoist(cx, &mut head, a_base);
@@ -207,9 +267,9 @@ fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
     let y_base = hoist(cx, &mut head, y_base);
     let (iv, i) = counter(cx, d.m);
     let mut row = Vec::new();
-    let a_row = hoist(cx, &mut row, add(a_base, i.clone().affine(d.k as i64, 0)));
+    let a_row = hoist(cx, &mut row, add(a_base, i.clone().affine(a_row_stride, 0)));
     let y_row = hoist(cx, &mut row, add(y_base, i.affine(d.n as i64, 0)));
-    let (n, k_len, yp) = (d.n as i64, d.k, cx.output(0));
+    let (k_len, yp) = (d.k, cx.output(0));
     row.extend(column_tiles(cx, d.n, &mut |cx, j0, width| {
         let col = |t: usize| add(j0.clone(), Expr::int(t as i64));
         let (mut body, accs) = dot_product(
@@ -217,8 +277,13 @@ fn matmul(cx: &mut Lowering, dtype: DType) -> Result<Vec<Stmt>, BackendError> {
             Acc::Same(dtype),
             k_len,
             width,
-            &|k| add(a_row.clone(), k.clone()),
-            &|k, t| add(add(b_base.clone(), k.clone().affine(n, 0)), col(t)),
+            &|k| add(a_row.clone(), k.clone().affine(a_k_stride, 0)),
+            &|k, t| {
+                add(
+                    add(b_base.clone(), k.clone().affine(b_k_stride, 0)),
+                    col(t).affine(b_col_stride, 0),
+                )
+            },
             &|_| zero(dtype),
         );
         body.extend(accs.iter().enumerate().map(|(t, &acc)| Stmt::Store {
@@ -432,7 +497,11 @@ mod tests {
             min: Some(0.0),
             max: Some(6.0),
         };
-        let op = Op::MatMul { activation: relu6 };
+        let op = Op::MatMul {
+            activation: relu6,
+            a_perm: Vec::new(),
+            b_perm: Vec::new(),
+        };
         check_schedules(op, vec![f(&[2, 3, 5], 60), f(&[5, 4], 61)]);
         let op = Op::Gemm {
             alpha: 0.5,
@@ -449,24 +518,32 @@ mod tests {
         check(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![f(&[2, 1, 3, 4], 1), f(&[3, 4, 2], 2)],
         );
         check(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![f(&[4], 3), f(&[2, 4, 3], 4)],
         );
         check(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![f(&[2, 3, 4], 5), f(&[4], 6)],
         );
         check(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![f(&[4], 7), f(&[4], 8)],
         );
@@ -474,6 +551,8 @@ mod tests {
             check(
                 Op::MatMul {
                     activation: Default::default(),
+                    a_perm: Vec::new(),
+                    b_perm: Vec::new(),
                 },
                 vec![ints(&[2, 3, 4], 1, wide), ints(&[4, 5], 2, wide)],
             );
@@ -518,6 +597,8 @@ mod tests {
             check_schedules(
                 Op::MatMul {
                     activation: Default::default(),
+                    a_perm: Vec::new(),
+                    b_perm: Vec::new(),
                 },
                 vec![f(&[2, 3, 5], 40), f(&[5, n], 41)],
             );
@@ -525,18 +606,24 @@ mod tests {
         check_schedules(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![f(&[3, 0], 42), f(&[0, 6], 43)],
         );
         check_schedules(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![f(&[4], 44), f(&[2, 4, 7], 45)],
         );
         check_schedules(
             Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             vec![ints(&[2, 3], 1, false), ints(&[3, 7], 2, false)],
         );

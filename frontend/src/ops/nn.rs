@@ -360,6 +360,8 @@ fn matmul(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
     Ok(Lowered::new(
         Op::MatMul {
             activation: Activation::None,
+            a_perm: Vec::new(),
+            b_perm: Vec::new(),
         },
         inputs(ctx, 2, 2)?,
     ))

@@ -356,6 +356,8 @@ fn qlinear_matmul(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         "matmul",
         Op::MatMul {
             activation: Activation::None,
+            a_perm: Vec::new(),
+            b_perm: Vec::new(),
         },
         vec![a, b],
     );

@@ -20,9 +20,11 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, OpError
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     let dtype = common_dtype(op, inputs.iter().map(|t| t.dtype))?;
     let shape = match op {
-        Op::MatMul { .. } => {
+        Op::MatMul { a_perm, b_perm, .. } => {
             check_arity("MatMul", inputs.len(), 2, 2)?;
-            MatMulDims::new(shapes[0], shapes[1])?.out_shape
+            let a = permuted(shapes[0], a_perm)?;
+            let b = permuted(shapes[1], b_perm)?;
+            MatMulDims::new(&a, &b)?.out_shape
         }
         Op::Gemm {
             trans_a, trans_b, ..
@@ -45,7 +47,11 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
     }
     common_dtype(op, inputs.iter().map(|t| t.dtype()))?;
     let out = match (op, inputs) {
-        (Op::MatMul { .. }, [a, b]) => matmul(a, b)?,
+        (Op::MatMul { a_perm, b_perm, .. }, [a, b]) => {
+            let a = transposed(a, a_perm)?;
+            let b = transposed(b, b_perm)?;
+            matmul(&a, &b)?
+        }
         (Op::MatMul { .. }, _) => return invalid!("MatMul takes 2 inputs, got {}", inputs.len()),
         (
             Op::Gemm {
@@ -69,6 +75,39 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         _ => return Err(wrong_family(op)),
     };
     Ok(vec![out])
+}
+
+/// `shape` read through the axis permutation `perm` (empty: as is).
+pub fn permuted(shape: &[usize], perm: &[usize]) -> Result<Vec<usize>, OpError> {
+    if perm.is_empty() {
+        return Ok(shape.to_vec());
+    }
+    let mut seen = vec![false; perm.len()];
+    let valid = perm.len() == shape.len()
+        && shape.len() >= 2
+        && perm
+            .iter()
+            .all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true));
+    if !valid {
+        return invalid!("operand permutation {perm:?} does not fit an operand of shape {shape:?}");
+    }
+    Ok(perm.iter().map(|&p| shape[p]).collect())
+}
+
+/// `t` with its axes permuted (a copy only when `perm` is not empty).
+fn transposed<'a>(t: &'a Tensor, perm: &[usize]) -> Result<std::borrow::Cow<'a, Tensor>, OpError> {
+    if perm.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(t));
+    }
+    permuted(t.shape(), perm)?;
+    let op = Op::Transpose {
+        perm: perm.to_vec(),
+    };
+    let out = crate::ops::movement::eval(&op, &[t])?;
+    out.into_iter()
+        .next()
+        .map(std::borrow::Cow::Owned)
+        .ok_or_else(|| OpError::Invalid("Transpose gave no result".into()))
 }
 
 /// The element type all inputs share: f32, i32 or i64, as ONNX allows for both ops.
@@ -492,6 +531,8 @@ mod tests {
         let y = run(
             &Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             &[&a, &b],
         );
@@ -505,6 +546,8 @@ mod tests {
         let y = run(
             &Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             &[&v, &m],
         );
@@ -513,6 +556,8 @@ mod tests {
         let y = run(
             &Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             &[&v, &v],
         );
@@ -522,6 +567,8 @@ mod tests {
         let y = run(
             &Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             &[&mt, &v],
         );
@@ -536,6 +583,8 @@ mod tests {
         let y = run(
             &Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             &[&a, &b],
         );
@@ -550,6 +599,8 @@ mod tests {
         let y = run(
             &Op::MatMul {
                 activation: Default::default(),
+                a_perm: Vec::new(),
+                b_perm: Vec::new(),
             },
             &[&a, &b],
         );
@@ -614,7 +665,9 @@ mod tests {
         assert!(matches!(
             infer(
                 &Op::MatMul {
-                    activation: Default::default()
+                    activation: Default::default(),
+                    a_perm: Vec::new(),
+                    b_perm: Vec::new(),
                 },
                 &[&a, &a]
             ),

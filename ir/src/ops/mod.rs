@@ -113,12 +113,15 @@ pub fn macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
             in_numel * k * (out_ch / (*group).max(1) as u64)
         }
         Op::MatMul { .. } | Op::QMatMul { .. } => {
-            let k = inputs
-                .first()
-                .and_then(|t| t.shape.last())
-                .copied()
-                .unwrap_or(0) as u64;
-            out_numel * k
+            // K is the last axis of A as the op reads it (through its permutation).
+            let a = inputs.first().map(|t| t.shape.as_slice()).unwrap_or(&[]);
+            let k = match op {
+                Op::MatMul { a_perm, .. } if !a_perm.is_empty() => {
+                    a_perm.last().and_then(|&p| a.get(p))
+                }
+                _ => a.last(),
+            };
+            out_numel * k.copied().unwrap_or(0) as u64
         }
         Op::Gemm { trans_a, .. } => {
             let a = inputs.first().map(|t| t.shape.as_slice()).unwrap_or(&[]);

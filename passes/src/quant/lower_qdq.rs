@@ -352,7 +352,8 @@ fn matmul_with_bias(g: &Graph, add: NodeId) -> Option<(NodeId, ValueId)> {
     let ins = g.node(add).inputs.clone();
     (0..2).find_map(|i| {
         let mm = util::producer(g, ins[i])?;
-        let is_mm = matches!(g.node(mm).op, Op::MatMul { activation } if activation.is_none());
+        let is_mm = matches!(&g.node(mm).op, Op::MatMul { activation, a_perm, b_perm }
+            if activation.is_none() && a_perm.is_empty() && b_perm.is_empty());
         let bias_const = util::const_of(g, ins[1 - i]).is_some()
             || dequantized(g, ins[1 - i]).is_some_and(|d| constant_source(g, &d).is_some());
         (is_mm && bias_const && util::single_use(g, ins[i])).then_some((mm, ins[1 - i]))
@@ -367,6 +368,10 @@ fn lower_matmul(
     bias: Option<ValueId>,
 ) -> Result<Lowered, IrError> {
     let ins = g.node(mm).inputs.clone();
+    if matches!(&g.node(mm).op, Op::MatMul { a_perm, b_perm, .. } if !a_perm.is_empty() || !b_perm.is_empty())
+    {
+        return Ok(None);
+    }
     let Some(a) = activation_input(g, ins[0]) else {
         return Ok(None);
     };
