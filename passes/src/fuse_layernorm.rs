@@ -5,6 +5,11 @@
 //! `s = Sqrt(Add(v, eps))`, `n = Div(d, s) | Mul(d, Reciprocal(s))`, then optionally
 //! `Mul(n, gamma)` and `Add(_, beta)` with constant gamma and beta that broadcast over the
 //! normalized axes only. Every intermediate must have no other reader (except `d`, read twice).
+//! Also matches the form TensorFlow's converters write (Keras LayerNormalization through
+//! `tf.nn.batch_normalization`, with `Rsqrt` as `Reciprocal(Sqrt)`): the same `m` and `v` (the
+//! square as `Mul(d, d)` or `Pow(d, 2)`), `inv = Reciprocal(Sqrt(Add(v, eps))) [* gamma]`, and
+//! `y = Add(Mul(x, inv), Sub(beta, Mul(m, inv)))` (or `Sub(Mul(x, inv), Mul(m, inv))` without
+//! beta), which is `(x - m) * inv + beta` rearranged.
 //! Produces `LayerNormalization {axis: a, epsilon: eps}(x, gamma, beta)`. Sound because that is
 //! the ONNX definition of LayerNormalization with a biased variance (the reference computes the
 //! statistics in f64, so the fused op is at least as accurate as the chain it replaces).
@@ -30,7 +35,7 @@ impl Pass for FuseLayerNorm {
             if !g.contains_node(id) {
                 continue;
             }
-            if let Some(m) = match_layernorm(g, id) {
+            if let Some(m) = match_layernorm(g, id).or_else(|| match_scale_shift_form(g, id)) {
                 rewrite(g, m)?;
                 changed = true;
             }
@@ -167,6 +172,121 @@ fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
             }
         }
     }
+    if g.value(out(g, last)).ty != g.value(x).ty
+        || !util::pattern_is_closed(g, &nodes, out(g, last))
+    {
+        return None;
+    }
+    Some(LayerNormMatch {
+        x,
+        axis,
+        epsilon,
+        gamma,
+        beta,
+        last,
+        nodes,
+    })
+}
+
+/// Matches the scale-and-shift form starting from the first ReduceMean (see the module doc).
+fn match_scale_shift_form(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
+    let Op::ReduceMean {
+        axes,
+        keepdims: true,
+    } = &g.node(mean).op
+    else {
+        return None;
+    };
+    let x = *g.node(mean).inputs.first()?;
+    let rank = g.value(x).ty.rank();
+    let axis = *axes.first()?;
+    if *axes != (axis..rank).collect::<Vec<_>>() || g.value(x).ty.dtype != kiln_ir::DType::F32 {
+        return None;
+    }
+    let m = out(g, mean);
+    // m feeds the Sub of the variance branch and Mul(m, inv).
+    let m_readers: Vec<NodeId> = g.consumers(m).iter().map(|&(n, _)| n).collect();
+    let sub = *m_readers
+        .iter()
+        .find(|&&n| g.node(n).op == Op::Sub && g.node(n).inputs == [x, m])?;
+    let d = out(g, sub);
+    let sq = sole_consumer(g, d).or_else(|| {
+        // Mul(d, d) reads d twice.
+        let uses = g.consumers(d);
+        match uses.as_slice() {
+            [(a, _), (b, _)] if a == b && !g.is_output(d) => Some(*a),
+            _ => None,
+        }
+    })?;
+    let is_square = match g.node(sq).op {
+        Op::Pow => util::const_scalar(g, g.node(sq).inputs[1]) == Some(2.0),
+        Op::Mul => g.node(sq).inputs == [d, d],
+        _ => false,
+    };
+    if !is_square {
+        return None;
+    }
+    let var = sole_consumer(g, out(g, sq))?;
+    if g.node(var).op != g.node(mean).op || g.node(var).inputs != [out(g, sq)] {
+        return None;
+    }
+    let add_eps = sole_consumer(g, out(g, var))?;
+    if !matches!(g.node(add_eps).op, Op::Add { activation } if activation.is_none()) {
+        return None;
+    }
+    let epsilon = util::const_scalar(g, other_operand(g, add_eps, out(g, var))?)?;
+    let sqrt = sole_consumer(g, out(g, add_eps))?;
+    let recip = sole_consumer(g, out(g, sqrt))?;
+    if g.node(sqrt).op != Op::Sqrt || g.node(recip).op != Op::Reciprocal {
+        return None;
+    }
+    let normalized = g.value(x).ty.shape[axis..].to_vec();
+    let mut nodes = vec![mean, sub, sq, var, add_eps, sqrt, recip];
+    // inv = r, or Mul(r, gamma) with gamma a constant over the normalized axes.
+    let r = out(g, recip);
+    let mut gamma = None;
+    let mut inv = r;
+    if let Some(mg) = sole_consumer(g, r).filter(|&n| g.node(n).op == Op::Mul) {
+        let c = other_operand(g, mg, r)?;
+        gamma = Some(util::const_of(g, c).and_then(|t| param(&t, &normalized))?);
+        inv = out(g, mg);
+        nodes.push(mg);
+    }
+    // inv feeds exactly Mul(x, inv) and Mul(m, inv).
+    let readers: Vec<NodeId> = g.consumers(inv).iter().map(|&(n, _)| n).collect();
+    let [p, q] = readers.as_slice() else {
+        return None;
+    };
+    let is_product_with =
+        |n: NodeId, v: ValueId| g.node(n).op == Op::Mul && other_operand(g, n, inv) == Some(v);
+    let (xs, ms) = if is_product_with(*p, x) && is_product_with(*q, m) {
+        (*p, *q)
+    } else if is_product_with(*q, x) && is_product_with(*p, m) {
+        (*q, *p)
+    } else {
+        return None;
+    };
+    nodes.extend([xs, ms]);
+    let (xs_v, ms_v) = (out(g, xs), out(g, ms));
+    let shift = sole_consumer(g, ms_v)?;
+    let (last, beta) = match g.node(shift).op {
+        // Sub(xs, ms): no beta.
+        Op::Sub if g.node(shift).inputs == [xs_v, ms_v] => (shift, None),
+        // Sub(beta, ms), then Add with xs.
+        Op::Sub if g.node(shift).inputs.get(1) == Some(&ms_v) => {
+            let b = g.node(shift).inputs[0];
+            let beta = util::const_of(g, b).and_then(|t| param(&t, &normalized))?;
+            let add = sole_consumer(g, out(g, shift))?;
+            let plain = matches!(g.node(add).op, Op::Add { activation } if activation.is_none());
+            if !plain || other_operand(g, add, out(g, shift)) != Some(xs_v) {
+                return None;
+            }
+            nodes.push(shift);
+            (add, Some(beta))
+        }
+        _ => return None,
+    };
+    nodes.push(last);
     if g.value(out(g, last)).ty != g.value(x).ty
         || !util::pattern_is_closed(g, &nodes, out(g, last))
     {

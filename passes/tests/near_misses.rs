@@ -47,6 +47,8 @@ const ADD: Op = Op::Add {
 };
 const MATMUL: Op = Op::MatMul {
     activation: Activation::None,
+    a_perm: Vec::new(),
+    b_perm: Vec::new(),
 };
 
 fn conv3x3(group: usize) -> Op {
@@ -494,4 +496,82 @@ fn removal_refuses_values_still_read() {
     assert!(err.contains("node 'sub' (Sub)"), "{err}");
     assert!(err.contains("still read by node 'pow'"), "{err}");
     assert_eq!(kiln_ir::dump::to_text(&g), before);
+}
+
+/// The scale-and-shift LayerNorm with `inv` read once more, or `mean * inv` a graph output:
+/// not fused, still correct.
+#[test]
+fn scale_shift_layernorm_near_misses() {
+    for case in 0..2 {
+        let mut g = Graph::new("layernorm_tf");
+        let x = g.add_input("x", f32_ty(&[2, 8]));
+        let reduce = Op::ReduceMean {
+            axes: vec![1],
+            keepdims: true,
+        };
+        let m = node(&mut g, "mean", reduce.clone(), vec![x]);
+        let d = node(&mut g, "sub", Op::Sub, vec![x, m]);
+        let sq = node(&mut g, "square", Op::Mul, vec![d, d]);
+        let v = node(&mut g, "variance", reduce, vec![sq]);
+        let eps = scalar(&mut g, "eps", 1e-3);
+        let ve = node(&mut g, "add_eps", ADD, vec![v, eps]);
+        let s = node(&mut g, "sqrt", Op::Sqrt, vec![ve]);
+        let inv = node(&mut g, "rsqrt", Op::Reciprocal, vec![s]);
+        let xs = node(&mut g, "mul_x", Op::Mul, vec![x, inv]);
+        let ms = node(&mut g, "mul_mean", Op::Mul, vec![m, inv]);
+        let y = node(&mut g, "sub_mean", Op::Sub, vec![xs, ms]);
+        if case == 0 {
+            let extra = node(&mut g, "extra", Op::Neg, vec![inv]);
+            g.set_outputs(vec![y, extra]);
+        } else {
+            g.set_outputs(vec![y, ms]);
+        }
+        let (alone, _) = check(&kiln_passes::fuse_layernorm::FuseLayerNorm, &g);
+        assert_eq!(count(&alone, "LayerNormalization"), 0, "case {case}");
+    }
+}
+
+/// A batched MatMul whose result is read again, or whose bias varies along M: no Gemm.
+#[test]
+fn batched_matmul_add_near_misses() {
+    for case in 0..2 {
+        let mut g = Graph::new("batched_matmul_add");
+        let x = g.add_input("x", f32_ty(&[2, 5, 4]));
+        let w = konst(&mut g, "w", &[4, 3], 1);
+        let m = node(&mut g, "matmul", MATMUL, vec![x, w]);
+        let b = if case == 0 {
+            konst(&mut g, "b", &[3], 2)
+        } else {
+            konst(&mut g, "b", &[5, 3], 2)
+        };
+        let y = node(&mut g, "add", ADD, vec![m, b]);
+        if case == 0 {
+            g.set_outputs(vec![y, m]);
+        } else {
+            g.set_outputs(vec![y]);
+        }
+        let (alone, _) = check(&kiln_passes::matmul_add::MatMulAddToGemm, &g);
+        assert_eq!(count(&alone, "Gemm"), 0, "case {case}");
+    }
+}
+
+/// A Transpose read by a batched MatMul and by another node stays (the MatMul still reads it
+/// directly).
+#[test]
+fn batched_matmul_transpose_near_miss() {
+    let mut g = Graph::new("transpose_fanout");
+    let q = g.add_input("q", f32_ty(&[1, 6, 2, 4]));
+    let k = g.add_input("k", f32_ty(&[1, 2, 4, 6]));
+    let qt = node(
+        &mut g,
+        "q_t",
+        Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        vec![q],
+    );
+    let s = node(&mut g, "scores", MATMUL, vec![qt, k]);
+    let extra = node(&mut g, "extra", Op::Neg, vec![qt]);
+    g.set_outputs(vec![s, extra]);
+    check(&kiln_passes::transpose::TransposeCleanup, &g);
 }

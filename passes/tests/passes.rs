@@ -51,6 +51,8 @@ const ADD: Op = Op::Add {
 };
 const MATMUL: Op = Op::MatMul {
     activation: Activation::None,
+    a_perm: Vec::new(),
+    b_perm: Vec::new(),
 };
 
 fn count(g: &Graph, name: &str) -> usize {
@@ -497,4 +499,124 @@ fn pipeline_levels_dumps_and_errors() {
         msg.contains("no-such-pass") && msg.contains("const-fold"),
         "{msg}"
     );
+}
+
+/// GELU's tanh approximation as PyTorch exports it (`approximate="tanh"`): fused into one
+/// `Gelu {tanh_approx: true}`.
+#[test]
+fn fuse_gelu_tanh_form() {
+    let mut g = Graph::new("fuse_gelu_tanh");
+    let x = g.add_input("x", f32_ty(&[2, 8]));
+    let three = g.add_const("three", Tensor::scalar_f32(3.0));
+    let cube = node(&mut g, "pow", Op::Pow, vec![x, three]);
+    let c = g.add_const("c", Tensor::scalar_f32(0.044715));
+    let t = node(&mut g, "mul_c", Op::Mul, vec![cube, c]);
+    let u = node(&mut g, "add_x", ADD, vec![x, t]);
+    let k = g.add_const(
+        "k",
+        Tensor::scalar_f32((2.0f32 / std::f32::consts::PI).sqrt()),
+    );
+    let s = node(&mut g, "mul_k", Op::Mul, vec![u, k]);
+    let th = node(&mut g, "tanh", Op::Tanh, vec![s]);
+    let one = g.add_const("one", Tensor::scalar_f32(1.0));
+    let a = node(&mut g, "add_one", ADD, vec![th, one]);
+    let half = g.add_const("half", Tensor::scalar_f32(0.5));
+    let h = node(&mut g, "mul_half", Op::Mul, vec![x, half]);
+    let y = node(&mut g, "mul", Op::Mul, vec![h, a]);
+    g.set_outputs(vec![y]);
+    let (g, dump) = run_pass(&kiln_passes::fuse_gelu::FuseGelu, g);
+    assert_eq!(g.node_count(), 1);
+    let only = g.node_ids()[0];
+    assert_eq!(g.node(only).op, Op::Gelu { tanh_approx: true });
+    insta::assert_snapshot!(dump);
+}
+
+/// The LayerNorm TensorFlow's converters write (Keras through `tf.nn.batch_normalization`,
+/// `Rsqrt` as `Reciprocal(Sqrt)`): `x * inv + (beta - mean * inv)`.
+#[test]
+fn fuse_layernorm_scale_shift_form() {
+    let mut g = Graph::new("fuse_layernorm_tf");
+    let x = g.add_input("x", f32_ty(&[2, 3, 8]));
+    let reduce = Op::ReduceMean {
+        axes: vec![2],
+        keepdims: true,
+    };
+    let m = node(&mut g, "mean", reduce.clone(), vec![x]);
+    let d = node(&mut g, "sub", Op::Sub, vec![x, m]);
+    let sq = node(&mut g, "square", Op::Mul, vec![d, d]);
+    let v = node(&mut g, "variance", reduce, vec![sq]);
+    let eps = g.add_const("eps", Tensor::scalar_f32(1e-3));
+    let ve = node(&mut g, "add_eps", ADD, vec![v, eps]);
+    let s = node(&mut g, "sqrt", Op::Sqrt, vec![ve]);
+    let r = node(&mut g, "rsqrt", Op::Reciprocal, vec![s]);
+    let gamma = konst(&mut g, "gamma", &[8], 1);
+    let inv = node(&mut g, "mul_gamma", Op::Mul, vec![r, gamma]);
+    let xs = node(&mut g, "mul_x", Op::Mul, vec![x, inv]);
+    let ms = node(&mut g, "mul_mean", Op::Mul, vec![m, inv]);
+    let beta = konst(&mut g, "beta", &[8], 2);
+    let shift = node(&mut g, "sub_beta", Op::Sub, vec![beta, ms]);
+    let y = node(&mut g, "add", ADD, vec![xs, shift]);
+    g.set_outputs(vec![y]);
+    let (g, dump) = run_pass(&kiln_passes::fuse_layernorm::FuseLayerNorm, g);
+    assert_eq!(g.node_count(), 1);
+    assert_eq!(count(&g, "LayerNormalization"), 1);
+    insta::assert_snapshot!(dump);
+}
+
+/// A batched MatMul by a 2-D weight plus a bias along N becomes a 2-D Gemm with the bias
+/// between Reshapes (which alias, so no copy).
+#[test]
+fn batched_matmul_add_to_gemm() {
+    let mut g = Graph::new("batched_matmul_add");
+    let x = g.add_input("x", f32_ty(&[2, 5, 4]));
+    let w = konst(&mut g, "w", &[4, 3], 1);
+    let b = konst(&mut g, "b", &[3], 2);
+    let m = node(&mut g, "matmul", MATMUL, vec![x, w]);
+    let y = node(&mut g, "add", ADD, vec![b, m]);
+    g.set_outputs(vec![y]);
+    let (g, dump) = run_pass(&kiln_passes::matmul_add::MatMulAddToGemm, g);
+    assert_eq!(count(&g, "Gemm"), 1);
+    assert_eq!(count(&g, "MatMul") + count(&g, "Add"), 0);
+    assert_eq!(g.value(g.outputs()[0]).name, "add");
+    insta::assert_snapshot!(dump);
+}
+
+/// Attention's Transposes (`[B, S, H, D] -> [B, H, S, D]` for Q and V, `-> [B, H, D, S]` for
+/// K) fold into the batched MatMuls' operand permutations: no Transpose left on the inputs.
+#[test]
+fn transposes_fold_into_batched_matmul() {
+    let mut g = Graph::new("attention_transposes");
+    let q = g.add_input("q", f32_ty(&[1, 6, 2, 4]));
+    let k = g.add_input("k", f32_ty(&[1, 6, 2, 4]));
+    let v = g.add_input("v", f32_ty(&[1, 6, 2, 4]));
+    let qt = node(
+        &mut g,
+        "q_t",
+        Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        vec![q],
+    );
+    let kt = node(
+        &mut g,
+        "k_t",
+        Op::Transpose {
+            perm: vec![0, 2, 3, 1],
+        },
+        vec![k],
+    );
+    let vt = node(
+        &mut g,
+        "v_t",
+        Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        vec![v],
+    );
+    let scores = node(&mut g, "scores", MATMUL, vec![qt, kt]);
+    let y = node(&mut g, "context", MATMUL, vec![scores, vt]);
+    g.set_outputs(vec![y]);
+    let (g, dump) = run_pass(&kiln_passes::transpose::TransposeCleanup, g);
+    assert_eq!(count(&g, "Transpose"), 0);
+    insta::assert_snapshot!(dump);
 }
