@@ -3,7 +3,8 @@
 # clang; arm-none-eabi-gcc with newlib and picolibc (Cortex-M); riscv64-unknown-elf-gcc with
 # picolibc (RV32/RV64 bare metal); QEMU system emulators for the Arm and RISC-V boards and QEMU
 # user mode with aarch64/riscv64 Linux cross compilers (to link and run the Cranelift backend's
-# objects). Idempotent and fast when everything is present.
+# objects); CMake and GNU Make (to build the generated build-system fragments). Idempotent and fast
+# when everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
@@ -17,6 +18,8 @@ command -v qemu-system-riscv32 >/dev/null || need+=(qemu-system-misc)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v riscv64-linux-gnu-gcc >/dev/null || need+=(gcc-riscv64-linux-gnu libc6-dev-riscv64-cross)
+command -v cmake >/dev/null || need+=(cmake)
+command -v make >/dev/null || need+=(make)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
