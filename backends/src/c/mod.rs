@@ -1,8 +1,10 @@
 //! The C99 emitter: a graph, its memory plan and its kernels become `PREFIX.h`, `PREFIX.c` and
-//! the runtime header, a self-contained directory that `cc -c DIR/*.c` builds.
+//! the runtime header, a self-contained directory that `cc -c DIR/*.c` builds, plus the
+//! `PREFIX.cmake` and `PREFIX.mk` fragments that add it to a CMake or Make project.
 //!
 //! Output is byte-deterministic for a given graph and options: no timestamps, paths or hashes.
 
+mod build_fragments;
 mod expr;
 mod writer;
 
@@ -93,11 +95,17 @@ pub fn emit_c(graph: &Graph, opts: &COptions) -> Result<CProgram, BackendError> 
     let weight_bytes = program.weight_bytes(graph);
     let header = emit_header(graph, &program.plan, opts);
     let source = emit_source(graph, &program, opts);
+    let libm = build_fragments::libm_calls(&source, opts.no_libm);
     Ok(CProgram {
         files: vec![
             (format!("{p}.h"), header),
             (format!("{p}.c"), source),
             (RUNTIME_HEADER_NAME.to_string(), RUNTIME_HEADER.to_string()),
+            (
+                format!("{p}.cmake"),
+                build_fragments::cmake_fragment(p, &libm),
+            ),
+            (format!("{p}.mk"), build_fragments::make_fragment(p, &libm)),
         ],
         plan: program.plan,
         layers: program.layers,
