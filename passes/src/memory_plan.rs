@@ -3,7 +3,7 @@
 //!
 //! - Graph inputs live in the caller's input buffers, constants in flash, graph outputs in the
 //!   caller's output buffers; only the other node results take arena space.
-//! - Reshape, Identity and Dropout's data output are aliases: they share their input's storage
+//! - Reshape, Identity and a mask-less Dropout's output are aliases: they share their input's storage
 //!   and cost no code (unless they produce a graph output, which needs a copy).
 //! - An element-wise node whose input dies there and has the output's size works in place.
 //! - Offsets come from greedy-by-size placement (largest first, lowest free offset among the
@@ -72,9 +72,13 @@ fn align_up(n: usize, a: usize) -> usize {
     n.div_ceil(a) * a
 }
 
-/// True for ops whose output is their first input's bytes under another shape.
+/// True for ops whose output is their first input's bytes under another shape. A Dropout
+/// with its mask output is not: its kernel must run to write the mask.
 fn is_alias_op(op: &Op) -> bool {
-    matches!(op, Op::Reshape { .. } | Op::Identity | Op::Dropout { .. })
+    matches!(
+        op,
+        Op::Reshape { .. } | Op::Identity | Op::Dropout { mask: false }
+    )
 }
 
 /// True for ops that may write their output over a dying input of the same size: each output

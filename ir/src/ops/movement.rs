@@ -942,34 +942,40 @@ impl Axis {
             && is_close(self.roi.1, 1.0)
     }
 
-    /// Where output coordinate `y` falls in the input (f64); `None` when tf_crop_and_resize
-    /// samples outside the input.
+    /// The scale as onnxruntime holds it: f32, the given value, or `out / in` divided in f32
+    /// when the model gave sizes.
+    fn scale_f32(&self) -> f32 {
+        if self.scale == self.out_n as f64 / self.in_n as f64 {
+            self.out_n as f32 / self.in_n as f32
+        } else {
+            self.scale as f32
+        }
+    }
+
+    /// Where output coordinate `y` falls in the input; `None` when tf_crop_and_resize samples
+    /// outside the input.
     ///
-    /// Two choices follow onnxruntime rather than the ONNX reference evaluator, because users
-    /// validate against onnxruntime and PyTorch:
-    /// - align_corners, pytorch_half_pixel and tf_crop_and_resize divide by the integer output
-    ///   length (and test it against 1), as onnxruntime does and as the spec's formulas read
-    ///   (`length_resized`); the reference uses the unrounded `scale * in`, which differs
-    ///   whenever `in * scale` is not an integer (1x1x3x4 at scale 1.5: up to 0.55 apart);
-    /// - a coordinate within 1e-9 of a multiple of 1/2 is put on it ([`snap_to_half`]), so
-    ///   nearest rounding decides ties and floors as exact arithmetic (and onnxruntime's)
-    ///   does: half_pixel 7 -> 17 maps output 8 to input 3 exactly, where f64 gives
-    ///   2.9999999999999996 and the reference picks input 2.
+    /// Computed exactly as onnxruntime computes it, in f32 with its formulas and its order of
+    /// operations (f64 where its code promotes to double), rather than in exact arithmetic as
+    /// the ONNX reference evaluator does, because users validate against onnxruntime and
+    /// PyTorch: the coordinate decides which pixel nearest rounding, floors and ceilings take
+    /// and whether tf_crop_and_resize extrapolates, and an ulp either side of an integer or a
+    /// tie flips them. In particular align_corners, pytorch_half_pixel and tf_crop_and_resize
+    /// divide by the integer output length (and test it against 1), where the reference uses
+    /// the unrounded `scale * in` (1x1x3x4 at scale 1.5: up to 0.55 apart).
     fn source(&self, coord: CoordTransform, y: usize) -> Option<f64> {
-        let y = y as f64;
-        let in_w = self.in_n as f64;
-        let scale = self.scale;
-        let out_len = self.out_n as f64;
-        let unit_output = self.out_n == 1;
-        let x = match coord {
+        let y = y as f32;
+        let in_w = self.in_n as f32;
+        let out_len = self.out_n as f32;
+        let scale = self.scale_f32();
+        let x: f32 = match coord {
             CoordTransform::TfCropAndResize => {
-                let (start, end) = self.roi;
-                let span = if unit_output {
-                    (end - start) * (in_w - 1.0) / 2.0
+                let (start, end) = (self.roi.0 as f32, self.roi.1 as f32);
+                let x = if out_len > 1.0 {
+                    start * (in_w - 1.0) + (y * (end - start) * (in_w - 1.0)) / (out_len - 1.0)
                 } else {
-                    y * (end - start) * (in_w - 1.0) / (out_len - 1.0)
+                    (0.5 * f64::from(start + end) * f64::from(in_w - 1.0)) as f32
                 };
-                let x = snap_to_half(span + start * (in_w - 1.0));
                 if x < 0.0 || x > in_w - 1.0 {
                     return None;
                 }
@@ -977,30 +983,19 @@ impl Axis {
             }
             CoordTransform::HalfPixel => (y + 0.5) / scale - 0.5,
             CoordTransform::HalfPixelSymmetric => {
-                let adjustment = out_len / (scale * in_w);
-                let offset = in_w / 2.0 * (1.0 - adjustment);
-                offset + (y + 0.5) / scale - 0.5
+                let output_width = scale * in_w;
+                let adjustment = out_len / output_width;
+                let center = in_w / 2.0;
+                let offset = center * (1.0 - adjustment);
+                (f64::from(offset) + (f64::from(y) + 0.5) / f64::from(scale) - 0.5) as f32
             }
-            // The spec and onnxruntime give 0 for a one-element output; the reference -0.5.
-            CoordTransform::PytorchHalfPixel if unit_output => 0.0,
-            CoordTransform::PytorchHalfPixel => (y + 0.5) / scale - 0.5,
-            CoordTransform::AlignCorners if unit_output => 0.0,
+            CoordTransform::PytorchHalfPixel if out_len > 1.0 => (y + 0.5) / scale - 0.5,
+            CoordTransform::PytorchHalfPixel => 0.0,
+            CoordTransform::AlignCorners if out_len == 1.0 => 0.0,
             CoordTransform::AlignCorners => y * (in_w - 1.0) / (out_len - 1.0),
             CoordTransform::Asymmetric => y / scale,
         };
-        Some(snap_to_half(x))
-    }
-}
-
-/// `x` moved onto the nearest multiple of 1/2 when it is within 1e-9 of it. Resize coordinates
-/// are ratios of small integers; rounding in their computation can put an exact tie or an
-/// exact integer an ulp to one side, which flips nearest rounding or a floor.
-fn snap_to_half(x: f64) -> f64 {
-    let twice = (2.0 * x).round();
-    if (2.0 * x - twice).abs() <= 1e-9 {
-        twice / 2.0
-    } else {
-        x
+        Some(f64::from(x))
     }
 }
 
