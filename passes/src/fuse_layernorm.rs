@@ -77,8 +77,9 @@ fn out(g: &Graph, n: NodeId) -> ValueId {
     g.node(n).outputs[0]
 }
 
-/// Matches starting from the first ReduceMean.
-fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
+/// `(x, axis)` when `mean` is a keepdims ReduceMean of an f32 `x` over its trailing axes
+/// `[axis, rank)`: the first node of both forms.
+fn trailing_mean(g: &Graph, mean: NodeId) -> Option<(ValueId, usize)> {
     let Op::ReduceMean {
         axes,
         keepdims: true,
@@ -86,12 +87,16 @@ fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
     else {
         return None;
     };
-    let x = g.node(mean).inputs[0];
+    let x = *g.node(mean).inputs.first()?;
     let rank = g.value(x).ty.rank();
     let axis = *axes.first()?;
-    if *axes != (axis..rank).collect::<Vec<_>>() || g.value(x).ty.dtype != kiln_ir::DType::F32 {
-        return None;
-    }
+    let trailing = *axes == (axis..rank).collect::<Vec<_>>();
+    (trailing && g.value(x).ty.dtype == kiln_ir::DType::F32).then_some((x, axis))
+}
+
+/// Matches starting from the first ReduceMean.
+fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
+    let (x, axis) = trailing_mean(g, mean)?;
     let sub = sole_consumer(g, out(g, mean))?;
     if g.node(sub).op != Op::Sub || g.node(sub).inputs != [x, out(g, mean)] {
         return None;
@@ -190,19 +195,7 @@ fn match_layernorm(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
 
 /// Matches the scale-and-shift form starting from the first ReduceMean (see the module doc).
 fn match_scale_shift_form(g: &Graph, mean: NodeId) -> Option<LayerNormMatch> {
-    let Op::ReduceMean {
-        axes,
-        keepdims: true,
-    } = &g.node(mean).op
-    else {
-        return None;
-    };
-    let x = *g.node(mean).inputs.first()?;
-    let rank = g.value(x).ty.rank();
-    let axis = *axes.first()?;
-    if *axes != (axis..rank).collect::<Vec<_>>() || g.value(x).ty.dtype != kiln_ir::DType::F32 {
-        return None;
-    }
+    let (x, axis) = trailing_mean(g, mean)?;
     let m = out(g, mean);
     // m feeds the Sub of the variance branch and Mul(m, inv).
     let m_readers: Vec<NodeId> = g.consumers(m).iter().map(|&(n, _)| n).collect();

@@ -6,50 +6,13 @@
 //! one-input op; fuse-layernorm deleting a Sub that is still read) are here.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
+use common::*;
+
 use kiln_ir::op::PadMode;
-use kiln_ir::{Activation, DType, Graph, Op, Tensor, TensorType, ValueId};
+use kiln_ir::{Activation, Graph, Op, Tensor, ValueId};
 use kiln_passes::{optimize, OptLevel, Pass, PassOptions};
-
-fn f32_ty(shape: &[usize]) -> TensorType {
-    TensorType::new(DType::F32, shape.to_vec())
-}
-
-/// Deterministic values in [-1, 1).
-fn ramp(shape: &[usize], seed: u32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
-    let v = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            ((s >> 8) as f32 / (1u32 << 23) as f32) - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), v).unwrap()
-}
-
-fn konst(g: &mut Graph, name: &str, shape: &[usize], seed: u32) -> ValueId {
-    g.add_const(name, ramp(shape, seed))
-}
-
-fn scalar(g: &mut Graph, name: &str, v: f32) -> ValueId {
-    g.add_const(name, Tensor::scalar_f32(v))
-}
-
-fn node(g: &mut Graph, name: &str, op: Op, inputs: Vec<ValueId>) -> ValueId {
-    let id = g
-        .add_node(name, op, inputs, vec![name.to_string()])
-        .unwrap();
-    g.node(id).outputs[0]
-}
-
-const ADD: Op = Op::Add {
-    activation: Activation::None,
-};
-const MATMUL: Op = Op::MatMul {
-    activation: Activation::None,
-    a_perm: Vec::new(),
-    b_perm: Vec::new(),
-};
 
 fn conv3x3(group: usize) -> Op {
     Op::Conv {
@@ -60,13 +23,6 @@ fn conv3x3(group: usize) -> Op {
         group,
         activation: Activation::None,
     }
-}
-
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .into_iter()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
 }
 
 /// Inputs for `g`: deterministic ramps, shifted by `offset` (so statistics can be badly

@@ -3,64 +3,13 @@
 //! after, and the rewrite happened), so a wrongly blessed snapshot cannot hide a regression.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
+use common::*;
+
 use kiln_ir::op::PadMode;
-use kiln_ir::{Activation, DType, Graph, Op, Tensor, TensorType, ValueId};
+use kiln_ir::{Activation, DType, Graph, Op, Tensor, ValueId};
 use kiln_passes::{optimize, pass_names, OptLevel, Pass, PassError, PassOptions};
-
-fn f32_ty(shape: &[usize]) -> TensorType {
-    TensorType::new(DType::F32, shape.to_vec())
-}
-
-/// Deterministic values in [-1, 1).
-fn ramp(shape: &[usize], seed: u32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
-    let v = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            ((s >> 8) as f32 / (1u32 << 23) as f32) - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), v).unwrap()
-}
-
-fn konst(g: &mut Graph, name: &str, shape: &[usize], seed: u32) -> ValueId {
-    g.add_const(name, ramp(shape, seed))
-}
-
-fn node(g: &mut Graph, name: &str, op: Op, inputs: Vec<ValueId>) -> ValueId {
-    let id = g
-        .add_node(name, op, inputs, vec![name.to_string()])
-        .unwrap();
-    g.node(id).outputs[0]
-}
-
-fn conv(pads: [usize; 4], group: usize) -> Op {
-    Op::Conv {
-        kernel_shape: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: pads.to_vec(),
-        group,
-        activation: Activation::None,
-    }
-}
-
-const ADD: Op = Op::Add {
-    activation: Activation::None,
-};
-const MATMUL: Op = Op::MatMul {
-    activation: Activation::None,
-    a_perm: Vec::new(),
-    b_perm: Vec::new(),
-};
-
-fn count(g: &Graph, name: &str) -> usize {
-    g.node_ids()
-        .into_iter()
-        .filter(|&n| g.node(n).op.name() == name)
-        .count()
-}
 
 /// Runs `pass` (to a fixed point), checks the verifier and that outputs are unchanged on
 /// deterministic inputs, and returns the graph after with the before/after dump.
