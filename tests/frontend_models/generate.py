@@ -4,7 +4,8 @@ Each case is a directory tests/frontend_models/<case>/ with model.onnx, input_0.
 output_0.npy. Cases: a model-local function (as the dynamo torch.onnx exporter emits), weights
 listed as graph inputs with initializers (IR version 3 style), initializers in typed fields
 instead of raw_data, Constant nodes of every value kind, an unused initializer, a symbolic batch
-dimension (run with --input-shape), and opset-12 forms of Clip/Pad/Squeeze/Split.
+dimension (run with --input-shape), opset-12 forms of Clip/Pad/Squeeze/Split, and Upsample
+(opset 7 with `scales` as an attribute, opset 9 with `scales` an initializer; nearest and linear).
 """
 
 import os
@@ -120,7 +121,38 @@ def constants_and_symbolic_batch():
     )
 
 
+def upsample_opset7():
+    # Upsample-7: scales as an attribute; nearest and linear on the same input.
+    nodes = [
+        helper.make_node("Upsample", ["x"], ["n"], name="up_nearest", mode="nearest", scales=[1.0, 1.0, 2.0, 3.0]),
+        helper.make_node("Upsample", ["x"], ["l"], name="up_linear", mode="linear", scales=[1.0, 1.0, 2.0, 3.0]),
+        helper.make_node("Add", ["n", "l"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(nodes, "upsample7", [f32("x", [1, 2, 3, 4])], [f32("y", [1, 2, 6, 12])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    m.ir_version = 3
+    save("upsample_opset7", m, RNG.standard_normal((1, 2, 3, 4)).astype(np.float32))
+
+
+def upsample_opset9():
+    # Upsample-9: scales as an input (here an initializer, so known at compile time).
+    nodes = [
+        helper.make_node("Upsample", ["x", "scales"], ["n"], name="up_nearest", mode="nearest"),
+        helper.make_node("Upsample", ["x", "scales"], ["l"], name="up_linear", mode="linear"),
+        helper.make_node("Sub", ["n", "l"], ["y"], name="sub"),
+    ]
+    scales = numpy_helper.from_array(np.array([1.0, 1.0, 2.0, 2.5], np.float32), "scales")
+    graph = helper.make_graph(
+        nodes, "upsample9", [f32("x", [1, 3, 2, 4])], [f32("y", [1, 3, 4, 10])], initializer=[scales]
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    m.ir_version = 4
+    save("upsample_opset9", m, RNG.standard_normal((1, 3, 2, 4)).astype(np.float32))
+
+
 if __name__ == "__main__":
     local_function()
     legacy_weights_as_inputs()
     constants_and_symbolic_batch()
+    upsample_opset7()
+    upsample_opset9()

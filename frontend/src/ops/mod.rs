@@ -394,6 +394,7 @@ const OP_TABLE: &[(&str, Family)] = &[
     ("DepthToSpace", Family::Shape),
     ("SpaceToDepth", Family::Shape),
     ("Resize", Family::Shape),
+    ("Upsample", Family::Shape),
     ("Shape", Family::Shape),
     ("ConstantOfShape", Family::Shape),
     ("Range", Family::Shape),

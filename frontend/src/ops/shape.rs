@@ -8,7 +8,8 @@
 //! attributes before opset 10; Squeeze/Unsqueeze axes and Split sizes become inputs in 13, with
 //! Split's `num_outputs` in 18; Reduce axes become an input in 13 (ReduceSum) or 18 (the
 //! others); Resize-10 has only `scales` and Upsample-like coordinates; Tile before opset 6 takes
-//! `tiles` and `axis` inputs; Shape's start/end arrive in 15.
+//! `tiles` and `axis` inputs; Shape's start/end arrive in 15. Upsample (deprecated in 10) takes
+//! `scales` as an attribute in opset 7 and as an input from 9, and lowers to Resize-10's form.
 
 use kiln_ir::op::{CoordTransform, DepthToSpaceMode, NearestMode, PadMode, ResizeMode};
 use kiln_ir::ops::util::broadcast_shapes;
@@ -37,6 +38,7 @@ pub fn lower(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
         "DepthToSpace" => depth_to_space(ctx),
         "SpaceToDepth" => space_to_depth(ctx),
         "Resize" => resize(ctx),
+        "Upsample" => upsample(ctx),
         "Shape" => shape(ctx),
         "ConstantOfShape" => constant_of_shape(ctx),
         "Range" => range(ctx),
@@ -763,6 +765,61 @@ fn nearest_mode(ctx: &NodeCtx) -> Result<NearestMode, LowerError> {
             other => return bad!("attribute 'nearest_mode'='{other}' is not a mode"),
         },
     )
+}
+
+/// ONNX Upsample (opsets 7-9, deprecated since 10 but still in exported detection and
+/// segmentation models): Resize-10's semantics. `scales` (one per dimension, none below one) is
+/// an attribute in opset 7 and an input (a compile-time constant) from opset 9. Modes `nearest`
+/// and `linear` (`bilinear` as onnxruntime also reads it); the experimental Upsample-1
+/// (`height_scale`/`width_scale`) is not supported.
+fn upsample(ctx: &NodeCtx) -> Result<Lowered, LowerError> {
+    if ctx.opset < 7 {
+        return unsupported!(
+            "Upsample before opset 7 (experimental height_scale/width_scale form)"
+        );
+    }
+    let x = data_type(ctx)?;
+    let mode = match ctx.attr_string_or("mode", "nearest")?.as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => return bad!("attribute 'mode'='{other}' is not an Upsample mode"),
+    };
+    let scales = if ctx.opset < 9 {
+        ctx.check_inputs(1, 1)?;
+        match ctx.attr_floats("scales")? {
+            Some(s) => s.into_iter().map(f64::from).collect(),
+            None => return bad!("attribute 'scales' is required"),
+        }
+    } else {
+        ctx.check_inputs(2, 2)?;
+        required(ctx.const_floats(1)?, "input 'scales'")?
+    };
+    if scales.len() != x.rank() {
+        return bad!(
+            "{} scales given for an input of rank {}",
+            scales.len(),
+            x.rank()
+        );
+    }
+    if let Some(s) = scales.iter().find(|&&s| s < 1.0) {
+        return bad!("scale {s} is below 1 (Upsample only enlarges)");
+    }
+    let axes: Vec<usize> = (0..x.rank()).collect();
+    let (scales, out_shape) = resize_from_scales(&x.shape, &axes, &scales)?;
+    let (coord, nearest) = resize10_modes(&scales)?;
+    let op = Op::Resize {
+        mode,
+        coord,
+        nearest,
+        scales,
+        out_shape,
+        cubic_coeff_a: -0.75,
+        exclude_outside: false,
+        antialias: false,
+        roi: Vec::new(),
+        extrapolation_value: 0.0,
+    };
+    Ok(Lowered::new(op, vec![0]))
 }
 
 /// Resize-10 behaves like Upsample: asymmetric coordinates, and (as onnxruntime does) nearest
