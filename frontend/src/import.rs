@@ -5,6 +5,10 @@
 //! lowers, it tracks which values are known at compile time (constants, and anything computed
 //! from constants and static shapes), because ONNX passes shapes, axes and pads as tensors that
 //! kiln must resolve to build a static-shape graph.
+//!
+//! Graph inputs need static shapes: a dimension the file leaves open (symbolic, missing, or
+//! written as -1 or 0, see [`declared_dims`]) is an error naming the input and the
+//! `--input-shape` to give. Inputs bound in [`ImportOptions::const_inputs`] become constants.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -27,7 +31,9 @@ const MAX_KNOWN_ELEMENTS: usize = 1 << 16;
 pub struct ImportOptions {
     /// Static shapes for inputs with symbolic or missing dimensions (`--input-shape`).
     pub input_shapes: HashMap<String, Vec<usize>>,
-    /// Graph inputs to bind to fixed values, turning them into constants.
+    /// Graph inputs to bind to fixed values, turning them into constants (`--const-input`):
+    /// the graph no longer has these inputs. Each must name a graph input, with the element
+    /// type and the static dimensions the model declares for it.
     pub const_inputs: HashMap<String, Tensor>,
 }
 
@@ -79,6 +85,7 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Model
         graph: Graph::new(graph_proto.name.clone()),
         names: HashMap::new(),
         known: HashMap::new(),
+        real_inputs: HashSet::new(),
     };
     // Every problem is collected, so that one run reports all of them (`kiln inspect` is the
     // support check users run before a firmware build).
@@ -272,7 +279,96 @@ fn unsupported_ops(nodes: &[NodeProto]) -> Vec<FrontendError> {
     errors
 }
 
-/// Static type of a graph input, or why it has none.
+/// One dimension of a declared tensor type.
+#[derive(Debug, Clone, PartialEq)]
+enum DeclaredDim {
+    Static(usize),
+    /// Not fixed by the file (see [`declared_dims`]).
+    Dynamic(Dynamic),
+}
+
+/// How a file leaves a dimension open.
+#[derive(Debug, Clone, PartialEq)]
+enum Dynamic {
+    Symbolic(String),
+    MinusOne,
+    Zero,
+    Missing,
+}
+
+impl Dynamic {
+    /// Says what dimension `i` is, for an error.
+    fn describe(&self, i: usize) -> String {
+        match self {
+            Dynamic::Symbolic(p) => format!("dimension {i} is symbolic ('{p}')"),
+            Dynamic::MinusOne => format!("dimension {i} is dynamic (-1)"),
+            Dynamic::Zero => {
+                format!("dimension {i} is 0, which exporters write for a dynamic size")
+            }
+            Dynamic::Missing => format!("dimension {i} is unknown"),
+        }
+    }
+}
+
+/// The tensor type a value info declares, or why it is not a plain tensor.
+fn declared_tensor(
+    vi: &ValueInfoProto,
+) -> Result<&onnx_protobuf::type_proto::Tensor, FrontendError> {
+    let err = |reason: &str| FrontendError::Input {
+        name: vi.name.clone(),
+        reason: reason.to_string(),
+    };
+    match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => Ok(t),
+        Some(type_proto::Value::SequenceType(_)) => Err(err("sequence inputs are not supported")),
+        Some(type_proto::Value::MapType(_)) => Err(err("map inputs are not supported")),
+        Some(type_proto::Value::OptionalType(_)) => Err(err("optional inputs are not supported")),
+        Some(type_proto::Value::SparseTensorType(_)) => {
+            Err(err("sparse tensors are not supported"))
+        }
+        Some(_) => Err(err("has a type kiln does not know")),
+        None => Err(err("has no type")),
+    }
+}
+
+/// The declared dimensions (`None` when the type has no shape at all).
+///
+/// A dimension is dynamic when it is symbolic (`dim_param`), missing, or written as -1 or 0.
+/// ONNX reserves neither number, but exporters use both for "unknown": Paddle2ONNX and some
+/// TensorFlow converters write `dim_value: -1`, others 0. For a graph input, a size-0
+/// dimension would make a model that computes on nothing, so kiln reads 0 as unknown and asks
+/// for `--input-shape` (where 0 may still be given for an input that really is empty).
+/// Initializers and constants keep their 0-sized dimensions: their shapes come from their data.
+/// Other negative values are invalid.
+fn declared_dims(
+    vi: &ValueInfoProto,
+    tensor: &onnx_protobuf::type_proto::Tensor,
+) -> Result<Option<Vec<DeclaredDim>>, FrontendError> {
+    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+    let Some(shape_proto) = tensor.shape.as_ref() else {
+        return Ok(None);
+    };
+    let mut dims = Vec::with_capacity(shape_proto.dim.len());
+    for (i, d) in shape_proto.dim.iter().enumerate() {
+        dims.push(match &d.value {
+            Some(Dim::DimValue(v)) if *v > 0 => DeclaredDim::Static(*v as usize),
+            Some(Dim::DimValue(-1)) => DeclaredDim::Dynamic(Dynamic::MinusOne),
+            Some(Dim::DimValue(0)) => DeclaredDim::Dynamic(Dynamic::Zero),
+            Some(Dim::DimValue(v)) => {
+                return Err(FrontendError::Input {
+                    name: vi.name.clone(),
+                    reason: format!("dimension {i} is negative ({v})"),
+                })
+            }
+            Some(Dim::DimParam(p)) => DeclaredDim::Dynamic(Dynamic::Symbolic(p.clone())),
+            _ => DeclaredDim::Dynamic(Dynamic::Missing),
+        });
+    }
+    Ok(Some(dims))
+}
+
+/// Static type of a graph input, or why it has none. `--input-shape` (`shape_override`)
+/// replaces the declared shape.
 fn value_info_type(
     vi: &ValueInfoProto,
     shape_override: Option<&Vec<usize>>,
@@ -281,55 +377,96 @@ fn value_info_type(
         name: vi.name.clone(),
         reason,
     };
-    let tensor = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(t)) => t,
-        Some(type_proto::Value::SequenceType(_)) => {
-            return Err(err("sequence inputs are not supported".into()))
-        }
-        Some(type_proto::Value::MapType(_)) => {
-            return Err(err("map inputs are not supported".into()))
-        }
-        Some(type_proto::Value::OptionalType(_)) => {
-            return Err(err("optional inputs are not supported".into()))
-        }
-        Some(type_proto::Value::SparseTensorType(_)) => {
-            return Err(err("sparse tensors are not supported".into()))
-        }
-        Some(_) => return Err(err("has a type kiln does not know".into())),
-        None => return Err(err("has no type".into())),
-    };
+    let tensor = declared_tensor(vi)?;
     let dtype = dtype_from_onnx(tensor.elem_type)
         .map_err(|name| err(format!("element type {name} is not supported")))?;
     if let Some(shape) = shape_override {
         return TensorType::checked(dtype, shape.clone()).map_err(|e| err(e.to_string()));
     }
-    let Some(shape_proto) = tensor.shape.as_ref() else {
+    let Some(dims) = declared_dims(vi, tensor)? else {
         return Err(err(format!(
             "has no shape; give one with --input-shape {}=D0,D1,...",
             vi.name
         )));
     };
-    let mut shape = Vec::with_capacity(shape_proto.dim.len());
-    for (i, d) in shape_proto.dim.iter().enumerate() {
-        use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
-        match &d.value {
-            Some(Dim::DimValue(v)) if *v >= 0 => shape.push(*v as usize),
-            Some(Dim::DimValue(v)) => return Err(err(format!("dimension {i} is negative ({v})"))),
-            Some(Dim::DimParam(p)) => {
-                return Err(err(format!(
-                    "dimension {i} is symbolic ('{p}'); kiln compiles for static shapes: give it with --input-shape {}=D0,D1,...",
-                    vi.name
-                )))
+    let dynamic: Vec<String> = dims
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            DeclaredDim::Dynamic(how) => Some(how.describe(i)),
+            DeclaredDim::Static(_) => None,
+        })
+        .collect();
+    if !dynamic.is_empty() {
+        // The --input-shape to write, with the static dimensions filled in.
+        let template: Vec<String> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                DeclaredDim::Static(n) => n.to_string(),
+                DeclaredDim::Dynamic(_) => format!("D{i}"),
+            })
+            .collect();
+        let zero = dims.contains(&DeclaredDim::Dynamic(Dynamic::Zero));
+        return Err(err(format!(
+            "{}; kiln compiles for static shapes: give {} with --input-shape {}={}{}",
+            dynamic.join(", "),
+            if dynamic.len() == 1 { "it" } else { "them" },
+            vi.name,
+            template.join(","),
+            if zero {
+                " (0 there for an input that really is empty)"
+            } else {
+                ""
             }
-            _ => {
-                return Err(err(format!(
-                    "dimension {i} is unknown; kiln compiles for static shapes: give it with --input-shape {}=D0,D1,...",
-                    vi.name
-                )))
-            }
-        }
+        )));
     }
+    let shape = dims
+        .iter()
+        .map(|d| match d {
+            DeclaredDim::Static(n) => *n,
+            DeclaredDim::Dynamic(_) => 0,
+        })
+        .collect();
     TensorType::checked(dtype, shape).map_err(|e| err(e.to_string()))
+}
+
+/// Why a `const_inputs` value does not fit the type the model declares for that input (only
+/// static dimensions are compared), or `None` when it fits.
+fn const_input_mismatch(vi: &ValueInfoProto, value: &TensorType) -> Option<String> {
+    let tensor = declared_tensor(vi).ok()?;
+    let declared_dtype = match dtype_from_onnx(tensor.elem_type) {
+        Ok(d) => d.name(),
+        Err(name) => name,
+    };
+    let dims = declared_dims(vi, tensor).ok().flatten();
+    let dtype_ok = declared_dtype == value.dtype.name();
+    let shape_ok = dims.as_ref().is_none_or(|dims| {
+        dims.len() == value.shape.len()
+            && dims.iter().zip(&value.shape).all(|(d, &n)| match d {
+                DeclaredDim::Static(m) => *m == n,
+                DeclaredDim::Dynamic(_) => true,
+            })
+    });
+    if dtype_ok && shape_ok {
+        return None;
+    }
+    let declared_shape = match &dims {
+        None => String::new(),
+        Some(dims) => format!(
+            "[{}]",
+            dims.iter()
+                .map(|d| match d {
+                    DeclaredDim::Static(n) => n.to_string(),
+                    DeclaredDim::Dynamic(_) => "?".to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    Some(format!(
+        "the --const-input value is {value} but the model declares {declared_dtype}{declared_shape}"
+    ))
 }
 
 struct Importer {
@@ -338,6 +475,8 @@ struct Importer {
     names: HashMap<String, ValueId>,
     /// Values known at compile time that are not constants in the graph.
     known: HashMap<ValueId, Arc<Tensor>>,
+    /// The model's graph inputs (not the placeholders of [`Importer::stand_in`]).
+    real_inputs: HashSet<ValueId>,
 }
 
 impl Importer {
@@ -364,22 +503,31 @@ impl Importer {
     fn add_inputs(&mut self, g: &GraphProto, options: &ImportOptions) -> Vec<FrontendError> {
         let mut errors = Vec::new();
         for vi in &g.input {
-            // Inputs that also have an initializer (or are bound) are constants (IR version < 4
-            // models list every weight as an input).
+            // Bound inputs are constants, and must have the type the model declares (its
+            // dynamic dimensions match any size).
+            if let Some(value) = options.const_inputs.get(&vi.name) {
+                if let Some(reason) = const_input_mismatch(vi, &value.ty()) {
+                    errors.push(FrontendError::Input {
+                        name: vi.name.clone(),
+                        reason,
+                    });
+                }
+                continue;
+            }
+            // Inputs that also have an initializer are constants (IR version < 4 models list
+            // every weight as an input).
             if self.names.contains_key(&vi.name) {
-                if let Some(&v) = self.names.get(&vi.name) {
-                    let declared = value_info_type(vi, options.input_shapes.get(&vi.name));
-                    if let Ok(ty) = declared {
-                        if ty.dtype != self.graph.value(v).ty.dtype {
-                            errors.push(FrontendError::Input {
-                                name: vi.name.clone(),
-                                reason: format!(
-                                    "declared {} but its value is {}",
-                                    ty.dtype,
-                                    self.graph.value(v).ty.dtype
-                                ),
-                            });
-                        }
+                // Only the element type is compared: the shape comes from the data.
+                let declared = declared_tensor(vi)
+                    .ok()
+                    .and_then(|t| dtype_from_onnx(t.elem_type).ok());
+                if let (Some(&v), Some(dtype)) = (self.names.get(&vi.name), declared) {
+                    let actual = self.graph.value(v).ty.dtype;
+                    if dtype != actual {
+                        errors.push(FrontendError::Input {
+                            name: vi.name.clone(),
+                            reason: format!("declared {dtype} but its value is {actual}"),
+                        });
                     }
                 }
                 continue;
@@ -388,8 +536,32 @@ impl Importer {
                 Ok(ty) => {
                     let v = self.graph.add_input(vi.name.clone(), ty);
                     self.names.insert(vi.name.clone(), v);
+                    self.real_inputs.insert(v);
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        for name in BTreeMap::from_iter(options.const_inputs.iter()).keys() {
+            if !g.input.iter().any(|i| &i.name == *name) {
+                let initializers: HashSet<&str> =
+                    g.initializer.iter().map(|t| t.name.as_str()).collect();
+                let inputs: Vec<&str> = g
+                    .input
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .filter(|n| !initializers.contains(n))
+                    .collect();
+                errors.push(FrontendError::Input {
+                    name: name.to_string(),
+                    reason: format!(
+                        "--const-input names an input the model does not have (its inputs: {})",
+                        if inputs.is_empty() {
+                            "none".to_string()
+                        } else {
+                            inputs.join(", ")
+                        }
+                    ),
+                });
             }
         }
         for name in options.input_shapes.keys() {
@@ -421,6 +593,36 @@ impl Importer {
             }
             _ => false,
         }
+    }
+
+    /// The graph inputs that keep the value `name` from being known at compile time: those it
+    /// is computed from through values that are not known (Shape reads only static types).
+    fn unknown_sources(&self, name: &str) -> Vec<String> {
+        let mut found = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ValueId> = self.names.get(name).copied().into_iter().collect();
+        while let Some(v) = stack.pop() {
+            if !seen.insert(v) || self.known_value(v).is_some() {
+                continue;
+            }
+            match self.graph.value(v).def {
+                ValueDef::Input(_) if self.real_inputs.contains(&v) => {
+                    found.insert(v);
+                }
+                ValueDef::Node { node, .. }
+                    if !matches!(self.graph.node(node).op, Op::Shape { .. }) =>
+                {
+                    stack.extend(self.graph.node(node).inputs.iter().copied());
+                }
+                _ => {}
+            }
+        }
+        self.graph
+            .inputs()
+            .iter()
+            .filter(|v| found.contains(v))
+            .map(|&v| self.graph.value(v).name.clone())
+            .collect()
     }
 
     fn known_value(&self, v: ValueId) -> Option<Arc<Tensor>> {
@@ -476,11 +678,15 @@ impl Importer {
                 reason,
             },
             LowerError::Invalid(reason) => invalid(reason),
-            LowerError::NeedsConstant(i) => FrontendError::NeedsConstant {
-                node: node.name.clone(),
-                op: node.op_type.clone(),
-                input: node.input.get(i).cloned().unwrap_or_default(),
-            },
+            LowerError::NeedsConstant(i) => {
+                let input = node.input.get(i).cloned().unwrap_or_default();
+                FrontendError::NeedsConstant {
+                    node: node.name.clone(),
+                    op: node.op_type.clone(),
+                    sources: self.unknown_sources(&input),
+                    input,
+                }
+            }
         })?;
         let consts: Vec<ValueId> = lowered
             .consts

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use kiln_ir::{Graph, TensorType};
 
-use super::load::{parse_input_shapes, read_model_bytes, write_atomically};
+use super::load::{import_options, read_model_bytes, write_atomically};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -47,10 +47,7 @@ struct Totals {
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = read_model_bytes(&args.model.model)?;
-    let options = kiln_frontend::ImportOptions {
-        input_shapes: parse_input_shapes(&args.model.input_shapes)?,
-        ..Default::default()
-    };
+    let options = import_options(&args.model)?;
     let model = match kiln_frontend::import_model(&bytes, &options) {
         Ok(m) => m,
         Err(e) => return report_problems(args, &e),

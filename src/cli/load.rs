@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use kiln_frontend::{ImportOptions, Model};
+use kiln_ir::Tensor;
 
 use super::ModelArgs;
 
@@ -27,6 +28,39 @@ pub fn parse_input_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Ve
     Ok(shapes)
 }
 
+/// Parses `NAME=FILE.npy` options and reads the files.
+pub fn parse_const_inputs(specs: &[String]) -> anyhow::Result<HashMap<String, Tensor>> {
+    let mut values = HashMap::new();
+    for spec in specs {
+        let Some((name, file)) = spec
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        else {
+            bail!("--const-input '{spec}': expected NAME=FILE.npy (e.g. shape=shape.npy)");
+        };
+        let bytes = std::fs::read(file).with_context(|| {
+            format!("--const-input {spec}: cannot read '{file}' for input '{name}'")
+        })?;
+        let value = kiln_ir::npy::read(&bytes).with_context(|| {
+            format!(
+                "--const-input {spec}: '{file}' (for input '{name}') is not a .npy file kiln reads"
+            )
+        })?;
+        if values.insert(name.to_string(), value).is_some() {
+            bail!("--const-input {spec}: input '{name}' is given twice");
+        }
+    }
+    Ok(values)
+}
+
+/// The import options the command line gives: `--input-shape` and `--const-input`.
+pub fn import_options(args: &ModelArgs) -> anyhow::Result<ImportOptions> {
+    Ok(ImportOptions {
+        input_shapes: parse_input_shapes(&args.input_shapes)?,
+        const_inputs: parse_const_inputs(&args.const_inputs)?,
+    })
+}
+
 pub fn read_model_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read model '{}'", path.display()))
 }
@@ -34,10 +68,7 @@ pub fn read_model_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Reads and imports the model named on the command line.
 pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
     let bytes = read_model_bytes(&args.model)?;
-    let options = ImportOptions {
-        input_shapes: parse_input_shapes(&args.input_shapes)?,
-        ..ImportOptions::default()
-    };
+    let options = import_options(args)?;
     kiln_frontend::import_model(&bytes, &options)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot import '{}'", args.model.display()))

@@ -15,8 +15,10 @@ use clap::{Args, Parser, Subcommand};
 
 /// kiln: an ahead-of-time compiler that turns ONNX models into firmware.
 ///
-/// Every command takes an .onnx file. Shapes must be static: give symbolic input dimensions
-/// with --input-shape NAME=D0,D1,... Errors name the ONNX node and op and exit with code 2.
+/// Every command takes an .onnx file. Shapes must be static: give symbolic or dynamic (-1)
+/// input dimensions with --input-shape NAME=D0,D1,..., and bake inputs that carry shapes into
+/// the model with --const-input NAME=FILE.npy. Errors name the ONNX node and op and exit with
+/// code 2.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -62,6 +64,12 @@ pub struct ModelArgs {
     /// Repeat for several inputs.
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,...")]
     pub input_shapes: Vec<String>,
+    /// Bake a graph input into the model as a constant with the value in FILE.npy, e.g.
+    /// shape=shape.npy: for inputs that carry shapes (Reshape's shape, Resize's scales, ...),
+    /// which kiln needs at compile time. The model then no longer has that input. Repeat for
+    /// several inputs.
+    #[arg(long = "const-input", value_name = "NAME=FILE.npy")]
+    pub const_inputs: Vec<String>,
 }
 
 /// Optimization options, shared by `compile`, `run`, `verify` and `inspect` so that levels can

@@ -63,6 +63,19 @@ pub fn sanitize_file_name(name: &str) -> String {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // An input baked in with --const-input is no longer an input of the model.
+    for spec in &args.inputs {
+        if let Some((name, _)) = spec.split_once('=').filter(|_| !Path::new(spec).exists()) {
+            let baked = args
+                .model
+                .const_inputs
+                .iter()
+                .any(|c| c.split_once('=').is_some_and(|(n, _)| n == name));
+            if baked {
+                bail!("--input {spec}: input '{name}' is baked into the model by --const-input; give it once");
+            }
+        }
+    }
     let prepared = prepare(
         &args.model,
         &args.opt,

@@ -1,17 +1,19 @@
 //! The ONNX backend node tests, run through one of kiln's engines (the reference interpreter,
-//! or the generated C built for the host). Shared by the `conformance` and `conformance_c`
-//! test targets.
+//! the generated C built for the host, the Cranelift JIT, a Cortex-M4 board, or the `kiln`
+//! command line). Shared by the `conformance*` test targets.
 //!
 //! Generates the node tests from the case definitions in the `onnx` Python package (cached under
 //! `target/onnx-node-tests/`), runs every case whose ops and element types are in kiln's op set,
 //! and compares with the expected outputs: f32 with rtol 1e-3 / atol 1e-5, integers and bool
-//! exactly. Prints `N passed, N failed, N skipped` and every failure. Fails when a failure is not
-//! listed in `tests/conformance/KNOWN_FAILURES`, when a listed case passes (stale entry), or when
-//! fewer than 97% of applicable cases pass.
+//! exactly. Each case is imported as a user would make kiln take it (see
+//! [`import_as_a_user_would`]). Prints `N passed, N failed, N skipped` and every failure. Fails
+//! when a failure is not listed in `tests/conformance/KNOWN_FAILURES`, when a listed case passes
+//! (stale entry), or when fewer than 97% of applicable cases pass; the CLI engine also when a
+//! case passes through the library but not through `kiln run`, or the other way round.
 //!
 //! `cargo test --test conformance -- relu conv` runs only cases whose names contain a filter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -45,12 +47,15 @@ pub enum Engine {
     CortexM4,
     /// The Cranelift backend's host JIT.
     Cranelift,
+    /// The `kiln` binary: `kiln run` at -O0 (the interpreter), every case also run through the
+    /// library's interpreter to compare the two.
+    Cli,
 }
 
 impl Engine {
     fn known_failures_file(self) -> &'static str {
         match self {
-            Engine::Interp => "tests/conformance/KNOWN_FAILURES",
+            Engine::Interp | Engine::Cli => "tests/conformance/KNOWN_FAILURES",
             // Refused at import, as for the host C engine.
             Engine::C | Engine::COptimized | Engine::CortexM4 | Engine::Cranelift => {
                 "tests/conformance/KNOWN_FAILURES_C"
@@ -61,6 +66,7 @@ impl Engine {
     fn run(self, graph: &kiln_ir::Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
         match self {
             Engine::Interp => kiln_ir::interp::run(graph, inputs).map_err(|e| e.to_string()),
+            Engine::Cli => Err("the CLI engine imports the model itself (see run_cli)".into()),
             Engine::C => {
                 kiln_backends::host::run_c(graph, inputs, &Default::default(), &Default::default())
                     .map_err(|e| e.to_string())
@@ -171,7 +177,8 @@ pub fn main_for(engine: Engine) -> ExitCode {
         selected
     };
     // Cases are independent: spread them over the cores (the C engine spends its time in cc).
-    let results: Mutex<Vec<(String, Outcome)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(String, Outcome, Option<Outcome>)>> = Mutex::new(Vec::new());
+    let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -183,17 +190,42 @@ pub fn main_for(engine: Engine) -> ExitCode {
                 let Some((name, case)) = selected.get(i) else {
                     break;
                 };
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_case(case, engine)))
-                    .unwrap_or_else(|_| Outcome::Fail("panicked".into()));
+                let (outcome, library) =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| run_case(case, engine)))
+                        .unwrap_or_else(|_| (Outcome::Fail("panicked".into()), None));
                 if let Ok(mut r) = results.lock() {
-                    r.push((name.clone(), outcome));
+                    r.push((name.clone(), outcome, library));
                 }
             });
         }
     });
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, outcome) in results {
+    // The CLI engine must agree with the library's interpreter case by case.
+    let (mut library_passed, mut library_failed) = (0usize, 0usize);
+    let mut disagreements = Vec::new();
+    for (name, outcome, library) in results {
+        if let Some(library) = &library {
+            match (library, &outcome) {
+                (Outcome::Pass, Outcome::Pass) => library_passed += 1,
+                (Outcome::Fail(_), Outcome::Fail(_)) => library_failed += 1,
+                (Outcome::Skip, _) | (_, Outcome::Skip) => {}
+                (Outcome::Pass, Outcome::Fail(why)) => {
+                    library_passed += 1;
+                    disagreements.push(format!(
+                        "{name}: passes through the library, fails through the CLI: {}",
+                        first_line(why)
+                    ));
+                }
+                (Outcome::Fail(why), Outcome::Pass) => {
+                    library_failed += 1;
+                    disagreements.push(format!(
+                        "{name}: passes through the CLI, fails through the library: {}",
+                        first_line(why)
+                    ));
+                }
+            }
+        }
         match outcome {
             Outcome::Pass => {
                 passed += 1;
@@ -233,8 +265,23 @@ pub fn main_for(engine: Engine) -> ExitCode {
         REQUIRED_PASS_RATE * 100.0
     );
     println!("{passed} passed, {failed} failed, {skipped} skipped");
+    if engine == Engine::Cli {
+        let library_applicable = library_passed + library_failed;
+        println!(
+            "library runner (interpreter): {library_passed}/{library_applicable} pass ({:.1}%); CLI (kiln run -O0): {passed}/{applicable} pass ({:.1}%); {:.1} s",
+            100.0 * library_passed as f64 / library_applicable.max(1) as f64,
+            rate * 100.0,
+            started.elapsed().as_secs_f64()
+        );
+        for d in &disagreements {
+            println!("DIFFERS {d}");
+        }
+    }
     let full_run = filters.is_empty();
-    if unexpected > 0 || (full_run && (!passing_known.is_empty() || rate < REQUIRED_PASS_RATE)) {
+    if unexpected > 0
+        || !disagreements.is_empty()
+        || (full_run && (!passing_known.is_empty() || rate < REQUIRED_PASS_RATE))
+    {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -312,19 +359,21 @@ fn data_files(dir: &Path, kind: &str) -> Vec<PathBuf> {
     files
 }
 
-fn run_case(case: &Path, engine: Engine) -> Outcome {
+/// Runs every data set of a case; for [`Engine::Cli`] also through the library's interpreter,
+/// whose outcome is the second value.
+fn run_case(case: &Path, engine: Engine) -> (Outcome, Option<Outcome>) {
     if case.join("NON_TENSOR_IO").exists() {
-        return Outcome::Skip;
+        return (Outcome::Skip, None);
     }
     let Ok(bytes) = std::fs::read(case.join("model.onnx")) else {
-        return Outcome::Fail("cannot read model.onnx".into());
+        return (Outcome::Fail("cannot read model.onnx".into()), None);
     };
     let survey = match kiln_frontend::survey(&bytes) {
         Ok(s) => s,
-        Err(e) => return Outcome::Fail(e.to_string()),
+        Err(e) => return (Outcome::Fail(e.to_string()), None),
     };
     if !survey.is_supported() {
-        return Outcome::Skip;
+        return (Outcome::Skip, None);
     }
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
         .map(|rd| {
@@ -335,88 +384,230 @@ fn run_case(case: &Path, engine: Engine) -> Outcome {
         .unwrap_or_default();
     sets.sort();
     if sets.is_empty() {
-        return Outcome::Skip;
+        return (Outcome::Skip, None);
     }
+    let mut outcome = Outcome::Pass;
+    let mut library = (engine == Engine::Cli).then_some(Outcome::Pass);
     for set in sets {
-        if let Err(why) = run_data_set(&bytes, &survey.inputs, &set, engine) {
-            return Outcome::Fail(why);
+        let result = DataSet::load(&survey.inputs, &set).map(|data| {
+            let imported = import_as_a_user_would(&bytes, &data);
+            let run = |engine: Engine| {
+                let (model, options) = imported.as_ref().map_err(|(e, _)| e.clone())?;
+                let outputs = engine
+                    .run(&model.graph, &data.runtime_inputs(options))
+                    .map_err(|e| format!("run: {e}"))?;
+                data.check(&outputs)
+            };
+            if engine == Engine::Cli {
+                // The CLI imports on its own, with the options the library needed.
+                let options = match &imported {
+                    Ok((_, options)) | Err((_, options)) => options,
+                };
+                let cli = run_cli(&case.join("model.onnx"), &set, &data, options)
+                    .and_then(|outputs| data.check(&outputs));
+                (cli, Some(run(Engine::Interp)))
+            } else {
+                (run(engine), None)
+            }
+        });
+        let (result, library_result) = match result {
+            Ok(pair) => pair,
+            Err(e) => (Err(e.clone()), Some(Err(e))),
+        };
+        if let (Err(why), Outcome::Pass) = (result, &outcome) {
+            outcome = Outcome::Fail(why);
+        }
+        if let (Some(Err(why)), Some(Outcome::Pass)) = (library_result, &library) {
+            library = Some(Outcome::Fail(why));
         }
     }
-    Outcome::Pass
+    (outcome, library)
 }
 
-fn run_data_set(
+/// One data set of a case: named inputs and expected outputs.
+struct DataSet {
+    inputs: Vec<(String, Tensor)>,
+    expected: Vec<Tensor>,
+}
+
+impl DataSet {
+    fn load(input_names: &[String], set: &Path) -> Result<DataSet, String> {
+        let inputs: Vec<Tensor> = data_files(set, "input")
+            .iter()
+            .map(|p| load_pb(p))
+            .collect::<Result<_, _>>()?;
+        let expected = data_files(set, "output")
+            .iter()
+            .map(|p| load_pb(p))
+            .collect::<Result<_, _>>()?;
+        Ok(DataSet {
+            inputs: input_names.iter().cloned().zip(inputs).collect(),
+            expected,
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&Tensor> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The inputs left to give at run time (in graph order), once `options` bound some.
+    fn runtime_inputs(&self, options: &ImportOptions) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .filter(|(n, _)| !options.const_inputs.contains_key(n))
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    fn check(&self, outputs: &[Tensor]) -> Result<(), String> {
+        if outputs.len() < self.expected.len() {
+            return Err(format!(
+                "{} outputs, expected {}",
+                outputs.len(),
+                self.expected.len()
+            ));
+        }
+        for (i, (got, want)) in outputs.iter().zip(&self.expected).enumerate() {
+            common::compare(got, want, RTOL, ATOL).map_err(|e| format!("output {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Imports the model as a user would make kiln take it: kiln compiles for static shapes, so
+/// inputs that determine shapes (Reshape's shape, Clip's bounds, ...) are bound to their test
+/// values (`--const-input`), and inputs declared with open dimensions (an empty input is
+/// declared with a 0 dimension, which kiln reads as unknown) get their data's shape
+/// (`--input-shape`). Returns the model and the options, or the error and the options tried
+/// last.
+#[allow(clippy::type_complexity)] // the two halves of one answer
+fn import_as_a_user_would(
     model: &[u8],
-    input_names: &[String],
-    set: &Path,
-    engine: Engine,
-) -> Result<(), String> {
-    let inputs: Vec<Tensor> = data_files(set, "input")
-        .iter()
-        .map(|p| load_pb(p))
-        .collect::<Result<_, _>>()?;
-    let expected: Vec<Tensor> = data_files(set, "output")
-        .iter()
-        .map(|p| load_pb(p))
-        .collect::<Result<_, _>>()?;
-    let by_name: HashMap<&str, &Tensor> = input_names
-        .iter()
-        .map(String::as_str)
-        .zip(&inputs)
-        .collect();
-    // kiln compiles for static shapes: inputs that determine shapes (Reshape's shape, Clip's
-    // bounds, ...) are bound to their test values, as a user would bake them into the model.
+    data: &DataSet,
+) -> Result<(kiln_frontend::Model, ImportOptions), (String, ImportOptions)> {
     let mut options = ImportOptions::default();
-    let model = loop {
+    loop {
         match kiln_frontend::import_model(model, &options) {
-            Ok(m) => break m,
+            Ok(m) => return Ok((m, options)),
             Err(FrontendError::NeedsConstant { input, .. })
-                if by_name.contains_key(input.as_str())
-                    && !options.const_inputs.contains_key(&input) =>
+                if data.get(&input).is_some() && !options.const_inputs.contains_key(&input) =>
             {
-                let value = (*by_name[input.as_str()]).clone();
-                options.const_inputs.insert(input, value);
+                if let Some(value) = data.get(&input) {
+                    options.const_inputs.insert(input, value.clone());
+                }
             }
             // The constant is computed inside the graph (an `_expanded` function body) from
             // integer inputs: bind those, as shape arguments, and retry once.
             Err(e @ FrontendError::NeedsConstant { .. }) => {
-                let unbound: Vec<&str> = by_name
+                let unbound: Vec<(String, Tensor)> = data
+                    .inputs
                     .iter()
                     .filter(|(n, t)| {
-                        t.dtype().is_integer() && !options.const_inputs.contains_key(**n)
+                        t.dtype().is_integer() && !options.const_inputs.contains_key(n)
                     })
-                    .map(|(n, _)| *n)
+                    .cloned()
                     .collect();
                 if unbound.is_empty() {
-                    return Err(format!("import: {e}"));
+                    return Err((format!("import: {e}"), options));
                 }
-                for n in unbound {
-                    options
-                        .const_inputs
-                        .insert(n.to_string(), (*by_name[n]).clone());
-                }
+                options.const_inputs.extend(unbound);
             }
-            Err(e) => return Err(format!("import: {e}")),
+            Err(e) => {
+                let open: Vec<(String, Vec<usize>)> = e
+                    .flatten()
+                    .iter()
+                    .filter_map(|e| match e {
+                        FrontendError::Input { name, .. }
+                            if !options.input_shapes.contains_key(name) =>
+                        {
+                            data.get(name).map(|t| (name.clone(), t.shape().to_vec()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if open.is_empty() {
+                    return Err((format!("import: {e}"), options));
+                }
+                options.input_shapes.extend(open);
+            }
         }
-    };
-    let runtime_inputs: Vec<Tensor> = input_names
-        .iter()
-        .zip(&inputs)
-        .filter(|(n, _)| !options.const_inputs.contains_key(*n))
-        .map(|(_, t)| t.clone())
-        .collect();
-    let outputs = engine
-        .run(&model.graph, &runtime_inputs)
-        .map_err(|e| format!("run: {e}"))?;
-    if outputs.len() < expected.len() {
-        return Err(format!(
-            "{} outputs, expected {}",
-            outputs.len(),
-            expected.len()
-        ));
     }
-    for (i, (got, want)) in outputs.iter().zip(&expected).enumerate() {
-        common::compare(got, want, RTOL, ATOL).map_err(|e| format!("output {i}: {e}"))?;
+}
+
+/// Runs the case through `kiln run` (the interpreter at -O0, as the library engine runs it):
+/// inputs as `.npy` files, the bound ones with `--const-input`, open shapes with
+/// `--input-shape`; reads the outputs the JSON report lists.
+fn run_cli(
+    model: &Path,
+    set: &Path,
+    data: &DataSet,
+    options: &ImportOptions,
+) -> Result<Vec<Tensor>, String> {
+    let case = model
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let set_name = set
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir()
+        .join(format!("kiln-conformance-cli-{}", std::process::id()))
+        .join(format!("{case}-{set_name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        model.display().to_string(),
+        "-O".into(),
+        "0".into(),
+    ];
+    for (i, (name, t)) in data.inputs.iter().enumerate() {
+        let file = dir.join(format!("input_{i}.npy"));
+        std::fs::write(&file, kiln_ir::npy::write(t))
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+        let flag = if options.const_inputs.contains_key(name) {
+            "--const-input"
+        } else {
+            "--input"
+        };
+        args.extend([flag.to_string(), format!("{name}={}", file.display())]);
     }
-    Ok(())
+    let mut shapes: Vec<(&String, &Vec<usize>)> = options.input_shapes.iter().collect();
+    shapes.sort();
+    for (name, dims) in shapes {
+        let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+        args.extend(["--input-shape".into(), format!("{name}={}", dims.join(","))]);
+    }
+    let out_dir = dir.join("out");
+    args.extend([
+        "--output-dir".into(),
+        out_dir.display().to_string(),
+        "--json".into(),
+    ]);
+    let result = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(&args)
+        .output()
+        .map_err(|e| format!("running kiln: {e}"))
+        .and_then(|out| {
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("kiln run: {}", stderr.trim()));
+            }
+            let doc: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("kiln run --json: {e}"))?;
+            doc["outputs"]
+                .as_array()
+                .ok_or("kiln run --json: no outputs")?
+                .iter()
+                .map(|o| {
+                    let file = o["file"].as_str().ok_or("kiln run --json: no file")?;
+                    let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+                    kiln_ir::npy::read(&bytes).map_err(|e| format!("{file}: {e}"))
+                })
+                .collect()
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

@@ -6,6 +6,10 @@ listed as graph inputs with initializers (IR version 3 style), initializers in t
 instead of raw_data, Constant nodes of every value kind, an unused initializer, a symbolic batch
 dimension (run with --input-shape), opset-12 forms of Clip/Pad/Squeeze/Split, and Upsample
 (opset 7 with `scales` as an attribute, opset 9 with `scales` an initializer; nearest and linear).
+
+`cli/` holds models the command-line tests (tests/cli.rs) pass extra options to, as loose files
+(not case directories, which every model test walks): a Reshape whose shape is a graph input
+(`--const-input`), and inputs whose dimensions are written as -1 (as Paddle2ONNX does) or 0.
 """
 
 import os
@@ -150,9 +154,54 @@ def upsample_opset9():
     save("upsample_opset9", m, RNG.standard_normal((1, 3, 2, 4)).astype(np.float32))
 
 
+def cli_models():
+    d = os.path.join(HERE, "cli")
+    os.makedirs(d, exist_ok=True)
+
+    def write(name, model):
+        onnx.checker.check_model(model)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(model.SerializeToString())
+
+    # Reshape whose target shape is a graph input (`kiln ... --const-input shape=shape.npy`).
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
+            helper.make_node("Relu", ["r"], ["y"], name="relu"),
+        ],
+        "reshape_shape_input",
+        [f32("x", [2, 3, 4]), helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [f32("y", ["rows", "cols"])],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    write("reshape_shape_input.onnx", m)
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    shape = np.array([4, 6], np.int64)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.save(os.path.join(d, "reshape_x.npy"), x)
+    np.save(os.path.join(d, "reshape_shape.npy"), shape)
+    np.save(os.path.join(d, "reshape_y.npy"), sess.run(None, {"x": x, "shape": shape})[0])
+    # Values of the wrong type and shape for `shape`, for the errors.
+    np.save(os.path.join(d, "reshape_shape_i32.npy"), shape.astype(np.int32))
+    np.save(os.path.join(d, "reshape_shape_3.npy"), np.array([2, 3, 4], np.int64))
+
+    # Dynamic dimensions as exporters write them: -1 (Paddle2ONNX) and 0.
+    w = numpy_helper.from_array(RNG.standard_normal((4, 3)).astype(np.float32), "w")
+    for name, dims in [("dynamic_minus_one.onnx", [-1, 4]), ("dynamic_zero.onnx", [0, 4])]:
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")],
+            "dynamic",
+            [f32("x", dims)],
+            [f32("y", [dims[0], 3])],
+            initializer=[w],
+        )
+        write(name, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
 if __name__ == "__main__":
     local_function()
     legacy_weights_as_inputs()
     constants_and_symbolic_batch()
     upsample_opset7()
     upsample_opset9()
+    cli_models()
