@@ -199,6 +199,9 @@ pub fn main_for(engine: Engine) -> ExitCode {
             });
         }
     });
+    if engine == Engine::Cli {
+        let _ = std::fs::remove_dir_all(cli_temp_root());
+    }
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by(|a, b| a.0.cmp(&b.0));
     // The CLI engine must agree with the library's interpreter case by case.
@@ -534,6 +537,11 @@ fn import_as_a_user_would(
     }
 }
 
+/// Where the CLI engine writes each data set's files (removed after the run).
+fn cli_temp_root() -> PathBuf {
+    std::env::temp_dir().join(format!("kiln-conformance-cli-{}", std::process::id()))
+}
+
 /// Runs the case through `kiln run` (the interpreter at -O0, as the library engine runs it):
 /// inputs as `.npy` files, the bound ones with `--const-input`, open shapes with
 /// `--input-shape`; reads the outputs the JSON report lists.
@@ -552,9 +560,7 @@ fn run_cli(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let dir = std::env::temp_dir()
-        .join(format!("kiln-conformance-cli-{}", std::process::id()))
-        .join(format!("{case}-{set_name}"));
+    let dir = cli_temp_root().join(format!("{case}-{set_name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut args: Vec<String> = vec![
