@@ -124,6 +124,78 @@ static inline int32_t kiln_requantize_half_even(int32_t x, int32_t multiplier, i
     return q < INT32_MIN ? INT32_MIN : (q > INT32_MAX ? INT32_MAX : (int32_t)q);
 }
 
+/* The high word of the 64-bit product x * m (floor of x * m / 2^32): one SMULL/SMMUL on Arm,
+ * one MULH on RV32M. The int8 kernels requantize with it where kiln proved at compile time
+ * that the result equals kiln_requantize_half_even's (no tie can occur). */
+static inline int32_t kiln_mulhi(int32_t x, int32_t m) {
+    return (int32_t)(((int64_t)x * m) >> 32);
+}
+
+/* Unaligned little-endian loads for the int8 kernels (one LDR/LDRH where the core allows
+ * unaligned access; byte loads elsewhere). */
+static inline uint32_t kiln_load_u16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline int32_t kiln_load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* The Armv7E-M DSP operations the int8 kernels use. Where the core has them
+ * (__ARM_FEATURE_DSP: Cortex-M4, M7, M33, M55) each is one instruction (ACLE intrinsics, or
+ * one instruction of inline assembly for the forms ACLE lacks); elsewhere the same arithmetic
+ * in portable C, so code written for the DSP runs (slowly) on any host and is tested there.
+ * Halfword lanes: bits 0-15 are lane 0, bits 16-31 lane 1.
+ *   kiln_sxtb16(x):       lanes = sign-extended bytes 0 and 2 of x
+ *   kiln_sxtb16_ror8(x):  lanes = sign-extended bytes 1 and 3 of x
+ *   kiln_uxtb16(x), kiln_uxtb16_ror8(x): the same, zero-extended
+ *   kiln_pkhbt(lo, hi):   lane 0 of lo, lane 0 of hi
+ *   kiln_smlad(a, b, acc): acc + a.lane0 * b.lane0 + a.lane1 * b.lane1 (wrapping) */
+#if defined(__ARM_FEATURE_DSP) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_acle.h>
+#define KILN_DSP 1
+static inline int32_t kiln_sxtb16(int32_t x) { return (int32_t)__sxtb16(x); }
+static inline int32_t kiln_uxtb16(int32_t x) { return (int32_t)__uxtb16(x); }
+static inline int32_t kiln_sxtb16_ror8(int32_t x) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline int32_t kiln_uxtb16_ror8(int32_t x) {
+    int32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline int32_t kiln_pkhbt(int32_t lo, int32_t hi) {
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+static inline int32_t kiln_smlad(int32_t a, int32_t b, int32_t acc) { return __smlad(a, b, acc); }
+#else
+#define KILN_DSP 0
+static inline int32_t kiln_lane16(uint32_t half) { return (int32_t)((half & 0xffffu) ^ 0x8000u) - 0x8000; }
+static inline uint32_t kiln_sext8(uint32_t byte) { return (uint32_t)((int32_t)((byte & 0xffu) ^ 0x80u) - 0x80) & 0xffffu; }
+static inline int32_t kiln_sxtb16(int32_t x) {
+    uint32_t u = (uint32_t)x;
+    return (int32_t)(kiln_sext8(u) | (kiln_sext8(u >> 16) << 16));
+}
+static inline int32_t kiln_sxtb16_ror8(int32_t x) { return kiln_sxtb16((int32_t)((uint32_t)x >> 8)); }
+static inline int32_t kiln_uxtb16(int32_t x) { return (int32_t)((uint32_t)x & 0x00ff00ffu); }
+static inline int32_t kiln_uxtb16_ror8(int32_t x) { return (int32_t)(((uint32_t)x >> 8) & 0x00ff00ffu); }
+static inline int32_t kiln_pkhbt(int32_t lo, int32_t hi) {
+    return (int32_t)(((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16));
+}
+static inline int32_t kiln_smlad(int32_t a, int32_t b, int32_t acc) {
+    uint32_t ua = (uint32_t)a, ub = (uint32_t)b;
+    int32_t lo = kiln_lane16(ua) * kiln_lane16(ub), hi = kiln_lane16(ua >> 16) * kiln_lane16(ub >> 16);
+    return (int32_t)((uint32_t)acc + (uint32_t)lo + (uint32_t)hi);
+}
+#endif
+
 #ifndef KILN_NO_LIBM
 #include <math.h>
 #define KILN_EXPF(x) expf(x)

@@ -3,6 +3,8 @@
 //! its QEMU machine and the memory a program may use. Memory maps come from QEMU's own
 //! (`info mtree -f`, hw/arm/mps2*.c, hw/riscv/*.c), as recorded in `../shared/toolchain-facts.md`.
 
+use kiln_backends::c::Isa;
+
 /// The instruction-set family, which picks the start-up code and the toolchain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -103,6 +105,9 @@ pub struct Target {
     /// The Cranelift backend's ISA for this target, if it has one (Cranelift has no 32-bit
     /// Arm or RISC-V backend).
     pub cranelift: Option<kiln_backends::cranelift::CraneliftTarget>,
+    /// The instructions the C backend's int8 kernels use on this target (unless the caller
+    /// chose one).
+    pub isa: Isa,
 }
 
 pub const BOARDS: &[Board] = &[
@@ -218,6 +223,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::CortexM,
         cpu_flags: &["-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"],
         boards: &["microbit"],
+        isa: Isa::Portable,
         cranelift: None,
     },
     Target {
@@ -226,6 +232,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::CortexM,
         cpu_flags: &["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"],
         boards: &["mps2-an385"],
+        isa: Isa::Portable,
         cranelift: None,
     },
     Target {
@@ -239,6 +246,7 @@ pub const TARGETS: &[Target] = &[
             "-mfloat-abi=hard",
         ],
         boards: &["mps2-an386"],
+        isa: Isa::ArmDsp,
         cranelift: None,
     },
     Target {
@@ -252,6 +260,7 @@ pub const TARGETS: &[Target] = &[
             "-mfloat-abi=hard",
         ],
         boards: &["mps2-an500"],
+        isa: Isa::ArmDsp,
         cranelift: None,
     },
     Target {
@@ -265,6 +274,7 @@ pub const TARGETS: &[Target] = &[
             "-mfloat-abi=hard",
         ],
         boards: &["mps2-an505"],
+        isa: Isa::ArmDsp,
         cranelift: None,
     },
     Target {
@@ -273,6 +283,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::CortexM,
         cpu_flags: &["-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"],
         boards: &["mps3-an547"],
+        isa: Isa::ArmMve,
         cranelift: None,
     },
     Target {
@@ -282,6 +293,7 @@ pub const TARGETS: &[Target] = &[
         // -misa-spec=2.2 keeps zicsr implied without changing the multilib GCC 12 picks.
         cpu_flags: &["-march=rv32imac", "-mabi=ilp32", "-misa-spec=2.2"],
         boards: &["virt", "sifive_e"],
+        isa: Isa::Scalar,
         cranelift: None,
     },
     Target {
@@ -290,6 +302,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::Riscv64,
         cpu_flags: &["-march=rv64imafdc", "-mabi=lp64d", "-mcmodel=medany"],
         boards: &["virt"],
+        isa: Isa::Scalar,
         cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Riscv64),
     },
     Target {
@@ -298,6 +311,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::Aarch64Linux,
         cpu_flags: &[],
         boards: &["linux-user"],
+        isa: Isa::Portable,
         cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Aarch64),
     },
     Target {
@@ -306,6 +320,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::Riscv64Linux,
         cpu_flags: &[],
         boards: &["linux-user"],
+        isa: Isa::Portable,
         cranelift: Some(kiln_backends::cranelift::CraneliftTarget::Riscv64),
     },
     Target {
@@ -314,6 +329,7 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::X86_64Linux,
         cpu_flags: &[],
         boards: &["linux-user"],
+        isa: Isa::Portable,
         cranelift: Some(kiln_backends::cranelift::CraneliftTarget::X86_64),
     },
 ];

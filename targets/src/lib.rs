@@ -129,6 +129,10 @@ pub fn run_on_board(
     }
     let (files, model, arena_bytes) = match options.backend {
         CodeBackend::C => {
+            let c = &COptions {
+                isa: c.isa.or(Some(target.isa)),
+                ..c.clone()
+            };
             let program = emit_c(graph, c)?;
             let files = program
                 .files

@@ -6,6 +6,7 @@
 
 mod build_fragments;
 mod expr;
+mod int8;
 mod writer;
 
 use kiln_ir::{Graph, TensorData, TensorType, ValueId};
@@ -17,6 +18,7 @@ pub use crate::program::LayerInfo;
 use crate::program::{lower_program, Buffer, LoweredProgram};
 pub use expr::c_type;
 use expr::{float_literal, int_literal, ExprPrinter};
+pub use int8::Isa;
 use writer::Writer;
 
 /// The runtime header shipped into every output directory.
@@ -46,6 +48,9 @@ pub struct COptions {
     pub alignment: usize,
     /// Loop schedule knobs (unrolling, ...).
     pub schedule: Schedule,
+    /// The instructions the int8 kernels may use (`None`: portable C; `kiln verify` picks
+    /// its target's).
+    pub isa: Option<Isa>,
 }
 
 impl Default for COptions {
@@ -58,6 +63,7 @@ impl Default for COptions {
             no_libm: false,
             alignment: 16,
             schedule: Schedule::default(),
+            isa: None,
         }
     }
 }
@@ -94,7 +100,8 @@ pub fn emit_c(graph: &Graph, opts: &COptions) -> Result<CProgram, BackendError> 
     let program = lower_program(graph, p, &opts.schedule, opts.alignment, "C")?;
     let weight_bytes = program.weight_bytes(graph);
     let header = emit_header(graph, &program.plan, opts);
-    let source = emit_source(graph, &program, opts);
+    let native = int8::specialize(graph, &program, opts)?;
+    let source = emit_source(graph, &program, opts, &native);
     let libm = build_fragments::libm_calls(&source, opts.no_libm);
     Ok(CProgram {
         files: vec![
@@ -222,7 +229,13 @@ fn weight_name(p: &str, v: ValueId) -> String {
     format!("{p}_w{}", v.index())
 }
 
-fn emit_weights(w: &mut Writer, graph: &Graph, weights: &[ValueId], opts: &COptions) {
+fn emit_weights(
+    w: &mut Writer,
+    graph: &Graph,
+    weights: &[ValueId],
+    opts: &COptions,
+    native: &int8::Specialized,
+) {
     let section = opts
         .weights_section
         .as_ref()
@@ -233,7 +246,23 @@ fn emit_weights(w: &mut Writer, graph: &Graph, weights: &[ValueId], opts: &COpti
         let Some(t) = val.const_tensor() else {
             continue;
         };
-        let len = t.numel().max(1);
+        if let Some(packed) = native.packed.get(&v) {
+            // Rearranged for the int8 kernel that is its only reader.
+            w.line(format!(
+                "/* \"{}\" {}, {} */",
+                val.name.replace("*/", ""),
+                val.ty,
+                packed.note
+            ));
+            emit_array(
+                w,
+                packed.ctype,
+                &weight_name(&opts.name, v),
+                &section,
+                &packed.items,
+            );
+            continue;
+        }
         w.line(format!(
             "/* \"{}\" {} */",
             val.name.replace("*/", ""),
@@ -254,23 +283,30 @@ fn emit_weights(w: &mut Writer, graph: &Graph, weights: &[ValueId], opts: &COpti
                 .collect(),
             TensorData::Bool(d) => d.iter().map(|&x| u8::from(x).to_string()).collect(),
         };
-        let items = if items.is_empty() {
-            vec!["0".to_string()]
-        } else {
-            items
-        };
-        w.line(format!(
-            "static const {} {}[{len}] KILN_ALIGNED(16){section} = {{",
+        emit_array(
+            w,
             c_type(val.ty.dtype),
-            weight_name(&opts.name, v)
-        ));
-        w.indent();
-        for chunk in items.chunks(8) {
-            w.line(format!("{},", chunk.join(", ")));
-        }
-        w.dedent();
-        w.line("};");
+            &weight_name(&opts.name, v),
+            &section,
+            &items,
+        );
     }
+}
+
+/// `static const TYPE NAME[n] = {...};`, aligned for word loads, eight items a line.
+fn emit_array(w: &mut Writer, ctype: &str, name: &str, section: &str, items: &[String]) {
+    let zero = ["0".to_string()];
+    let items = if items.is_empty() { &zero[..] } else { items };
+    w.line(format!(
+        "static const {ctype} {name}[{}] KILN_ALIGNED(16){section} = {{",
+        items.len()
+    ));
+    w.indent();
+    for chunk in items.chunks(8) {
+        w.line(format!("{},", chunk.join(", ")));
+    }
+    w.dedent();
+    w.line("};");
 }
 
 fn emit_kernel(w: &mut Writer, k: &Kernel) {
@@ -324,7 +360,12 @@ fn c_buffer(p: &str, b: Buffer, ty: &str) -> String {
     }
 }
 
-fn emit_source(graph: &Graph, program: &LoweredProgram, opts: &COptions) -> String {
+fn emit_source(
+    graph: &Graph,
+    program: &LoweredProgram,
+    opts: &COptions,
+    native: &int8::Specialized,
+) -> String {
     let p = &opts.name;
     let up = p.to_ascii_uppercase();
     let mut w = Writer::new();
@@ -344,10 +385,13 @@ fn emit_source(graph: &Graph, program: &LoweredProgram, opts: &COptions) -> Stri
         w.line(format!("{up}_ARENA_CHECK({p}_arena);"));
         w.line("");
     }
-    emit_weights(&mut w, graph, &program.weights, opts);
+    emit_weights(&mut w, graph, &program.weights, opts, native);
     w.line("");
-    for (_, k) in &program.kernels {
-        emit_kernel(&mut w, k);
+    for (n, k) in &program.kernels {
+        match native.kernels.get(n) {
+            Some(text) => text.lines().for_each(|l| w.line(l)),
+            None => emit_kernel(&mut w, k),
+        }
         w.line("");
     }
     let graph_outputs = graph.outputs().to_vec();

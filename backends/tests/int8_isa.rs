@@ -1,0 +1,436 @@
+//! The target-specific int8 kernels (`COptions::isa`: scalar, Arm DSP, Helium) against the
+//! interpreter, bit for bit, on the host: the DSP and Helium operations run through the
+//! runtime header's portable forms, so the very loops, packings and output stages the boards
+//! run are checked here, with strict warnings and UBSan. Layers cover what the generators
+//! special-case: pointwise (even, odd and quad channel counts), tap-major and channel-major
+//! windows, strides, padding on every side, dilation, u8 inputs and outputs, odd pixel and
+//! channel counts, batches, matrix products with one and several rows, both roundings, and
+//! per-channel and per-tensor requantization with uniform and varying shifts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
+
+use kiln_backends::c::{COptions, Isa};
+use kiln_backends::host::{run_c, HostOptions};
+use kiln_ir::fixed_point::{FixedPoint, Rounding};
+use kiln_ir::{DType, Graph, Op, QOut, Tensor, TensorData};
+
+/// A deterministic generator (PCG-style LCG).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+
+    fn unit(&mut self) -> f64 {
+        self.next() as f64 / (1u64 << 31) as f64
+    }
+}
+
+fn random(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = match dtype {
+        DType::I8 => TensorData::I8((0..n).map(|_| rng.int(-128, 127) as i8).collect()),
+        DType::U8 => TensorData::U8((0..n).map(|_| rng.int(0, 255) as u8).collect()),
+        other => panic!("random {other}"),
+    };
+    Tensor::new(shape.to_vec(), data).unwrap()
+}
+
+fn i32s(shape: &[usize], v: Vec<i32>) -> Tensor {
+    Tensor::new(shape.to_vec(), TensorData::I32(v)).unwrap()
+}
+
+/// How the requantization of a case is chosen.
+#[derive(Clone, Copy, Debug)]
+enum Scales {
+    /// One multiplier and shift for the tensor.
+    Tensor,
+    /// One per channel, one shift shared (as kiln's QDQ lowering makes them).
+    ChannelSharedShift,
+    /// One per channel, shifts varying.
+    Channel,
+}
+
+/// Multiplier and shift tensors for `n` channels whose outputs land mostly in range for sums
+/// of `terms` products.
+fn requant(rng: &mut Rng, n: usize, terms: usize, scales: Scales) -> (Tensor, Tensor) {
+    // Sums are about 2^13 * sqrt(terms); aim the output at +-2^6.
+    let centre = -(13.0 + (terms as f64).log2() / 2.0) + 6.0;
+    let count = if matches!(scales, Scales::Tensor) {
+        1
+    } else {
+        n
+    };
+    let shared = FixedPoint::from_real((centre + rng.unit()).exp2()).shift;
+    let fps: Vec<FixedPoint> = (0..count)
+        .map(|_| {
+            let fp = FixedPoint::from_real((centre - 1.5 + 3.0 * rng.unit()).exp2());
+            match scales {
+                Scales::ChannelSharedShift => {
+                    // The same real scale up to a factor within [0.5, 2): rescale the mantissa.
+                    let m = (f64::from(fp.multiplier) * 2f64.powi(fp.shift - shared))
+                        .clamp(f64::from(1 << 29), f64::from(i32::MAX));
+                    FixedPoint {
+                        multiplier: m as i32,
+                        shift: shared,
+                    }
+                }
+                _ => fp,
+            }
+        })
+        .collect();
+    (
+        i32s(&[count], fps.iter().map(|f| f.multiplier).collect()),
+        i32s(&[count], fps.iter().map(|f| f.shift).collect()),
+    )
+}
+
+struct Case {
+    name: String,
+    graph: Graph,
+    inputs: Vec<Tensor>,
+}
+
+/// A graph of one node: input 0 is a graph input, the others constants.
+fn single(name: String, op: Op, x: Tensor, consts: Vec<Tensor>) -> Case {
+    let mut g = Graph::new("t");
+    let mut ids = vec![g.add_input("x", x.ty())];
+    for (i, t) in consts.into_iter().enumerate() {
+        ids.push(g.add_const(format!("c{i}"), t));
+    }
+    let node = g.add_node("n", op, ids, Vec::new()).unwrap();
+    g.set_outputs(g.node(node).outputs.clone());
+    Case {
+        name,
+        graph: g,
+        inputs: vec![x],
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one parameter per attribute
+fn conv_case(
+    seed: u64,
+    (x_shape, x_type, x_zero_point): (&[usize], DType, i32),
+    m: usize,
+    (kernel, strides, dilations, pads): (&[usize], &[usize], &[usize], &[usize]),
+    scales: Scales,
+    out: QOut,
+    rounding: Rounding,
+) -> Case {
+    let mut rng = Rng(seed);
+    let mut w_shape = vec![m, x_shape[1]];
+    w_shape.extend_from_slice(kernel);
+    let x = random(&mut rng, x_type, x_shape);
+    let w = random(&mut rng, DType::I8, &w_shape);
+    let terms: usize = w_shape[1..].iter().product();
+    let bias = i32s(
+        &[m],
+        (0..m).map(|_| rng.int(-1 << 14, 1 << 14) as i32).collect(),
+    );
+    let (mult, shift) = requant(&mut rng, m, terms, scales);
+    let op = Op::QConv {
+        kernel_shape: kernel.to_vec(),
+        strides: strides.to_vec(),
+        dilations: dilations.to_vec(),
+        pads: pads.to_vec(),
+        group: 1,
+        x_zero_point,
+        output: Some(out),
+        rounding,
+    };
+    let name = format!(
+        "qconv {x_type}{x_shape:?} zp {x_zero_point} m{m} k{kernel:?} s{strides:?} d{dilations:?} p{pads:?} {scales:?} {rounding:?}"
+    );
+    single(name, op, x, vec![w, bias, mult, shift])
+}
+
+fn matmul_case(
+    seed: u64,
+    (a_shape, a_type): (&[usize], DType),
+    n: usize,
+    scales: Scales,
+    out: QOut,
+    rounding: Rounding,
+) -> Case {
+    let mut rng = Rng(seed);
+    let k = a_shape[a_shape.len() - 1];
+    let a = random(&mut rng, a_type, a_shape);
+    let b = random(&mut rng, DType::I8, &[k, n]);
+    let bias = i32s(
+        &[n],
+        (0..n).map(|_| rng.int(-1 << 14, 1 << 14) as i32).collect(),
+    );
+    let (mult, shift) = requant(&mut rng, n, k, scales);
+    let op = Op::QMatMul {
+        output: Some(out),
+        rounding,
+    };
+    let name = format!("qmatmul {a_type}{a_shape:?} x [{k}, {n}] {scales:?} {rounding:?}");
+    single(name, op, a, vec![b, bias, mult, shift])
+}
+
+fn qout(dtype: DType, zero_point: i32, min: i32, max: i32) -> QOut {
+    QOut {
+        dtype,
+        zero_point,
+        min,
+        max,
+    }
+}
+
+fn host_options() -> HostOptions {
+    let mut flags: Vec<String> = [
+        "-Wall",
+        "-Wextra",
+        "-Wpedantic",
+        "-Wshadow",
+        "-Wcast-qual",
+        "-Werror",
+    ]
+    .map(String::from)
+    .to_vec();
+    if std::env::var_os("CC").is_none() {
+        flags.extend(["-fsanitize=undefined", "-fno-sanitize-recover=all"].map(String::from));
+    }
+    HostOptions {
+        cflags: flags,
+        keep_dir: std::env::var_os("KILN_KEEP_DIR").map(Into::into),
+    }
+}
+
+fn assert_same(what: &str, got: &[Tensor], want: &[Tensor]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.ty(), w.ty(), "{what}");
+        let (gv, wv) = (g.to_i64_vec().unwrap(), w.to_i64_vec().unwrap());
+        if let Some(i) = gv.iter().zip(&wv).position(|(a, b)| a != b) {
+            let n = gv.iter().zip(&wv).filter(|(a, b)| a != b).count();
+            panic!(
+                "{what}: {n} of {} elements differ; first at {i}: got {}, want {}",
+                gv.len(),
+                gv[i],
+                wv[i]
+            );
+        }
+    }
+}
+
+/// Every case through every non-portable ISA, in parallel.
+fn check_all(cases: &[Case]) {
+    let isas = [Isa::Scalar, Isa::ArmDsp, Isa::ArmMve];
+    let jobs: Vec<(&Case, Isa)> = cases
+        .iter()
+        .flat_map(|c| isas.iter().map(move |&i| (c, i)))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(case, isa)) = jobs.get(i) else {
+                    break;
+                };
+                let want = kiln_ir::interp::run(&case.graph, &case.inputs).unwrap();
+                let c = COptions {
+                    isa: Some(isa),
+                    ..COptions::default()
+                };
+                let what = format!("{} ({})", case.name, isa.name());
+                let got = run_c(&case.graph, &case.inputs, &c, &host_options())
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_same(&what, &got, &want);
+            });
+        }
+    });
+}
+
+#[test]
+fn convolutions_match_the_interpreter() {
+    let i8_full = qout(DType::I8, -128, -128, 127);
+    let relu6 = qout(DType::I8, -10, -10, 80);
+    let u8_out = qout(DType::U8, 3, 0, 255);
+    let (he, tfl) = (Rounding::HalfEven, Rounding::TfLite);
+    let cases = vec![
+        // Pointwise: channels a multiple of 4, 2 mod 4, odd; odd and even planes.
+        conv_case(
+            1,
+            (&[1, 8, 5, 5], DType::I8, -128),
+            6,
+            (&[1, 1], &[1, 1], &[1, 1], &[0, 0, 0, 0]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            he,
+        ),
+        conv_case(
+            2,
+            (&[1, 6, 3, 4], DType::I8, 5),
+            7,
+            (&[1, 1], &[1, 1], &[1, 1], &[0, 0, 0, 0]),
+            Scales::Channel,
+            relu6,
+            tfl,
+        ),
+        conv_case(
+            3,
+            (&[1, 5, 3, 3], DType::U8, 130),
+            5,
+            (&[1, 1], &[1, 1], &[1, 1], &[0, 0, 0, 0]),
+            Scales::Tensor,
+            u8_out,
+            he,
+        ),
+        // Tap-major 3x3 (channels a multiple of 4): padding, stride 2, odd widths.
+        conv_case(
+            4,
+            (&[1, 8, 7, 5], DType::I8, -128),
+            6,
+            (&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            he,
+        ),
+        conv_case(
+            5,
+            (&[1, 4, 8, 9], DType::I8, 7),
+            5,
+            (&[3, 3], &[2, 2], &[1, 1], &[1, 1, 1, 1]),
+            Scales::Channel,
+            relu6,
+            tfl,
+        ),
+        conv_case(
+            6,
+            (&[1, 4, 8, 8], DType::U8, 200),
+            4,
+            (&[1, 1], &[2, 2], &[1, 1], &[0, 0, 0, 0]),
+            Scales::Tensor,
+            u8_out,
+            he,
+        ),
+        conv_case(
+            7,
+            (&[2, 4, 6, 7], DType::I8, -3),
+            3,
+            (&[3, 2], &[1, 2], &[2, 1], &[2, 0, 1, 3]),
+            Scales::Channel,
+            i8_full,
+            he,
+        ),
+        // Channel-major (odd channel counts): first layers, a tall window, wide padding.
+        conv_case(
+            8,
+            (&[1, 3, 9, 8], DType::I8, -128),
+            8,
+            (&[3, 3], &[2, 2], &[1, 1], &[0, 0, 1, 1]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            he,
+        ),
+        conv_case(
+            9,
+            (&[1, 1, 13, 6], DType::I8, 83),
+            6,
+            (&[5, 4], &[2, 2], &[1, 1], &[2, 1, 2, 1]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            tfl,
+        ),
+        conv_case(
+            10,
+            (&[1, 3, 6, 6], DType::U8, 0),
+            5,
+            (&[3, 3], &[1, 1], &[1, 1], &[3, 3, 3, 3]),
+            Scales::Channel,
+            u8_out,
+            he,
+        ),
+        conv_case(
+            11,
+            (&[1, 2, 5, 7], DType::I8, 1),
+            3,
+            (&[2, 3], &[1, 1], &[2, 2], &[1, 2, 1, 2]),
+            Scales::Tensor,
+            relu6,
+            he,
+        ),
+        // A big reduction (tap-major, unrolling off) and 1-D.
+        conv_case(
+            12,
+            (&[1, 16, 4, 4], DType::I8, -128),
+            4,
+            (&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            he,
+        ),
+        conv_case(
+            13,
+            (&[1, 3, 11], DType::I8, 9),
+            4,
+            (&[3], &[2], &[1], &[1, 1]),
+            Scales::Channel,
+            i8_full,
+            tfl,
+        ),
+        conv_case(
+            14,
+            (&[1, 7, 10, 3], DType::I8, -1),
+            9,
+            (&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]),
+            Scales::Channel,
+            relu6,
+            he,
+        ),
+    ];
+    check_all(&cases);
+}
+
+#[test]
+fn matrix_products_match_the_interpreter() {
+    let i8_full = qout(DType::I8, -128, -128, 127);
+    let u8_out = qout(DType::U8, 100, 0, 255);
+    let cases = vec![
+        matmul_case(
+            21,
+            (&[1, 64], DType::I8),
+            12,
+            Scales::ChannelSharedShift,
+            i8_full,
+            Rounding::HalfEven,
+        ),
+        matmul_case(
+            22,
+            (&[3, 27], DType::I8),
+            5,
+            Scales::Channel,
+            i8_full,
+            Rounding::TfLite,
+        ),
+        matmul_case(
+            23,
+            (&[2, 4, 10], DType::U8),
+            7,
+            Scales::Tensor,
+            u8_out,
+            Rounding::HalfEven,
+        ),
+        matmul_case(
+            24,
+            (&[5, 1], DType::I8),
+            1,
+            Scales::Tensor,
+            i8_full,
+            Rounding::TfLite,
+        ),
+    ];
+    check_all(&cases);
+}
