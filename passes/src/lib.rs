@@ -12,6 +12,7 @@ pub mod fuse_layernorm;
 pub mod matmul_add;
 pub mod memory_plan;
 pub mod pipeline;
+pub mod prune;
 pub mod quant;
 pub mod remove_identity;
 pub mod summary;

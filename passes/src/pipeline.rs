@@ -105,6 +105,8 @@ declare_passes! {
     O2 => crate::fuse_layernorm::FuseLayerNorm,
     O2 => crate::fuse_gelu::FuseGelu,
     O2 => crate::fuse_activation::FuseActivation,
+    // Last: on the folded, fused graph, where a zero channel's constant value is known.
+    O2 => crate::prune::exact::ExactPrune,
 }
 
 /// Upper bound on pipeline repetitions; every pass shrinks or canonicalizes, so this is rarely hit.
