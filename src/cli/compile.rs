@@ -44,6 +44,8 @@ pub struct CompileArgs {
     opt: super::OptArgs,
     #[command(flatten)]
     quant: super::quantize::QuantArgs,
+    #[command(flatten)]
+    prune: super::prune::PruneArgs,
     /// Also write PREFIX.report.json.
     #[arg(long, value_enum)]
     report: Option<Report>,
@@ -177,6 +179,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         &args.model,
         &args.opt,
         &args.quant,
+        &args.prune,
         kiln_passes::OptLevel::O2,
     )?;
     let model = &prepared.model;
@@ -236,6 +239,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     if prepared.is_integer() {
         report["quantization"] = quantization_report(&prepared, &after);
     }
+    if let Some(p) = &prepared.prune {
+        report["pruning"] = super::prune::report_json(p);
+    }
     if args.report == Some(Report::Json) {
         let path = args
             .output_dir
@@ -243,6 +249,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     print_report(&compiled, &args.output_dir);
+    if let Some(p) = &prepared.prune {
+        super::prune::print_report(p);
+    }
     if let Some(q) = report.get("quantization") {
         print_quantization(q);
     }

@@ -36,6 +36,8 @@ pub struct EvalArgs {
     opt: super::OptArgs,
     #[command(flatten)]
     quant: super::quantize::QuantArgs,
+    #[command(flatten)]
+    prune: super::prune::PruneArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +123,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         &args.model,
         &args.opt,
         &args.quant,
+        &args.prune,
         kiln_passes::OptLevel::O2,
     )?;
     let graph = &prepared.model.graph;

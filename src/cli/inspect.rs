@@ -26,6 +26,8 @@ pub struct InspectArgs {
     opt: super::OptArgs,
     #[command(flatten)]
     quant: super::quantize::QuantArgs,
+    #[command(flatten)]
+    prune: super::prune::PruneArgs,
 }
 
 struct Row {
@@ -54,8 +56,13 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     };
     // Plain inspect shows the graph as imported; -O (and --quantize) show it as it will be
     // compiled.
-    let prepared =
-        super::load::prepare_model(model, &args.opt, &args.quant, kiln_passes::OptLevel::O0)?;
+    let prepared = super::load::prepare_model(
+        model,
+        &args.opt,
+        &args.quant,
+        &args.prune,
+        kiln_passes::OptLevel::O0,
+    )?;
     let model = &prepared.model;
     let graph = &model.graph;
     let (rows, totals) = table(graph)?;

@@ -138,6 +138,7 @@ pub struct Prepared {
     /// The float graph after optimization, before quantization.
     pub optimized_float: kiln_passes::GraphSummary,
     pub quant: Option<super::quantize::QuantSummary>,
+    pub prune: Option<super::prune::PruneSummary>,
 }
 
 impl Prepared {
@@ -168,27 +169,35 @@ pub fn prepare(
     args: &ModelArgs,
     opt: &super::OptArgs,
     quant: &super::quantize::QuantArgs,
+    prune: &super::prune::PruneArgs,
     default: kiln_passes::OptLevel,
 ) -> anyhow::Result<Prepared> {
-    prepare_model(load_model(args)?, opt, quant, default)
+    prepare_model(load_model(args)?, opt, quant, prune, default)
 }
 
-/// Optimizes the model at `opt`'s level (or `default`), and with `--quantize` calibrates and
-/// quantizes the optimized float graph, then lowers it to integer ops (at -O1 or above,
-/// whatever the level: integer kernels are what quantization is for).
+/// Optimizes the model at `opt`'s level (or `default`), with `--prune` prunes the optimized
+/// float graph, and with `--quantize` calibrates and quantizes it, then lowers it to integer
+/// ops (at -O1 or above, whatever the level: integer kernels are what quantization is for).
 pub fn prepare_model(
     mut model: Model,
     opt: &super::OptArgs,
     quant: &super::quantize::QuantArgs,
+    prune: &super::prune::PruneArgs,
     default: kiln_passes::OptLevel,
 ) -> anyhow::Result<Prepared> {
     model.graph.set_rounding(quant.int8_rounding.rounding());
     let imported_graph = model.graph.clone();
     let imported = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     optimize(&mut model.graph, opt, default)?;
+    let pruned = super::prune::prune(&mut model.graph, prune, quant)?;
     let optimized_float =
         kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let summary = super::quantize::quantize(&mut model.graph, quant)?;
+    // --calibrate without --quantize is repair's data alone.
+    let summary = if quant.quantize.is_none() && prune.uses_calibration(quant) {
+        None
+    } else {
+        super::quantize::quantize(&mut model.graph, quant)?
+    };
     if summary.is_some() {
         let level = opt.level_or(default).max(kiln_passes::OptLevel::O1);
         let options = kiln_passes::PassOptions {
@@ -210,5 +219,6 @@ pub fn prepare_model(
         imported,
         optimized_float,
         quant: summary,
+        prune: pruned,
     })
 }

@@ -4,6 +4,7 @@ mod compile;
 mod eval;
 mod inspect;
 mod load;
+mod prune;
 mod quantize;
 mod run;
 mod verify;

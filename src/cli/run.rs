@@ -31,6 +31,8 @@ pub struct RunArgs {
     opt: super::OptArgs,
     #[command(flatten)]
     quant: super::quantize::QuantArgs,
+    #[command(flatten)]
+    prune: super::prune::PruneArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +82,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &args.model,
         &args.opt,
         &args.quant,
+        &args.prune,
         kiln_passes::OptLevel::O2,
     )?;
     let graph = &prepared.model.graph;

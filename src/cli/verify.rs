@@ -66,6 +66,8 @@ pub struct VerifyArgs {
     opt: super::OptArgs,
     #[command(flatten)]
     quant: super::quantize::QuantArgs,
+    #[command(flatten)]
+    prune: super::prune::PruneArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +86,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         &args.model,
         &args.opt,
         &args.quant,
+        &args.prune,
         kiln_passes::OptLevel::O2,
     )?;
     let (inputs, random) = bind_inputs(&prepared.model.graph, &args.inputs)?;
@@ -92,8 +95,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     // The reference is the imported graph, so the check covers the passes as well as the
     // code; an integer build is checked against the interpreter on its own integer graph,
-    // whose rounding differs from the float one's by design (`kiln eval` measures that).
-    let reference = if prepared.is_integer() {
+    // whose rounding differs from the float one's by design (`kiln eval` measures that), and a
+    // pruned build against the interpreter on the pruned graph.
+    let reference = if prepared.is_integer() || prepared.prune.is_some() {
         &prepared.model.graph
     } else {
         &prepared.imported_graph
