@@ -124,6 +124,8 @@ enum Emit {
     C,
     /// An ELF relocatable object (PREFIX.o) and the same header (PREFIX.h), from Cranelift.
     Obj,
+    /// The optimized (and pruned) float graph as an ONNX model (PREFIX.onnx, opset 17).
+    Onnx,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -186,6 +188,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let before = prepared.imported;
     let after = kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = match args.emit {
+        Emit::Onnx => return emit_onnx(args, &prepared, &before, &after),
         Emit::C => {
             let program = emit_c(&model.graph, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
             Compiled {
@@ -267,6 +270,46 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         "                {:>6} nodes {:>12} MACs {:>10} weight bytes {:>10} arena bytes (compiled)",
         after.nodes, after.macs, after.weight_bytes, after.arena_bytes
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--emit onnx`: writes the optimized float graph as PREFIX.onnx.
+fn emit_onnx(
+    args: &CompileArgs,
+    prepared: &super::load::Prepared,
+    before: &kiln_passes::GraphSummary,
+    after: &kiln_passes::GraphSummary,
+) -> anyhow::Result<ExitCode> {
+    if prepared.is_integer() {
+        anyhow::bail!(
+            "--emit onnx writes float graphs; this build computes with kiln's integer ops, which have no ONNX form (drop --quantize to export the float graph)"
+        );
+    }
+    let bytes =
+        kiln_frontend::export_model(&prepared.model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&args.output_dir).with_context(|| {
+        format!(
+            "cannot create output directory '{}'",
+            args.output_dir.display()
+        )
+    })?;
+    let file = format!("{}.onnx", args.codegen.name);
+    write_atomically(&args.output_dir.join(&file), &bytes)?;
+    if let Some(p) = &prepared.prune {
+        super::prune::print_report(p);
+    }
+    println!(
+        "optimization -O{}: {:>6} nodes {:>12} MACs {:>10} weight bytes (imported)",
+        args.opt.level_or(kiln_passes::OptLevel::O2) as u8,
+        before.nodes,
+        before.macs,
+        before.weight_bytes
+    );
+    println!(
+        "                {:>6} nodes {:>12} MACs {:>10} weight bytes (exported)",
+        after.nodes, after.macs, after.weight_bytes
+    );
+    println!("wrote {file} to {}", args.output_dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
