@@ -144,6 +144,17 @@ static inline int32_t kiln_load_i32(const void *p) {
     return v;
 }
 
+/* Saturation to the int8 and uint8 ranges (one SSAT/USAT where the core has them). */
+#if defined(__ARM_FEATURE_SAT) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_acle.h>
+static inline int32_t kiln_ssat8(int32_t x) { return __ssat(x, 8); }
+static inline int32_t kiln_usat8(int32_t x) { return (int32_t)__usat(x, 8); }
+#else
+/* In range is the common case: one unsigned comparison decides it. */
+static inline int32_t kiln_ssat8(int32_t x) { return (uint32_t)x + 128u <= 255u ? x : (x < 0 ? -128 : 127); }
+static inline int32_t kiln_usat8(int32_t x) { return (uint32_t)x <= 255u ? x : (x < 0 ? 0 : 255); }
+#endif
+
 /* The Armv7E-M DSP operations the int8 kernels use. Where the core has them
  * (__ARM_FEATURE_DSP: Cortex-M4, M7, M33, M55) each is one instruction (ACLE intrinsics, or
  * one instruction of inline assembly for the forms ACLE lacks); elsewhere the same arithmetic
@@ -153,7 +164,10 @@ static inline int32_t kiln_load_i32(const void *p) {
  *   kiln_sxtb16_ror8(x):  lanes = sign-extended bytes 1 and 3 of x
  *   kiln_uxtb16(x), kiln_uxtb16_ror8(x): the same, zero-extended
  *   kiln_pkhbt(lo, hi):   lane 0 of lo, lane 0 of hi
- *   kiln_smlad(a, b, acc): acc + a.lane0 * b.lane0 + a.lane1 * b.lane1 (wrapping) */
+ *   kiln_pkhbt_hi(lo, hi): lane 0 of lo, lane 1 of hi
+ *   kiln_smlad(a, b, acc): acc + a.lane0 * b.lane0 + a.lane1 * b.lane1 (wrapping)
+ *   kiln_smladx(a, b, acc): acc + a.lane0 * b.lane1 + a.lane1 * b.lane0
+ *   kiln_smlabb(a, b, acc), kiln_smlatb(a, b, acc): acc + a.lane0 (lane1) * b.lane0 */
 #if defined(__ARM_FEATURE_DSP) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_acle.h>
 #define KILN_DSP 1
@@ -175,6 +189,14 @@ static inline int32_t kiln_pkhbt(int32_t lo, int32_t hi) {
     return r;
 }
 static inline int32_t kiln_smlad(int32_t a, int32_t b, int32_t acc) { return __smlad(a, b, acc); }
+static inline int32_t kiln_smladx(int32_t a, int32_t b, int32_t acc) { return __smladx(a, b, acc); }
+static inline int32_t kiln_smlabb(int32_t a, int32_t b, int32_t acc) { return __smlabb(a, b, acc); }
+static inline int32_t kiln_smlatb(int32_t a, int32_t b, int32_t acc) { return __smlatb(a, b, acc); }
+static inline int32_t kiln_pkhbt_hi(int32_t lo, int32_t hi) {
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
 #else
 #define KILN_DSP 0
 static inline int32_t kiln_lane16(uint32_t half) { return (int32_t)((half & 0xffffu) ^ 0x8000u) - 0x8000; }
@@ -193,6 +215,19 @@ static inline int32_t kiln_smlad(int32_t a, int32_t b, int32_t acc) {
     uint32_t ua = (uint32_t)a, ub = (uint32_t)b;
     int32_t lo = kiln_lane16(ua) * kiln_lane16(ub), hi = kiln_lane16(ua >> 16) * kiln_lane16(ub >> 16);
     return (int32_t)((uint32_t)acc + (uint32_t)lo + (uint32_t)hi);
+}
+static inline int32_t kiln_smladx(int32_t a, int32_t b, int32_t acc) {
+    uint32_t ub = (uint32_t)b;
+    return kiln_smlad(a, (int32_t)((ub >> 16) | (ub << 16)), acc);
+}
+static inline int32_t kiln_smlabb(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)(kiln_lane16((uint32_t)a) * kiln_lane16((uint32_t)b)));
+}
+static inline int32_t kiln_smlatb(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)(kiln_lane16((uint32_t)a >> 16) * kiln_lane16((uint32_t)b)));
+}
+static inline int32_t kiln_pkhbt_hi(int32_t lo, int32_t hi) {
+    return (int32_t)(((uint32_t)lo & 0xffffu) | ((uint32_t)hi & 0xffff0000u));
 }
 #endif
 

@@ -115,6 +115,40 @@ fn single(name: String, op: Op, x: Tensor, consts: Vec<Tensor>) -> Case {
     }
 }
 
+/// A depthwise convolution: `x_shape[1]` groups of one channel.
+fn depthwise_case(
+    seed: u64,
+    (x_shape, x_type, x_zero_point): (&[usize], DType, i32),
+    (stride, pads): (usize, &[usize]),
+    scales: Scales,
+    out: QOut,
+    rounding: Rounding,
+) -> Case {
+    let mut rng = Rng(seed);
+    let c = x_shape[1];
+    let x = random(&mut rng, x_type, x_shape);
+    let w = random(&mut rng, DType::I8, &[c, 1, 3, 3]);
+    let bias = i32s(
+        &[c],
+        (0..c).map(|_| rng.int(-1 << 12, 1 << 12) as i32).collect(),
+    );
+    let (mult, shift) = requant(&mut rng, c, 9, scales);
+    let op = Op::QConv {
+        kernel_shape: vec![3, 3],
+        strides: vec![stride, stride],
+        dilations: vec![1, 1],
+        pads: pads.to_vec(),
+        group: c,
+        x_zero_point,
+        output: Some(out),
+        rounding,
+    };
+    let name = format!(
+        "depthwise {x_type}{x_shape:?} zp {x_zero_point} s{stride} p{pads:?} {scales:?} {rounding:?}"
+    );
+    single(name, op, x, vec![w, bias, mult, shift])
+}
+
 #[allow(clippy::too_many_arguments)] // one parameter per attribute
 fn conv_case(
     seed: u64,
@@ -388,6 +422,68 @@ fn convolutions_match_the_interpreter() {
             (&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]),
             Scales::Channel,
             relu6,
+            he,
+        ),
+    ];
+    check_all(&cases);
+}
+
+#[test]
+fn depthwise_convolutions_match_the_interpreter() {
+    let i8_full = qout(DType::I8, -128, -128, 127);
+    let relu6 = qout(DType::I8, -10, -10, 80);
+    let u8_out = qout(DType::U8, 3, 0, 255);
+    let (he, tfl) = (Rounding::HalfEven, Rounding::TfLite);
+    let cases = vec![
+        // Stride 1, same padding, odd and even widths.
+        depthwise_case(
+            31,
+            (&[1, 4, 7, 5], DType::I8, -128),
+            (1, &[1, 1, 1, 1]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            he,
+        ),
+        depthwise_case(
+            32,
+            (&[1, 3, 6, 8], DType::I8, 9),
+            (1, &[1, 1, 1, 1]),
+            Scales::Channel,
+            relu6,
+            tfl,
+        ),
+        // Stride 2: TF's same padding (bottom and right only), and all around; odd sizes.
+        depthwise_case(
+            33,
+            (&[1, 5, 8, 8], DType::I8, -128),
+            (2, &[0, 0, 1, 1]),
+            Scales::ChannelSharedShift,
+            i8_full,
+            he,
+        ),
+        depthwise_case(
+            34,
+            (&[1, 2, 9, 7], DType::U8, 120),
+            (2, &[1, 1, 1, 1]),
+            Scales::Tensor,
+            u8_out,
+            he,
+        ),
+        // No padding, tiny planes, a batch of two.
+        depthwise_case(
+            35,
+            (&[2, 3, 4, 3], DType::I8, 0),
+            (1, &[0, 0, 0, 0]),
+            Scales::Channel,
+            i8_full,
+            tfl,
+        ),
+        depthwise_case(
+            36,
+            (&[1, 6, 3, 3], DType::U8, 255),
+            (1, &[1, 0, 0, 1]),
+            Scales::Channel,
+            u8_out,
             he,
         ),
     ];

@@ -140,8 +140,6 @@ struct Problem {
     /// `weights[c * k + k']` in the weights' own order (`w[c][ic][ky][kx]`, or B transposed).
     weights: Vec<i8>,
     stage: OutputStage,
-    /// Whether the multiplier and shift inputs hold one value per channel.
-    per_channel: (bool, bool),
 }
 
 impl Problem {
@@ -275,7 +273,6 @@ impl Problem {
         if m == 0 || k == 0 || n == 0 || md.is_empty() || sd.is_empty() {
             return None;
         }
-        let per_channel = (md.len() == m && m > 1, sd.len() == m && m > 1);
         if (md.len() != 1 && md.len() != m) || (sd.len() != 1 && sd.len() != m) {
             return None;
         }
@@ -294,7 +291,6 @@ impl Problem {
             x_type: x.dtype,
             weights,
             stage,
-            per_channel,
         })
     }
 
@@ -321,21 +317,32 @@ impl Problem {
             "int8_t"
         }
     }
+}
 
-    /// C expressions for channel `c`'s multiplier and shift (`0` where the output stage
-    /// does not read them).
-    fn channel_params(&self, c: &str) -> (String, String) {
-        let m = match (self.stage.needs_multiplier(), self.per_channel.0) {
-            (false, _) => "0".to_string(),
-            (true, true) => format!("multiplier[{c}]"),
-            (true, false) => "multiplier[0]".to_string(),
-        };
-        let s = match (self.stage.needs_shift(), self.per_channel.1) {
-            (false, _) => "0".to_string(),
-            (true, true) => format!("shift[{c}]"),
-            (true, false) => "shift[0]".to_string(),
-        };
-        (m, s)
+/// The per-channel requantization records (in place of the multiplier input), if the
+/// output stage reads any, and the C name to pass for them.
+fn records(layer: &Layer, p: &Problem) -> (Option<(usize, Packed)>, String) {
+    if p.stage.record_len() == 0 {
+        return (None, "multiplier".into());
+    }
+    let items = p.stage.records().iter().map(|v| int_literal(*v)).collect();
+    let packed = Packed {
+        ctype: "int32_t",
+        items,
+        note: format!(
+            "requantization records ({} words per channel)",
+            p.stage.record_len()
+        ),
+    };
+    (Some((3, packed)), layer.packed_name(3))
+}
+
+/// A C literal of an i32.
+fn int_literal(v: i32) -> String {
+    if v == i32::MIN {
+        "INT32_MIN".into()
+    } else {
+        v.to_string()
     }
 }
 
@@ -388,6 +395,7 @@ fn dsp(layer: &Layer, p: &Problem) -> Generated {
         }
     }
     let w_name = layer.packed_name(1);
+    let (rq, rq_name) = records(layer, p);
     let mut helpers = String::new();
     helpers.push_str(&p.stage.function(&format!("{name}_out")));
     let out_t = p.stage.c_type();
@@ -409,7 +417,7 @@ fn dsp(layer: &Layer, p: &Problem) -> Generated {
         let mut u = used.get();
         u[np - 1] = true;
         used.set(u);
-        format!("{name}_mm{np}({w_name}, {bias}, multiplier, shift, col, {y});")
+        format!("{name}_mm{np}({w_name}, {bias}, {rq_name}, shift, col, {y});")
     };
     match &p.source {
         Source::Rows => {
@@ -467,21 +475,23 @@ fn dsp(layer: &Layer, p: &Problem) -> Generated {
         wrapped.push("}".into());
     }
     push_lines(&mut body, 1, &wrapped);
+    let mut packed_inputs = vec![(
+        1,
+        Packed {
+            ctype: "int32_t",
+            items: words(&packed),
+            note: format!(
+                "int8 weights packed for {}: {} rows of {kq} words, each [w0, w2, w1, w3]",
+                layer.isa.name(),
+                p.m
+            ),
+        },
+    )];
+    packed_inputs.extend(rq);
     Generated {
         helpers,
         body,
-        packed: vec![(
-            1,
-            Packed {
-                ctype: "int32_t",
-                items: words(&packed),
-                note: format!(
-                    "int8 weights packed for {}: {} rows of {kq} words, each [w0, w2, w1, w3]",
-                    layer.isa.name(),
-                    p.m
-                ),
-            },
-        )],
+        packed: packed_inputs,
     }
 }
 
@@ -543,11 +553,14 @@ fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> S
             l.push(format!("w += {};", (mo - 1) * kq));
         }
         for i in 0..mo {
-            let (m, sh) = p.channel_params(&format!("{c0} + {i}"));
+            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
+        }
+        for i in 0..mo {
             for j in 0..np {
                 l.push(format!(
-                    "y[{}] = ({out_t}){name}_out(a{i}{j}, {m}, {sh});",
-                    i * p.y_chan + j * p.y_pix
+                    "y[{}] = ({out_t}){};",
+                    i * p.y_chan + j * p.y_pix,
+                    p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
                 ));
             }
         }
@@ -910,6 +923,7 @@ fn scalar(layer: &Layer, p: &Problem) -> Generated {
         }
     }
     let w_name = layer.packed_name(1);
+    let (rq, rq_name) = records(layer, p);
     // Where pixel j's value k is: in X directly (pointwise, matrix rows) or in the column.
     let direct = match &p.source {
         Source::Conv(g, _) => g.pointwise(),
@@ -932,7 +946,7 @@ fn scalar(layer: &Layer, p: &Problem) -> Generated {
     let mut lines = Vec::new();
     let bias = layer.param(2);
     let call = |np: usize, src: &str, y: &str| {
-        format!("{name}_mm{np}({w_name}, {bias}, multiplier, shift, {src}, {y});")
+        format!("{name}_mm{np}({w_name}, {bias}, {rq_name}, shift, {src}, {y});")
     };
     let full = p.n / SCALAR_NP * SCALAR_NP;
     if direct {
@@ -998,20 +1012,22 @@ fn scalar(layer: &Layer, p: &Problem) -> Generated {
     wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
     wrapped.push("}".into());
     push_lines(&mut body, 1, &wrapped);
+    let mut packed_inputs = vec![(
+        1,
+        Packed {
+            ctype: "int8_t",
+            items: packed.iter().map(|v| v.to_string()).collect(),
+            note: format!(
+                "int8 weights packed for {}: blocks of {SCALAR_MO} channels, interleaved",
+                layer.isa.name()
+            ),
+        },
+    )];
+    packed_inputs.extend(rq);
     Generated {
         helpers,
         body,
-        packed: vec![(
-            1,
-            Packed {
-                ctype: "int8_t",
-                items: packed.iter().map(|v| v.to_string()).collect(),
-                note: format!(
-                    "int8 weights packed for {}: blocks of {SCALAR_MO} channels, interleaved",
-                    layer.isa.name()
-                ),
-            },
-        )],
+        packed: packed_inputs,
     }
 }
 
@@ -1061,11 +1077,14 @@ fn scalar_block_fn(
         l.push(format!("    w += {mo};\n        s += {k_step};"));
         l.push("}".into());
         for i in 0..mo {
-            let (m, sh) = p.channel_params(&format!("{c0} + {i}"));
+            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
+        }
+        for i in 0..mo {
             for j in 0..np {
                 l.push(format!(
-                    "y[{}] = ({out_t}){name}_out(a{i}{j}, {m}, {sh});",
-                    i * p.y_chan + j * p.y_pix
+                    "y[{}] = ({out_t}){};",
+                    i * p.y_chan + j * p.y_pix,
+                    p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
                 ));
             }
         }

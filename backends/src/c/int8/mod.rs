@@ -13,9 +13,11 @@
 //! - `gemm`: convolutions with one group and matrix products by constant weights, as a
 //!   matrix product over im2col columns (pointwise convolutions read their input directly
 //!   where the ISA allows), register-blocked over output channels and pixels.
+//! - `depthwise`: depthwise 3x3 convolutions over a zero-point-padded copy of each plane.
 //! - `requant`: the output stage (requantization, clamp, zero point) in the cheapest form
 //!   that is exact for the layer's accumulators.
 
+mod depthwise;
 mod gemm;
 mod requant;
 
@@ -102,8 +104,12 @@ pub(crate) fn specialize(
             kernel,
             isa,
         };
-        let Some(generated) = gemm::generate(&layer)? else {
-            continue;
+        let generated = match gemm::generate(&layer)? {
+            Some(g) => g,
+            None => match depthwise::generate(&layer)? {
+                Some(g) => g,
+                None => continue,
+            },
         };
         let mut text = String::new();
         let mut params = Vec::new();
