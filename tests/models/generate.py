@@ -652,6 +652,61 @@ def build_resnet8(rng):
     return g.model("resnet8_cifar", [("input", [1, 3, 32, 32])], [("output", [1, 10])], 13)
 
 
+# Channels zeroed in resnet_zeroed, by layer: {channel: BatchNormalization beta}. A zeroed
+# channel's convolution weights are all 0, so after BN it is the constant beta (its running mean
+# is 0, measured by calibrate_bn), and after a Relu max(beta, 0). The comments say why each one
+# can go exactly; ZEROED_KEPT lists the one that must stay.
+ZEROED = {
+    "stem": {2: -0.4, 11: -0.3},  # 0 after Relu; coupled with block1.conv2 through the Add
+    "block1.conv1": {5: -0.5},  # 0 after Relu, read by a padded 3x3 conv (zero padding agrees)
+    "block1.conv2": {2: -0.3, 11: 0.2},  # Add + Relu: channel 11 is the constant 0.2, read by 1x1 convs
+    "block2.expand": {7: -0.2},  # 0 into a padded depthwise conv: its output is the dw BN's beta
+    "block2.dw": {7: 0.1, 19: 0.4},  # constant after Relu, read by the 1x1 projection (bias folded)
+    "block2.project": {4: 0.25},  # linear: the constant 0.25 goes through the Concat
+    "side": {6: -0.1},  # 0 after Relu, the Concat's second input
+    "block3.conv1": {13: -0.6},  # 0 after Relu
+    "block3.conv2": {4: 0.15, 30: -0.2},  # coupled with the Concat's channels 4 and 24 + 6
+}
+# Zeroed but not removable: a constant 0.5 read by a padded 3x3 conv (its border taps read 0).
+ZEROED_KEPT = {"block1.conv1": {8: 0.5}}
+
+
+def build_resnet_zeroed(rng):
+    """A small ResNet-style float model with whole output channels zeroed (ZEROED), as
+    sparsity-aware training leaves them: residual Adds (one into a Concat's channels), a
+    depthwise-separable block and a Concat; logits out. For exact (lossless) channel pruning."""
+    g = GraphBuilder()
+
+    def cbr(x, m, cin, cout, k, s=1, group=1, act=True):
+        fan = (cin // group) * k * k
+        w = he(rng, (cout, cin // group, k, k), fan, gain=2.0 if act else 1.0)
+        gamma, beta, mean, var = bn_init(rng, cout)
+        for table in (ZEROED, ZEROED_KEPT):
+            for ch, b in table.get(m, {}).items():
+                w[ch] = 0.0
+                beta[ch] = b
+        x = g.conv(x, f"{m}.conv", w, None, stride=s, pad=k // 2, group=group)
+        x = g.bn(x, f"{m}.bn", (gamma, beta, mean, var))
+        return g.relu(x, f"{m}.relu") if act else x
+
+    x0 = cbr("input", "stem", 3, 16, 3)
+    y = cbr(x0, "block1.conv1", 16, 16, 3)
+    y = cbr(y, "block1.conv2", 16, 16, 3, act=False)
+    x1 = g.relu(g.op("Add", [x0, y], "block1"), "block1.relu")
+    y = cbr(x1, "block2.expand", 16, 32, 1)
+    y = cbr(y, "block2.dw", 32, 32, 3, s=2, group=32)
+    y = cbr(y, "block2.project", 32, 24, 1, act=False)
+    side = cbr(x1, "side", 16, 8, 1, s=2)
+    x2 = g.op("Concat", [y, side], "", axis=1)
+    y = cbr(x2, "block3.conv1", 32, 32, 1)
+    y = cbr(y, "block3.conv2", 32, 32, 1, act=False)
+    x3 = g.relu(g.op("Add", [x2, y], "block3"), "block3.relu")
+    x = g.op("GlobalAveragePool", [x3], "")
+    x = g.op("Flatten", [x], "", axis=1)
+    g.gemm(x, "fc", he(rng, (10, 32), 32, gain=1.0), 0.1 * rng.standard_normal(10), outputs=["output"])
+    return g.model("resnet_zeroed", [("input", [1, 3, 16, 16])], [("output", [1, 10])], 13)
+
+
 def build_ad_autoencoder(rng):
     """MLPerf Tiny anomaly detection (ToyADMOS) dense autoencoder."""
     g = GraphBuilder()
@@ -874,6 +929,34 @@ def gen_random_models(root, log, only=None):
         write_model(root / name, name, model, [x], desc, extra, log)
 
 
+def gen_resnet_zeroed(root, log):
+    """pruning/resnet_zeroed: outside the float-model directory walk (like quantized/), for the
+    pruning tests."""
+    seed = 106
+    rng = np.random.default_rng(seed)
+    model = build_resnet_zeroed(rng)
+    calib = np.random.default_rng(seed + 1000).standard_normal((4, 3, 16, 16)).astype(F32)
+    calibrate_bn(model, calib, np.random.default_rng(seed + 2000))
+    x = np.random.default_rng(seed + 3000).standard_normal((1, 3, 16, 16)).astype(F32)
+    zeroed = {m: sorted(c) for m, c in ZEROED.items()}
+    kept = {m: sorted(c) for m, c in ZEROED_KEPT.items()}
+    write_model(
+        root / "pruning" / "resnet_zeroed", "resnet_zeroed", model, [x],
+        "ResNet-style model with zeroed output channels (all conv weights of the channel 0, BN beta "
+        "making it 0 or a constant): stem Conv3x3(16)+BN+Relu, a basic residual block (Add), a "
+        "depthwise-separable block (1x1 expand 32, depthwise 3x3 stride 2, 1x1 project 24) "
+        "concatenated with a 1x1 stride-2 side branch (8), a 1x1 residual block over the Concat, "
+        "GlobalAveragePool, Flatten, Gemm 10 (logits). Seeded random weights.",
+        {"weights": f"seeded random (numpy default_rng({seed}))",
+         "bn_stats": f"calibrated on default_rng({seed + 1000}).standard_normal batch of 4",
+         "zeroed_channels": zeroed,
+         "zeroed_channels_kept": kept,
+         "zeroed_channels_kept_why": "a constant 0.5 read by a padded 3x3 conv: the border taps read 0, not 0.5",
+         "input_0": f"default_rng({seed + 3000}).standard_normal([1, 3, 16, 16]) as float32"},
+        log,
+    )
+
+
 def gen_mobilenet_v2(out_dir, log):
     t0 = time.time()
     seed = 200
@@ -939,7 +1022,7 @@ def gen_digits_cnn_qdq(root, log):
 
 
 ALL = ["digits_mlp", "digits_cnn", "kws_dscnn", "vww_mobilenet_v1_025", "resnet8_cifar", "ad_autoencoder",
-       "transformer_encoder_2l", "digits_cnn_qdq"]
+       "transformer_encoder_2l", "digits_cnn_qdq", "resnet_zeroed"]
 
 
 def main(argv=None):
@@ -961,6 +1044,8 @@ def main(argv=None):
     gen_random_models(args.out, log, args.only)
     if not args.only or "digits_cnn_qdq" in args.only:
         gen_digits_cnn_qdq(args.out, log)
+    if not args.only or "resnet_zeroed" in args.only:
+        gen_resnet_zeroed(args.out, log)
     log(f"done in {time.time() - t0:.1f}s")
     return 0
 
