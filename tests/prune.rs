@@ -358,3 +358,41 @@ fn repaired_digits_cnn_keeps_its_accuracy() {
         "repair did not help: {repaired} vs {plain} without it"
     );
 }
+
+/// An int8 build of a pruned model measures quantization against the pruned float model: its
+/// `float_top1` is the pruned float build's top-1, not the unpruned model's.
+#[test]
+fn int8_eval_of_a_pruned_model_compares_with_the_pruned_float_model() {
+    let calib = digits("digits_calib_x.npy");
+    let prune = ["--prune", "channels=0.25", "--calibrate", &calib];
+    let pruned_float = digits_top1(&prune);
+    let model = s(&models().join("digits_cnn/model.onnx"));
+    let (x, y) = (digits("digits_test_x.npy"), digits("digits_test_y.npy"));
+    let mut args = vec![
+        "eval",
+        &model,
+        "--data",
+        &x,
+        "--labels",
+        &y,
+        "--json",
+        "--quantize",
+        "int8",
+    ];
+    args.extend(prune);
+    let doc = kiln_json(&args);
+    let (top1, float) = (
+        doc["top1"].as_f64().expect("top1"),
+        doc["float_top1"].as_f64().expect("float_top1"),
+    );
+    println!(
+        "digits_cnn pruned 0.25 + repair: float {:.2}%, int8 {:.2}%",
+        100.0 * float,
+        100.0 * top1
+    );
+    assert_eq!(
+        float, pruned_float,
+        "the float reference is not the pruned model"
+    );
+    assert!(top1 >= float - 0.01, "int8 {top1} vs pruned float {float}");
+}

@@ -1,6 +1,7 @@
 //! `kiln eval`: accuracy of a build on a labelled data set. Runs every sample through the
 //! chosen engine with a progress bar and prints top-1; for a quantized build also the float
-//! model's top-1, how often the two agree, and the output error against the float model.
+//! model's top-1, how often the two agree, and the output error against the float model (with
+//! `--prune`, the pruned float model, so the figures measure quantization alone).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,10 +154,17 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let quantized = prepared.is_integer();
     let mut engine = Engine::new(graph, args.backend).context("cannot build the model")?;
-    // The float model: the imported graph optimized at the same level, without quantization.
+    // The float model: the imported graph optimized at the same level, pruned as asked (so the
+    // figures measure quantization alone), without quantization.
     let mut float_engine = if quantized {
-        let mut float = prepared.imported_graph.clone();
-        super::load::optimize(&mut float, &args.opt, kiln_passes::OptLevel::O2)?;
+        let float = match &prepared.pruned_float {
+            Some(g) => g.clone(),
+            None => {
+                let mut float = prepared.imported_graph.clone();
+                super::load::optimize(&mut float, &args.opt, kiln_passes::OptLevel::O2)?;
+                float
+            }
+        };
         Some(
             Engine::new(&float, EvalBackend::Cranelift)
                 .or_else(|_| Engine::new(&float, EvalBackend::Interp))?,
@@ -213,7 +221,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         println!("{} samples, top-1 {:.2}%", samples.len(), 100.0 * top1);
         if quantized {
             println!(
-                "float model top-1 {:.2}%, argmax agreement {:.2}%, output error max {:.4} mean {:.4}",
+                "{} top-1 {:.2}%, argmax agreement {:.2}%, output error max {:.4} mean {:.4}",
+                if prepared.pruned_float.is_some() {
+                    "pruned float model"
+                } else {
+                    "float model"
+                },
                 100.0 * stats.float_correct as f64 / n,
                 100.0 * stats.agree as f64 / n,
                 stats.max_err,

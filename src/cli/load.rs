@@ -137,6 +137,8 @@ pub struct Prepared {
     pub imported: kiln_passes::GraphSummary,
     /// The float graph after optimization, before quantization.
     pub optimized_float: kiln_passes::GraphSummary,
+    /// With `--prune`: the pruned (and repaired) float graph, before quantization.
+    pub pruned_float: Option<kiln_ir::Graph>,
     pub quant: Option<super::quantize::QuantSummary>,
     pub prune: Option<super::prune::PruneSummary>,
 }
@@ -192,6 +194,7 @@ pub fn prepare_model(
     let pruned = super::prune::prune(&mut model.graph, prune, quant)?;
     let optimized_float =
         kiln_passes::summarize(&model.graph).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pruned_float = pruned.as_ref().map(|_| model.graph.clone());
     // --calibrate without --quantize is repair's data alone.
     let summary = if quant.quantize.is_none() && prune.uses_calibration(quant) {
         None
@@ -218,6 +221,7 @@ pub fn prepare_model(
         imported_graph,
         imported,
         optimized_float,
+        pruned_float,
         quant: summary,
         prune: pruned,
     })

@@ -114,7 +114,7 @@ pub struct QuantSummary {
 pub fn quantize(graph: &mut Graph, args: &QuantArgs) -> anyhow::Result<Option<QuantSummary>> {
     let Some(Quantize::Int8) = args.quantize else {
         if !args.calibrate.is_empty() {
-            bail!("--calibrate needs --quantize int8");
+            bail!("--calibrate needs --quantize int8, or --prune without --no-repair (its samples repair the pruned layers)");
         }
         return Ok(None);
     };
