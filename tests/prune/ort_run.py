@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Checks an ONNX model (onnx.checker full_check) and runs it under onnxruntime.
 
-Usage: ort_run.py MODEL.onnx INPUT.npy OUT.npy
+Usage: ort_run.py MODEL.onnx INPUT.npy OUT.npy [MODEL.onnx INPUT.npy OUT.npy ...]
 
-Binds INPUT to the model's only input and writes its first output to OUT. Used by
-tests/prune.rs to run `kiln compile --emit onnx` exports.
+Binds each INPUT to its model's only input and writes the model's first output to OUT. Used by
+tests/prune.rs to run exports of pruned graphs (`kiln compile --emit onnx`).
 """
 
 import os
@@ -33,6 +33,8 @@ def main(model_path, input_path, out_path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    args = sys.argv[1:]
+    if not args or len(args) % 3:
         sys.exit(__doc__)
-    sys.exit(main(*sys.argv[1:]))
+    for i in range(0, len(args), 3):
+        main(*args[i:i + 3])
