@@ -460,6 +460,25 @@ fn near_misses_prune_only_what_is_proven() {
 
         let mut pruned = o2.clone();
         let groups = kiln_passes::prune::analyze(&pruned).expect("analysis");
+        if want["pinned"] == true {
+            // The report says why: every channel of the layer is pinned with a reason.
+            let id = pruned
+                .node_ids()
+                .into_iter()
+                .find(|&n| pruned.node(n).name == layer)
+                .expect("layer");
+            let classes = groups.value_classes(pruned.node(id).outputs[0]);
+            let reasons = classes.as_ref().map_or(0, |cs| {
+                cs.iter()
+                    .filter(|&&c| groups.classes[c].is_pinned())
+                    .count()
+            });
+            if reasons != before {
+                failures.push(format!(
+                    "{case} ({why}): {reasons} of {before} channels carry a reason to stay"
+                ));
+            }
+        }
         let options = kiln_passes::prune::magnitude::MagnitudeOptions {
             ratio: 0.5,
             metric: kiln_passes::prune::magnitude::Metric::L1,

@@ -195,6 +195,16 @@ case("mul_scale_sigmoid",
      expect(7, False, "0 times a per-channel scale, then Sigmoid: the constant 0.5"))
 
 
+w1, b1 = zeroed_conv(8, 4, 1, 2, 0.0)
+case("dequantized_weights",
+     [node("DequantizeLinear", ["w1_q", "w1_scale"], ["w1"]),
+      node("Conv", ["input", "w1", "b1"], ["c1"]), node("Relu", ["c1"], ["r"]),
+      node("Conv", ["r", "w2", "b2"], ["output"])],
+     {"w1_q": np.clip(np.round(w1 / 0.01), -127, 127).astype(np.int8), "w1_scale": np.array(0.01, np.float32),
+      "b1": b1, "w2": w(6, 8, 1, 1), "b2": w(6)}, ["output"],
+     expect(8, True, "int8 weights dequantized at run time (a hybrid model): not constants"))
+
+
 def main(out_dir):
     manifest = {}
     for name, (nodes, inits, outputs, in_shape, exp) in CASES.items():

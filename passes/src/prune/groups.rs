@@ -247,6 +247,28 @@ impl Builder {
         }
     }
 
+    /// The output channels of a layer kiln cannot prune, as a pinned space of their own (along
+    /// the output's last axis for a Gemm/MatMul, axis 1 for a Conv), so the report lists them
+    /// with the reason and whatever they are coupled with stays too.
+    fn pinned_outputs(&mut self, g: &Graph, id: NodeId, n: usize, why: &str) {
+        let node = g.node(id);
+        let Some(&y) = node.outputs.first() else {
+            return;
+        };
+        let rank = g.value(y).ty.rank();
+        let axis = match node.op {
+            Op::Conv { .. } => 1,
+            _ => rank.saturating_sub(1),
+        };
+        if rank <= axis || g.value(y).ty.shape[axis] != n || n == 0 {
+            return;
+        }
+        let reason = format!("{} '{}' {why}", node.op.name(), node.name);
+        let elems = self.new_space(Some(id), n);
+        self.pin_elems(&elems, &reason);
+        self.set(y, axis, 1, elems);
+    }
+
     fn set(&mut self, v: ValueId, axis: usize, block: usize, slots: Vec<ElemId>) {
         self.layouts.insert(v, Layout { axis, block, slots });
     }
@@ -278,7 +300,11 @@ impl Builder {
                 };
                 let c_ok = node.inputs.get(2).is_none_or(|&c| is_const(c));
                 if !is_const(w) || !c_ok || g.value(y).ty.rank() != 2 {
-                    self.pin_inputs(g, id, "has weights that are not constants");
+                    let why = "has weights that are not constants (computed at run time)";
+                    self.pin_inputs(g, id, why);
+                    if g.value(y).ty.rank() == 2 {
+                        self.pinned_outputs(g, id, shape(y)[1], why);
+                    }
                     return;
                 }
                 if *trans_a {
@@ -298,7 +324,10 @@ impl Builder {
                 };
                 let ra = g.value(a).ty.rank();
                 if !a_perm.is_empty() || !b_perm.is_empty() || !is_const(w) || shape(w).len() != 2 {
-                    self.pin_inputs(g, id, "is not a product by a constant matrix");
+                    let why = "is not a product by a constant matrix";
+                    self.pin_inputs(g, id, why);
+                    let n = shape(y).last().copied().unwrap_or(0);
+                    self.pinned_outputs(g, id, n, why);
                     return;
                 }
                 if self
@@ -589,7 +618,9 @@ impl Builder {
         let c_in = g.value(x).ty.shape.get(1).copied().unwrap_or(0);
         let c_out = g.value(y).ty.shape.get(1).copied().unwrap_or(0);
         if !consts {
-            self.pin_inputs(g, id, "has weights that are not constants");
+            let why = "has weights that are not constants (computed at run time)";
+            self.pin_inputs(g, id, why);
+            self.pinned_outputs(g, id, c_out, why);
             return;
         }
         if let Some(l) = self.layouts.get(&x) {
