@@ -4,6 +4,7 @@
 # instructions for one inference (kiln verify). Prints a Markdown table.
 #
 # Usage: scripts/prune_table.sh [RATIO...]     (default: 0.1 0.25 0.5)
+#        ROUND_TO=4 scripts/prune_table.sh       (adds --prune-round-to 4)
 # Needs a built kiln (target/release/kiln, or $KILN), jq, and the toolchains of
 # scripts/setup-toolchains.sh for kiln verify.
 set -euo pipefail
@@ -21,7 +22,7 @@ RATIOS=("$@")
 
 row() { # ratio repair(yes|no|-) int8(yes|no)
     local ratio=$1 repair=$2 int8=$3 flags=()
-    [ "$ratio" = 0 ] || flags+=(--prune "channels=$ratio")
+    [ "$ratio" = 0 ] || flags+=(--prune "channels=$ratio" --prune-round-to "${ROUND_TO:-1}")
     if [ "$int8" = yes ]; then
         flags+=(--quantize int8 --calibrate "$CALIB")
         [ "$repair" = no ] && flags+=(--no-repair)

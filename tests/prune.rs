@@ -475,8 +475,7 @@ fn near_misses_prune_only_what_is_proven() {
         }
         let options = kiln_passes::prune::magnitude::MagnitudeOptions {
             ratio: 0.5,
-            metric: kiln_passes::prune::magnitude::Metric::L1,
-            skip: Vec::new(),
+            ..Default::default()
         };
         let plan = kiln_passes::prune::magnitude::magnitude_plan(&pruned, &groups, &options)
             .expect("magnitude plan");
@@ -523,4 +522,51 @@ fn near_misses_prune_only_what_is_proven() {
     }
     let _ = std::fs::remove_dir_all(&work);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--prune-round-to 4` keeps a multiple of 4 channels in every layer it prunes (the digits
+/// CNN at 0.25 keeps its 8-channel stem, which 0.25 alone cuts to 6).
+#[test]
+fn round_to_keeps_multiples() {
+    for (name, ratio) in [("digits_cnn", "0.25"), ("vww_mobilenet_v1_025", "0.3")] {
+        let out = scratch(&format!("round-{name}"));
+        let model = models().join(name).join("model.onnx");
+        let spec = format!("channels={ratio}");
+        let mut layers = Vec::new();
+        for round in ["1", "4"] {
+            pruned_macs(&model, &out, &["--prune", &spec, "--prune-round-to", round]);
+            let report: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("model.report.json")).expect("report"),
+            )
+            .expect("report parses");
+            let chans: Vec<(u64, u64)> = report["pruning"]["layers"]
+                .as_array()
+                .expect("layers")
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        l["before"]["channels"].as_u64()?,
+                        l["after"]["channels"].as_u64()?,
+                    ))
+                })
+                .collect();
+            layers.push(chans);
+        }
+        let (plain, rounded) = (&layers[0], &layers[1]);
+        assert!(
+            plain.iter().any(|&(b, a)| a != b && a % 4 != 0),
+            "{name}: the plain ratio already keeps multiples of 4: {plain:?}"
+        );
+        for &(before, after) in rounded {
+            assert!(
+                after == before || after % 4 == 0,
+                "{name}: {before} -> {after} channels with --prune-round-to 4"
+            );
+        }
+        assert!(
+            rounded.iter().any(|&(b, a)| a < b),
+            "{name}: nothing pruned"
+        );
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

@@ -27,6 +27,10 @@ pub struct PruneArgs {
     /// Keep the output channels of these nodes (names as `kiln inspect -O2` lists them).
     #[arg(long, value_name = "NODE", num_args = 1..)]
     pub prune_skip: Vec<String>,
+    /// Keep a multiple of N channels in every group of coupled layers (the nearest to what the
+    /// ratio asks): int8 kernels run fastest when channels fill their lanes (4 on Cortex-M DSP).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub prune_round_to: usize,
     /// With --prune and --calibrate: keep the pruned weights instead of refitting the layers
     /// that read pruned channels by least squares on the calibration samples.
     #[arg(long)]
@@ -69,6 +73,7 @@ impl PruneArgs {
 #[derive(Debug, Clone)]
 pub struct PruneSummary {
     pub ratio: f64,
+    pub round_to: usize,
     pub metric: PruneMetric,
     pub report: PruneReport,
     /// Calibration samples used for repair (0: no repair).
@@ -91,8 +96,8 @@ pub fn prune(
     quant: &super::quantize::QuantArgs,
 ) -> anyhow::Result<Option<PruneSummary>> {
     let Some(ratio) = args.ratio()? else {
-        if args.no_repair || !args.prune_skip.is_empty() {
-            bail!("--no-repair and --prune-skip need --prune channels=RATIO");
+        if args.no_repair || !args.prune_skip.is_empty() || args.prune_round_to != 1 {
+            bail!("--no-repair, --prune-skip and --prune-round-to need --prune channels=RATIO");
         }
         return Ok(None);
     };
@@ -102,10 +107,14 @@ pub fn prune(
         PruneMetric::L1 => Metric::L1,
         PruneMetric::L2 => Metric::L2,
     };
+    if args.prune_round_to == 0 {
+        bail!("--prune-round-to must be at least 1");
+    }
     let options = MagnitudeOptions {
         ratio,
         metric,
         skip: args.prune_skip.clone(),
+        round_to: args.prune_round_to,
     };
     let plan = kiln_passes::prune::magnitude::magnitude_plan(graph, &groups, &options)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -151,6 +160,7 @@ pub fn prune(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some(PruneSummary {
         ratio,
+        round_to: args.prune_round_to,
         metric: args.prune_metric,
         report,
         samples: samples_used,
@@ -171,8 +181,13 @@ pub fn print_report(s: &PruneSummary) {
     let r = &s.report;
     println!();
     println!(
-        "pruning: channels={} ({} metric){}",
+        "pruning: channels={}{} ({} metric){}",
         s.ratio,
+        if s.round_to > 1 {
+            format!(", multiples of {}", s.round_to)
+        } else {
+            String::new()
+        },
         match s.metric {
             PruneMetric::L1 => "l1",
             PruneMetric::L2 => "l2",
@@ -269,6 +284,7 @@ pub fn report_json(s: &PruneSummary) -> serde_json::Value {
     };
     serde_json::json!({
         "ratio": s.ratio,
+        "round_to": s.round_to,
         "metric": format!("{:?}", s.metric).to_lowercase(),
         "repair_samples": s.samples,
         "before": tot(&r.before),

@@ -7,7 +7,8 @@
 //! output's weights for that channel, or for its block of features after a Flatten). Dividing
 //! by the layer's mean lets layers of different scale vote equally (Torch-Pruning's group
 //! magnitude importance with a mean normalizer). Pinned classes and the classes of the layers
-//! `--prune-skip` names never go, and every value keeps at least one channel.
+//! `--prune-skip` names never go, and every value keeps at least one channel. With
+//! `round_to` (`--prune-round-to N`) each group keeps a multiple of N classes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,22 @@ pub struct MagnitudeOptions {
     pub metric: Metric,
     /// Names of nodes whose output channels must stay.
     pub skip: Vec<String>,
+    /// Each group keeps a multiple of this many classes (the nearest to what `ratio` asks,
+    /// ties towards keeping more; at least one multiple): integer kernels run fastest on
+    /// channel counts that fill their SIMD lanes (4 int8 channels per word on Cortex-M DSP).
+    /// 1: no rounding.
+    pub round_to: usize,
+}
+
+impl Default for MagnitudeOptions {
+    fn default() -> Self {
+        MagnitudeOptions {
+            ratio: 0.0,
+            metric: Metric::L1,
+            skip: Vec::new(),
+            round_to: 1,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +136,27 @@ pub fn class_scores(g: &Graph, groups: &ChannelGroups, metric: Metric) -> Vec<f6
         .collect()
 }
 
+/// How many of a group's `n` classes go at `ratio`: the nearest whole number, or with
+/// `round_to` > 1 (and at least `round_to` classes) the number that leaves the multiple of
+/// `round_to` nearest to what the ratio keeps, ties towards keeping more, never none.
+fn removal_count(n: usize, ratio: f64, round_to: usize) -> usize {
+    let k = (ratio * n as f64).round() as usize;
+    if round_to <= 1 || n < round_to {
+        return k;
+    }
+    let keep = n.saturating_sub(k);
+    let lower = keep / round_to * round_to;
+    let upper = lower + round_to;
+    let keep = if lower == keep {
+        keep
+    } else if lower == 0 || upper - keep <= keep - lower {
+        upper
+    } else {
+        lower
+    };
+    n.saturating_sub(keep.min(n))
+}
+
 /// Chooses the classes to remove.
 pub fn magnitude_plan(
     g: &Graph,
@@ -156,8 +194,8 @@ pub fn magnitude_plan(
             .copied()
             .filter(|&c| scores[c].is_finite())
             .collect();
-        let k =
-            ((options.ratio * group.classes.len() as f64).round() as usize).min(candidates.len());
+        let n = group.classes.len();
+        let k = removal_count(n, options.ratio, options.round_to).min(candidates.len());
         candidates.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
         removed.extend(candidates.into_iter().take(k));
     }
@@ -168,4 +206,25 @@ pub fn magnitude_plan(
         scores,
         skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removal_count;
+
+    #[test]
+    fn removal_counts_round_what_is_kept() {
+        // Plain: the nearest whole number of classes.
+        assert_eq!(removal_count(8, 0.25, 1), 2);
+        assert_eq!(removal_count(16, 0.1, 1), 2);
+        // Rounded to 4: 8 * 0.75 = 6 kept -> 8 (ties keep more); 16 * 0.75 = 12 stays.
+        assert_eq!(removal_count(8, 0.25, 4), 0);
+        assert_eq!(removal_count(16, 0.25, 4), 4);
+        assert_eq!(removal_count(16, 0.1, 4), 0);
+        assert_eq!(removal_count(64, 0.3, 4), 20);
+        // Never below one multiple; groups smaller than a multiple are not rounded.
+        assert_eq!(removal_count(8, 0.9, 4), 4);
+        assert_eq!(removal_count(3, 0.5, 4), 2);
+        assert_eq!(removal_count(10, 0.5, 4), 6);
+    }
 }
