@@ -3,14 +3,15 @@
 //! model's top-1, how often the two agree, and the output error against the float model (with
 //! `--prune`, the pruned float model, so the figures measure quantization alone).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use kiln_backends::c::COptions;
 use kiln_ir::{Graph, Tensor};
 
-use super::load::prepare;
+use super::load::{prepare, Prepared};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -42,7 +43,7 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EvalBackend {
+pub enum EvalBackend {
     /// The reference interpreter.
     Interp,
     /// The generated C, built once with the host compiler.
@@ -59,15 +60,11 @@ enum Engine {
 }
 
 impl Engine {
-    fn new(graph: &Graph, backend: EvalBackend) -> anyhow::Result<Engine> {
+    fn new(graph: &Graph, backend: EvalBackend, c: &COptions) -> anyhow::Result<Engine> {
         Ok(match backend {
             EvalBackend::Interp => Engine::Interp(graph.clone()),
             EvalBackend::C => Engine::C(Box::new(
-                kiln_backends::host::CProgram::build(
-                    graph,
-                    &Default::default(),
-                    &Default::default(),
-                )
+                kiln_backends::host::CProgram::build(graph, c, &Default::default())
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             )),
             EvalBackend::Cranelift => Engine::Jit(Box::new(
@@ -90,11 +87,23 @@ impl Engine {
 /// The first output as real numbers: integer outputs are dequantized with their recorded
 /// quantization.
 fn real_output(graph: &Graph, outputs: &[Tensor]) -> Vec<f64> {
-    let Some((&v, t)) = graph.outputs().first().zip(outputs.first()) else {
-        return Vec::new();
-    };
+    real_outputs(graph, outputs).into_iter().next().unwrap_or_default()
+}
+
+/// Every output as real numbers (integer outputs dequantized with their recorded
+/// quantization), in graph order.
+pub fn real_outputs(graph: &Graph, outputs: &[Tensor]) -> Vec<Vec<f64>> {
+    graph
+        .outputs()
+        .iter()
+        .zip(outputs)
+        .map(|(&v, t)| real_values(graph.value(v), t))
+        .collect()
+}
+
+fn real_values(value: &kiln_ir::Value, t: &Tensor) -> Vec<f64> {
     let raw = t.to_f64_vec();
-    match &graph.value(v).quant {
+    match &value.quant {
         Some(q) if t.dtype().is_integer() => {
             let (s, z) = (
                 f64::from(q.scale.first().copied().unwrap_or(1.0)),
@@ -127,6 +136,86 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         &args.prune,
         kiln_passes::OptLevel::O2,
     )?;
+    let acc = evaluate(
+        &prepared,
+        &args.opt,
+        &args.data,
+        &args.labels,
+        args.backend,
+        &COptions::default(),
+        args.limit,
+    )?;
+    let mut doc = serde_json::json!({
+        "model": args.model.model.display().to_string(),
+        "backend": format!("{:?}", args.backend).to_lowercase(),
+        "samples": acc.samples,
+        "top1": acc.top1,
+        "quantized": acc.quantized,
+    });
+    if let Some(f) = &acc.float {
+        doc["float_top1"] = serde_json::json!(f.top1);
+        doc["agreement"] = serde_json::json!(f.agreement);
+        doc["max_abs_error"] = serde_json::json!(f.max_abs_error);
+        doc["mean_abs_error"] = serde_json::json!(f.mean_abs_error);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{} samples, top-1 {:.2}%", acc.samples, 100.0 * acc.top1);
+        if let Some(f) = &acc.float {
+            println!(
+                "{} top-1 {:.2}%, argmax agreement {:.2}%, output error max {:.4} mean {:.4}",
+                if acc.pruned {
+                    "pruned float model"
+                } else {
+                    "float model"
+                },
+                100.0 * f.top1,
+                100.0 * f.agreement,
+                f.max_abs_error,
+                f.mean_abs_error
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What [`evaluate`] measured.
+#[derive(Debug, Clone)]
+pub struct Accuracy {
+    pub samples: usize,
+    /// Top-1 of the build, in [0, 1].
+    pub top1: f64,
+    /// Whether the build computes in integers.
+    pub quantized: bool,
+    /// Whether the float model compared with is the pruned one.
+    pub pruned: bool,
+    /// For an integer build, the float model beside it.
+    pub float: Option<FloatComparison>,
+}
+
+/// An integer build against the float model on the same samples.
+#[derive(Debug, Clone)]
+pub struct FloatComparison {
+    /// The float model's top-1, in [0, 1].
+    pub top1: f64,
+    /// How often the two argmaxes agree, in [0, 1].
+    pub agreement: f64,
+    pub max_abs_error: f64,
+    pub mean_abs_error: f64,
+}
+
+/// Runs every labelled sample through `prepared`'s graph on `backend` (the C backend built
+/// for the host with `c`) and, for an integer build, through the float model too.
+pub fn evaluate(
+    prepared: &Prepared,
+    opt: &super::OptArgs,
+    data: &Path,
+    labels: &Path,
+    backend: EvalBackend,
+    c: &COptions,
+    limit: Option<usize>,
+) -> anyhow::Result<Accuracy> {
     let graph = &prepared.model.graph;
     let Some(&input) = graph.inputs().first() else {
         bail!("the model has no inputs");
@@ -144,16 +233,16 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         .first()
         .map(|&v| prepared.imported_graph.value(v).ty.clone())
         .unwrap_or_else(|| graph.value(input).ty.clone());
-    let mut samples = super::quantize::load_samples_for(&float_input_ty, &args.data)?;
-    let labels = read_labels(&args.labels)?;
+    let mut samples = super::quantize::load_samples_for(&float_input_ty, data)?;
+    let labels = read_labels(labels)?;
     if labels.len() < samples.len() {
         bail!("{} labels for {} samples", labels.len(), samples.len());
     }
-    if let Some(n) = args.limit {
+    if let Some(n) = limit {
         samples.truncate(n);
     }
     let quantized = prepared.is_integer();
-    let mut engine = Engine::new(graph, args.backend).context("cannot build the model")?;
+    let mut engine = Engine::new(graph, backend, c).context("cannot build the model")?;
     // The float model: the imported graph optimized at the same level, pruned as asked (so the
     // figures measure quantization alone), without quantization.
     let mut float_engine = if quantized {
@@ -161,23 +250,20 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             Some(g) => g.clone(),
             None => {
                 let mut float = prepared.imported_graph.clone();
-                super::load::optimize(&mut float, &args.opt, kiln_passes::OptLevel::O2)?;
+                super::load::optimize(&mut float, opt, kiln_passes::OptLevel::O2)?;
                 float
             }
         };
         Some(
-            Engine::new(&float, EvalBackend::Cranelift)
-                .or_else(|_| Engine::new(&float, EvalBackend::Interp))?,
+            Engine::new(&float, EvalBackend::Cranelift, c)
+                .or_else(|_| Engine::new(&float, EvalBackend::Interp, c))?,
         )
     } else {
         None
     };
-    let bar = indicatif::ProgressBar::new(samples.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "evaluating {bar:30} {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = super::progress::bar(
+        samples.len() as u64,
+        "evaluating {bar:30} {pos}/{len} ({per_sec}, eta {eta})",
     );
     let mut stats = Stats::default();
     for (i, x) in samples.iter().enumerate() {
@@ -201,40 +287,18 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
     let n = samples.len().max(1) as f64;
-    let top1 = stats.correct as f64 / n;
-    let mut doc = serde_json::json!({
-        "model": args.model.model.display().to_string(),
-        "backend": format!("{:?}", args.backend).to_lowercase(),
-        "samples": samples.len(),
-        "top1": top1,
-        "quantized": quantized,
-    });
-    if quantized {
-        doc["float_top1"] = serde_json::json!(stats.float_correct as f64 / n);
-        doc["agreement"] = serde_json::json!(stats.agree as f64 / n);
-        doc["max_abs_error"] = serde_json::json!(stats.max_err);
-        doc["mean_abs_error"] = serde_json::json!(stats.sum_err / stats.count_err.max(1) as f64);
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        println!("{} samples, top-1 {:.2}%", samples.len(), 100.0 * top1);
-        if quantized {
-            println!(
-                "{} top-1 {:.2}%, argmax agreement {:.2}%, output error max {:.4} mean {:.4}",
-                if prepared.pruned_float.is_some() {
-                    "pruned float model"
-                } else {
-                    "float model"
-                },
-                100.0 * stats.float_correct as f64 / n,
-                100.0 * stats.agree as f64 / n,
-                stats.max_err,
-                stats.sum_err / stats.count_err.max(1) as f64
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Accuracy {
+        samples: samples.len(),
+        top1: stats.correct as f64 / n,
+        quantized,
+        pruned: prepared.pruned_float.is_some(),
+        float: quantized.then(|| FloatComparison {
+            top1: stats.float_correct as f64 / n,
+            agreement: stats.agree as f64 / n,
+            max_abs_error: stats.max_err,
+            mean_abs_error: stats.sum_err / stats.count_err.max(1) as f64,
+        }),
+    })
 }
 
 #[derive(Default)]

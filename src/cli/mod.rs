@@ -1,11 +1,16 @@
 //! Command-line definitions (clap) and dispatch to one module per subcommand.
 
+mod compare;
 mod compile;
 mod eval;
 mod inspect;
 mod load;
 mod prune;
+mod profile;
+mod progress;
 mod quantize;
+mod report_html;
+mod report_svg;
 mod run;
 mod verify;
 
@@ -53,6 +58,17 @@ enum Command {
     ///
     /// Example: kiln eval model.onnx --data x.npy --labels y.npy --quantize int8 --calibrate c.npy
     Eval(eval::EvalArgs),
+    /// Build and run every (target, config) pair on its emulated board, in parallel, and
+    /// compare flash, RAM, stack, instructions, error and accuracy in one table.
+    ///
+    /// Example: kiln compare model.onnx --targets cortex-m4,rv32imac --configs O0,O2,Os,int8
+    /// --calibrate calib.npy --html report.html
+    Compare(compare::CompareArgs),
+    /// Instructions per layer on an emulated board, sorted by cost, with MACs, instructions
+    /// per MAC, and each layer's code and weight bytes.
+    ///
+    /// Example: kiln profile model.onnx --target cortex-m4
+    Profile(profile::ProfileArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -109,5 +125,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::inspect(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Eval(args) => eval::eval(&args),
+        Command::Compare(args) => compare::compare(&args),
+        Command::Profile(args) => profile::profile(&args),
     }
 }

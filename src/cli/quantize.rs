@@ -160,10 +160,9 @@ fn correct_biases(
             .context("cannot compile the model for bias correction")
     };
     let (mut f, mut q) = (jit(float)?, jit(quantized)?);
-    let bar = indicatif::ProgressBar::new(samples.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("correcting biases {bar:30} {pos}/{len}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = super::progress::bar(
+        samples.len() as u64,
+        "correcting biases {bar:30} {pos}/{len}",
     );
     for sample in samples {
         let fo = f.run(sample).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -192,12 +191,9 @@ fn calibrate(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot compile the model for calibration")?;
     let passes = calibrator.passes();
-    let bar = indicatif::ProgressBar::new((samples.len() * passes) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "calibrating {bar:30} {pos}/{len} runs ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = super::progress::bar(
+        (samples.len() * passes) as u64,
+        "calibrating {bar:30} {pos}/{len} runs ({per_sec}, eta {eta})",
     );
     for pass in 0..passes {
         calibrator.start_pass(pass);

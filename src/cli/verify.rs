@@ -12,7 +12,9 @@ use kiln_targets::compare::{compare_outputs, Comparison};
 use kiln_targets::{BoardOptions, BoardRun, CodeBackend};
 
 use super::compile::CodegenArgs;
-use super::load::{prepare, write_atomically};
+use kiln_ir::Tensor;
+
+use super::load::{prepare, write_atomically, Prepared};
 use super::run::{bind_inputs, sanitize_file_name};
 use super::ModelArgs;
 
@@ -93,18 +95,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if random && !args.json {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
     }
-    // The reference is the imported graph, so the check covers the passes as well as the
-    // code; an integer build is checked against the interpreter on its own integer graph,
-    // whose rounding differs from the float one's by design (`kiln eval` measures that), and a
-    // pruned build against the interpreter on the pruned graph.
-    let reference = if prepared.is_integer() || prepared.prune.is_some() {
-        &prepared.model.graph
-    } else {
-        &prepared.imported_graph
-    };
-    let expected = kiln_ir::interp::run(reference, &inputs)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("the reference interpreter failed")?;
+    let expected = reference_outputs(&prepared, &inputs)?;
     let options = BoardOptions {
         backend: match args.backend {
             VerifyBackend::C => CodeBackend::C,
@@ -147,6 +138,21 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What a board run is checked against: the interpreter on the imported graph, so the check
+/// covers the passes as well as the code; an integer build is checked against the interpreter
+/// on its own integer graph, whose rounding differs from the float one's by design (`kiln
+/// eval` measures that), and a pruned build against the interpreter on the pruned graph.
+pub fn reference_outputs(prepared: &Prepared, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
+    let reference = if prepared.is_integer() || prepared.prune.is_some() {
+        &prepared.model.graph
+    } else {
+        &prepared.imported_graph
+    };
+    kiln_ir::interp::run(reference, inputs)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the reference interpreter failed")
+}
+
 fn report_json(args: &VerifyArgs, run: &BoardRun, cmp: &Comparison) -> serde_json::Value {
     let s = &run.sizes;
     serde_json::json!({
@@ -173,7 +179,7 @@ fn report_json(args: &VerifyArgs, run: &BoardRun, cmp: &Comparison) -> serde_jso
     })
 }
 
-fn finite_or_null(x: f64) -> serde_json::Value {
+pub fn finite_or_null(x: f64) -> serde_json::Value {
     if x.is_finite() {
         serde_json::json!(x)
     } else {

@@ -1,7 +1,7 @@
-//! Measures a linked board program: flash and RAM by section, and the addresses of the
-//! instruction-count markers.
+//! Measures a linked board program: flash and RAM by section, the sizes of its symbols, and
+//! the addresses of the instruction-count markers.
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 use crate::error::TargetError;
 
@@ -38,6 +38,21 @@ pub struct ElfFacts {
     pub sizes: SectionSizes,
     pub count_begin: Option<u64>,
     pub count_end: Option<u64>,
+    /// `kiln_layer_mark`, present in profiling builds only.
+    pub layer_mark: Option<u64>,
+    /// Functions and data objects with a size, in symbol-table order.
+    pub symbols: Vec<SymbolSize>,
+}
+
+/// One sized symbol of a linked program (a function or a data object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolSize {
+    pub name: String,
+    /// Thumb functions' mode bit cleared.
+    pub address: u64,
+    pub size: u64,
+    /// A function (text) rather than data.
+    pub code: bool,
 }
 
 /// Section sizes of a relocatable object (one model's own code and data, as in user mode, where
@@ -89,7 +104,19 @@ pub fn read_elf(bytes: &[u8], thumb: bool) -> Result<ElfFacts, TargetError> {
         match symbol.name() {
             Ok("kiln_count_begin") => facts.count_begin = Some(address),
             Ok("kiln_count_end") => facts.count_end = Some(address),
+            Ok("kiln_layer_mark") => facts.layer_mark = Some(address),
             _ => {}
+        }
+        let kind = symbol.kind();
+        if symbol.size() > 0 && matches!(kind, SymbolKind::Text | SymbolKind::Data) {
+            if let Ok(name) = symbol.name() {
+                facts.symbols.push(SymbolSize {
+                    name: name.to_string(),
+                    address,
+                    size: symbol.size(),
+                    code: kind == SymbolKind::Text,
+                });
+            }
         }
     }
     Ok(facts)

@@ -79,6 +79,15 @@ pub fn harness_source(
     s
 }
 
+/// The layer marker a profiling build's `PREFIX_run` calls around each layer
+/// (`COptions::profile_layers`): an empty function with an address of its own, like the
+/// count markers, at which the QEMU plugin records the running count.
+pub const LAYER_MARK_SOURCE: &str = r#"
+__attribute__((noinline)) void kiln_layer_mark(void) {
+    __asm__ volatile("" ::: "memory");
+}
+"#;
+
 fn c_type(graph: &Graph, v: kiln_ir::ValueId) -> &'static str {
     kiln_backends::c::c_type(graph.value(v).ty.dtype)
 }

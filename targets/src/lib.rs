@@ -73,6 +73,13 @@ pub struct BoardRun {
     pub arena_bytes: u64,
     /// Instructions executed by one inference (`PREFIX_run`, from call to return).
     pub instructions: u64,
+    /// A profiling build (`COptions::profile_layers`, C backend): the count from the start of
+    /// the inference at each layer marker (one before the first layer, one after each layer);
+    /// empty otherwise.
+    pub layer_marks: Vec<u64>,
+    /// The linked program's sized symbols (functions and data, e.g. each layer's function and
+    /// weight arrays).
+    pub symbols: Vec<elf::SymbolSize>,
 }
 
 impl BoardRun {
@@ -171,7 +178,11 @@ pub fn run_on_board(
             )
         }
     };
-    let harness = harness::harness_source(graph, &c.name, inputs, c.arena == ArenaMode::Static);
+    let mut harness =
+        harness::harness_source(graph, &c.name, inputs, c.arena == ArenaMode::Static);
+    if c.profile_layers {
+        harness.push_str(harness::LAYER_MARK_SOURCE);
+    }
     let dir = options.keep_dir.clone().unwrap_or_else(build::unique_dir);
     let result = (|| {
         let elf = build::build(&dir, &files, &harness, &model, target, board, options)?;
@@ -199,6 +210,8 @@ pub fn run_on_board(
             stack_bytes: parsed.stack_peak,
             arena_bytes: arena_bytes as u64,
             instructions: ran.instructions,
+            layer_marks: ran.marks,
+            symbols: facts.symbols,
         })
     })();
     if options.keep_dir.is_none() {

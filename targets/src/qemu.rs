@@ -17,6 +17,8 @@ const PLUGIN_SOURCE: &str = include_str!("../../runtime/boards/qemu/insncount.c"
 pub struct QemuRun {
     pub stdout: String,
     pub instructions: u64,
+    /// In a profiling build, the count (from the begin marker) at each layer marker.
+    pub marks: Vec<u64>,
 }
 
 /// A stable hash of the plugin source, so a changed plugin gets rebuilt.
@@ -88,11 +90,14 @@ pub fn run(
     };
     let count_file = dir.join("insns.txt");
     let _ = std::fs::remove_file(&count_file);
-    let plugin_arg = format!(
+    let mut plugin_arg = format!(
         "{},out={},begin={begin:#x},end={end:#x}",
         plugin()?.display(),
         count_file.display()
     );
+    if let Some(mark) = facts.layer_mark {
+        plugin_arg.push_str(&format!(",mark={mark:#x}"));
+    }
     let mut cmd = Command::new(qemu);
     if board.user_mode {
         // A fixed, empty environment: the guest's start-up work depends on it.
@@ -179,8 +184,17 @@ pub fn run(
         .find_map(|l| l.strip_prefix("insns: "))
         .and_then(|n| n.trim().parse::<u64>().ok())
         .ok_or_else(|| TargetError::Harness(format!("instruction count: '{}'", counts.trim())))?;
+    let marks = match counts.lines().find_map(|l| l.strip_prefix("marks:")) {
+        Some(list) => list
+            .split_whitespace()
+            .map(|n| n.parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| TargetError::Harness(format!("layer marks: '{}'", list.trim())))?,
+        None => Vec::new(),
+    };
     Ok(QemuRun {
         stdout,
         instructions,
+        marks,
     })
 }

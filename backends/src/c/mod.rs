@@ -51,6 +51,10 @@ pub struct COptions {
     /// The instructions the int8 kernels may use (`None`: portable C; `kiln verify` picks
     /// its target's).
     pub isa: Option<Isa>,
+    /// A profiling build (`kiln profile`): `PREFIX_run` calls `kiln_layer_mark()`, which the
+    /// caller defines, before its first layer and after every layer. Off, the code is
+    /// byte-identical to a build without the option.
+    pub profile_layers: bool,
 }
 
 impl Default for COptions {
@@ -64,6 +68,7 @@ impl Default for COptions {
             alignment: 16,
             schedule: Schedule::default(),
             isa: None,
+            profile_layers: false,
         }
     }
 }
@@ -228,6 +233,15 @@ pub(crate) fn emit_header(graph: &Graph, plan: &MemoryPlan, opts: &COptions) -> 
 fn weight_name(p: &str, v: ValueId) -> String {
     format!("{p}_w{}", v.index())
 }
+
+/// The C symbol of the weight array holding constant `v` (a value whose buffer is
+/// `Buffer::Weight(v)`), for tools that read sizes from a linked program.
+pub fn weight_symbol(prefix: &str, v: ValueId) -> String {
+    weight_name(prefix, v)
+}
+
+/// The marker a profiling build calls around each layer (see [`COptions::profile_layers`]).
+pub const LAYER_MARK: &str = "kiln_layer_mark";
 
 fn emit_weights(
     w: &mut Writer,
@@ -395,6 +409,13 @@ fn emit_source(
         w.line("");
     }
     let graph_outputs = graph.outputs().to_vec();
+    if opts.profile_layers {
+        w.line(format!(
+            "/* Profiling build: {LAYER_MARK}() runs before the first layer and after each. */"
+        ));
+        w.line(format!("void {LAYER_MARK}(void);"));
+        w.line("");
+    }
     w.block(run_signature(graph, p), "", |w| {
         w.line("uint8_t *const a = (uint8_t *)arena;");
         let mut nulls = vec!["arena == 0".to_string()];
@@ -404,6 +425,9 @@ fn emit_source(
         w.line("    return KILN_ERR_NULL_ARGUMENT;");
         w.line("}");
         w.line("(void)a;");
+        if opts.profile_layers {
+            w.line(format!("{LAYER_MARK}();"));
+        }
         for (n, k) in &program.kernels {
             let node = graph.node(*n);
             let args: Vec<String> = node
@@ -418,6 +442,9 @@ fn emit_source(
                 args.join(", "),
                 node.name.replace("*/", "")
             ));
+            if opts.profile_layers {
+                w.line(format!("{LAYER_MARK}();"));
+            }
         }
         // Outputs that no kernel wrote: graph inputs, constants, aliases or repeated values.
         for (i, src, bytes) in program.output_copies(graph) {

@@ -9,7 +9,9 @@
  * Counting: every executed translation block adds its instruction count. With begin=ADDR and
  * end=ADDR (the harness's kiln_count_begin and kiln_count_end), the reported figure is the
  * count between the two markers; without them, the whole run. The result is written, as
- * "insns: N", to out=FILE (or stderr) when the guest exits.
+ * "insns: N", to out=FILE (or stderr) when the guest exits. With mark=ADDR (a profiling build's
+ * kiln_layer_mark, called before the first layer and after each), it also writes
+ * "marks: C1 C2 ...": the count since the begin marker at each call between the two markers.
  *
  * Build: cc -O2 -shared -fPIC -fvisibility=hidden insncount.c -o insncount.so
  */
@@ -59,6 +61,11 @@ static int seen_begin;
 static int seen_end;
 static uint64_t begin_addr = UINT64_MAX;
 static uint64_t end_addr = UINT64_MAX;
+static uint64_t mark_addr = UINT64_MAX;
+static uint64_t *marks;
+static size_t n_marks;
+static size_t cap_marks;
+static int marks_lost;
 static char out_path[4096];
 
 static void on_tb_exec(unsigned int vcpu, void *n_insns) {
@@ -80,6 +87,25 @@ static void on_end(unsigned int vcpu, void *unused) {
     seen_end = 1;
 }
 
+static void on_mark(unsigned int vcpu, void *unused) {
+    (void)vcpu;
+    (void)unused;
+    if (!seen_begin || seen_end) {
+        return;
+    }
+    if (n_marks == cap_marks) {
+        size_t cap = cap_marks ? 2 * cap_marks : 256;
+        uint64_t *grown = realloc(marks, cap * sizeof *grown);
+        if (grown == NULL) {
+            marks_lost = 1;
+            return;
+        }
+        marks = grown;
+        cap_marks = cap;
+    }
+    marks[n_marks++] = executed;
+}
+
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
@@ -92,6 +118,9 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         }
         if (addr == end_addr) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_end, QEMU_PLUGIN_CB_NO_REGS, NULL);
+        }
+        if (addr == mark_addr) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_mark, QEMU_PLUGIN_CB_NO_REGS, NULL);
         }
     }
 }
@@ -113,6 +142,13 @@ static void report_count(qemu_plugin_id_t id, void *unused) {
         fprintf(f, "insns: %" PRIu64 "\n", executed);
     }
     fprintf(f, "total: %" PRIu64 "\n", executed);
+    if (mark_addr != UINT64_MAX && !marks_lost) {
+        fprintf(f, "marks:");
+        for (size_t i = 0; i < n_marks; i++) {
+            fprintf(f, " %" PRIu64, marks[i] - at_begin);
+        }
+        fprintf(f, "\n");
+    }
     if (f != stderr) {
         fclose(f);
     }
@@ -129,6 +165,8 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const struct qemu_info_t *in
             begin_addr = strtoull(arg + 6, NULL, 0);
         } else if (strncmp(arg, "end=", 4) == 0) {
             end_addr = strtoull(arg + 4, NULL, 0);
+        } else if (strncmp(arg, "mark=", 5) == 0) {
+            mark_addr = strtoull(arg + 5, NULL, 0);
         } else {
             fprintf(stderr, "insncount: unknown argument '%s'\n", arg);
             return -1;
