@@ -44,7 +44,12 @@ pub struct CompareArgs {
     /// (-O2 with the C compiled for size, --cflag=-Os), int8 (-O2 --quantize int8, calibrated
     /// on --calibrate), or NAME=FLAGS with any of `kiln verify`'s compile flags, e.g.
     /// tile8="--oc-tile 8".
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "O0,O2,Os")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "O0,O2,Os"
+    )]
     configs: Vec<String>,
     /// One more configuration NAME=FLAGS (repeatable; its flags may contain commas).
     #[arg(long = "config", value_name = "NAME=FLAGS")]
@@ -468,17 +473,17 @@ fn run_pair(
     };
     let graph = &built.prepared.model.graph;
     bar.set_message("building and running on the board");
-    let run = match kiln_targets::run_on_board(graph, &built.inputs, &built.c, target, board, &options)
-    {
-        Ok(run) => run,
-        Err(e) => {
-            if matches!(e, TargetError::DoesNotFit { .. }) {
-                record.fits = Some(false);
+    let run =
+        match kiln_targets::run_on_board(graph, &built.inputs, &built.c, target, board, &options) {
+            Ok(run) => run,
+            Err(e) => {
+                if matches!(e, TargetError::DoesNotFit { .. }) {
+                    record.fits = Some(false);
+                }
+                record.error = Some(e.to_string());
+                return;
             }
-            record.error = Some(e.to_string());
-            return;
-        }
-    };
+        };
     let profile = if layers {
         bar.set_message("profiling layers");
         let c = profiling(&built.c);
@@ -541,6 +546,15 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     }
     if configs.is_empty() || pairs_spec.is_empty() {
         anyhow::bail!("nothing to compare: give --targets and --configs");
+    }
+    // A configuration that does not parse is the user's typo, not a failed pair: say so before
+    // building anything.
+    let bad: Vec<&str> = configs
+        .iter()
+        .filter_map(|c| c.parsed.as_ref().err().map(String::as_str))
+        .collect();
+    if !bad.is_empty() {
+        anyhow::bail!("{}", bad.join("; "));
     }
     if args.inputs.is_empty() && args.format != Format::Json {
         eprintln!("note: no --input given: the boards run the seeded random input of `kiln run`");
@@ -652,10 +666,9 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<ExitCode> {
                                 None => record.error = Some("not prepared".into()),
                             }
                             bar.finish_with_message(match &record.error {
-                                Some(e) => format!(
-                                    "failed: {}",
-                                    e.lines().next().unwrap_or_default()
-                                ),
+                                Some(e) => {
+                                    format!("failed: {}", e.lines().next().unwrap_or_default())
+                                }
                                 None => format!(
                                     "done: {} instructions, {} bytes of flash",
                                     record.instructions.unwrap_or(0),

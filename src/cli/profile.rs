@@ -69,8 +69,11 @@ pub struct LayerProfile {
     /// Instructions from the marker before the layer to the marker after it (including the
     /// call, and any library function the layer calls).
     pub instructions: u64,
-    /// Bytes of the layer's function in the linked program.
+    /// Bytes of the layer's function in the linked program (0 when the linked program has no
+    /// symbol for it: the compiler merged it into an identical function of another layer).
     pub code_bytes: u64,
+    /// Whether the linked program has a symbol for the layer's function.
+    pub code_found: bool,
     /// Layers whose function the compiler folded into this one's (identical code): the code
     /// bytes are shared with them.
     pub code_shared_with: Vec<String>,
@@ -113,14 +116,9 @@ pub fn profiling(c: &COptions) -> COptions {
 /// Splits a profiling run (`run_on_board` with [`profiling`] options) into layers, with each
 /// layer's MACs and its code and weight bytes from the linked program's symbols.
 pub fn layer_profile(graph: &Graph, c: &COptions, run: &BoardRun) -> anyhow::Result<Profile> {
-    let lowered = kiln_backends::program::lower_program(
-        graph,
-        &c.name,
-        &c.schedule,
-        c.alignment,
-        "C",
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lowered =
+        kiln_backends::program::lower_program(graph, &c.name, &c.schedule, c.alignment, "C")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let marks = &run.layer_marks;
     let n = lowered.kernels.len();
     if marks.len() != n + 1 {
@@ -186,6 +184,7 @@ pub fn layer_profile(graph: &Graph, c: &COptions, run: &BoardRun) -> anyhow::Res
             macs,
             instructions: marks[i + 1].saturating_sub(marks[i]),
             code_bytes: functions[i].iter().map(|&(_, size)| size).sum(),
+            code_found: !functions[i].is_empty(),
             code_shared_with,
             weight_bytes,
         });
@@ -224,14 +223,8 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     let (plain, profiled) = std::thread::scope(|s| {
         let plain =
             s.spawn(|| kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options));
-        let profiled = kiln_targets::run_on_board(
-            graph,
-            &inputs,
-            &profiling_c,
-            target,
-            board,
-            &options,
-        );
+        let profiled =
+            kiln_targets::run_on_board(graph, &inputs, &profiling_c, target, board, &options);
         let plain = plain
             .join()
             .unwrap_or_else(|_| Err(kiln_targets::TargetError::Io("a build panicked".into())));
@@ -295,7 +288,7 @@ pub fn layers_json(prof: &Profile) -> serde_json::Value {
                 "macs": l.macs,
                 "instructions": l.instructions,
                 "instructions_per_mac": l.instructions_per_mac(),
-                "code_bytes": l.code_bytes,
+                "code_bytes": l.code_found.then_some(l.code_bytes),
                 "code_shared_with": l.code_shared_with,
                 "weight_bytes": l.weight_bytes,
             })
@@ -308,7 +301,11 @@ pub fn layers_json(prof: &Profile) -> serde_json::Value {
 pub fn profile_table(prof: &Profile, whole: u64) -> String {
     use std::fmt::Write as _;
     let mut rows: Vec<&LayerProfile> = prof.layers.iter().collect();
-    rows.sort_by(|a, b| b.instructions.cmp(&a.instructions).then(a.index.cmp(&b.index)));
+    rows.sort_by(|a, b| {
+        b.instructions
+            .cmp(&a.instructions)
+            .then(a.index.cmp(&b.index))
+    });
     let name_width = rows
         .iter()
         .map(|l| l.node.chars().count())
@@ -325,7 +322,9 @@ pub fn profile_table(prof: &Profile, whole: u64) -> String {
     let sum = prof.layers_sum();
     for l in &rows {
         let share = 100.0 * l.instructions as f64 / sum.max(1) as f64;
-        let code = if l.code_shared_with.is_empty() {
+        let code = if !l.code_found {
+            "-".to_string()
+        } else if l.code_shared_with.is_empty() {
             l.code_bytes.to_string()
         } else {
             format!("{}*", l.code_bytes)
@@ -369,6 +368,12 @@ pub fn profile_table(prof: &Profile, whole: u64) -> String {
         let _ = writeln!(
             s,
             "* the compiler folded identical layer functions into one; the total counts it once"
+        );
+    }
+    if rows.iter().any(|l| !l.code_found) {
+        let _ = writeln!(
+            s,
+            "- no symbol of its own: the compiler merged the layer's function into an identical one"
         );
     }
     let _ = writeln!(

@@ -4,6 +4,7 @@
 //! and the file needs no fonts or images.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::compare::Record;
 
@@ -187,18 +188,12 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
     let points: Vec<(&Record, f64, f64)> = records
         .iter()
-        .filter_map(|r| {
-            Some((
-                r,
-                r.instructions? as f64,
-                r.flash_bytes? as f64 / 1024.0,
-            ))
-        })
+        .filter_map(|r| Some((r, r.instructions? as f64, r.flash_bytes? as f64 / 1024.0)))
         .collect();
     let failed = records.len() - points.len();
-    let (xmin, xmax) = points
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
     let (xmin, xmax) = if points.is_empty() {
         (1e5, 1e9)
     } else {
@@ -243,9 +238,31 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
         root.draw(&Text::new(
             "better: down and to the left",
             (bounds.0 as i32 + 8, bounds.1 as i32 + 6),
-            ("sans-serif", 12).into_font().color(&RGBColor(120, 120, 120)),
+            ("sans-serif", 12)
+                .into_font()
+                .color(&RGBColor(120, 120, 120)),
         ))
         .map_err(err)?;
+        // plotters labels a log axis at powers of ten only; label 2x and 5x as well, so a
+        // reader can place a point without counting grid lines.
+        let mut decade = 10f64.powf(xmin.log10().floor());
+        while decade <= xmax {
+            for x in [2.0 * decade, 5.0 * decade] {
+                if x > xmin && x < xmax {
+                    let (px, _) = chart.backend_coord(&(x, 0.0));
+                    root.draw(&Text::new(
+                        count_label(x),
+                        (px, py_range.end + 6),
+                        ("sans-serif", 12)
+                            .into_font()
+                            .color(&RGBColor(110, 110, 110))
+                            .pos(Pos::new(HPos::Center, VPos::Top)),
+                    ))
+                    .map_err(err)?;
+                }
+            }
+            decade *= 10.0;
+        }
         // Markers first, then labels placed around them where they collide least.
         let radius = 7.0;
         let pixels: Vec<(f64, f64)> = points
@@ -332,7 +349,9 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
             root.draw(&Text::new(
                 text,
                 (x.round() as i32, y.round() as i32),
-                ("sans-serif", LABEL_SIZE).into_font().color(&RGBColor(30, 30, 30)),
+                ("sans-serif", LABEL_SIZE)
+                    .into_font()
+                    .color(&RGBColor(30, 30, 30)),
             ))
             .map_err(err)?;
         }
@@ -341,8 +360,12 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
         let mut ly = 70.0;
         let heading = ("sans-serif", 14).into_font().style(FontStyle::Bold);
         let entry = ("sans-serif", 13).into_font();
-        root.draw(&Text::new("target (colour)", (lx as i32, ly as i32), heading.clone()))
-            .map_err(err)?;
+        root.draw(&Text::new(
+            "target (colour)",
+            (lx as i32, ly as i32),
+            heading.clone(),
+        ))
+        .map_err(err)?;
         ly += 24.0;
         for (i, t) in targets(records).iter().enumerate() {
             let c = PALETTE[i % PALETTE.len()];
@@ -353,13 +376,21 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
                 .collect();
             root.draw(&Polygon::new(circle, RGBColor(c.0, c.1, c.2).filled()))
                 .map_err(err)?;
-            root.draw(&Text::new(t.clone(), (lx as i32 + 22, ly as i32), entry.clone()))
-                .map_err(err)?;
+            root.draw(&Text::new(
+                t.clone(),
+                (lx as i32 + 22, ly as i32),
+                entry.clone(),
+            ))
+            .map_err(err)?;
             ly += 22.0;
         }
         ly += 14.0;
-        root.draw(&Text::new("config (marker)", (lx as i32, ly as i32), heading))
-            .map_err(err)?;
+        root.draw(&Text::new(
+            "config (marker)",
+            (lx as i32, ly as i32),
+            heading,
+        ))
+        .map_err(err)?;
         ly += 24.0;
         for (i, c) in configs(records).iter().enumerate() {
             let marker = MARKERS[i % MARKERS.len()];
@@ -368,24 +399,36 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
                 .iter()
                 .map(|&(x, y)| (x.round() as i32, y.round() as i32))
                 .collect();
-            root.draw(&Polygon::new(outline.clone(), RGBColor(200, 200, 200).filled()))
-                .map_err(err)?;
+            root.draw(&Polygon::new(
+                outline.clone(),
+                RGBColor(200, 200, 200).filled(),
+            ))
+            .map_err(err)?;
             let mut closed = outline;
             closed.push(closed[0]);
-            root.draw(&PathElement::new(closed, RGBColor(40, 40, 40).stroke_width(1)))
-                .map_err(err)?;
+            root.draw(&PathElement::new(
+                closed,
+                RGBColor(40, 40, 40).stroke_width(1),
+            ))
+            .map_err(err)?;
             let flags = records
                 .iter()
                 .find(|r| r.config == *c)
                 .map(|r| r.flags.clone())
                 .unwrap_or_default();
-            root.draw(&Text::new(c.clone(), (lx as i32 + 22, ly as i32), entry.clone()))
-                .map_err(err)?;
+            root.draw(&Text::new(
+                c.clone(),
+                (lx as i32 + 22, ly as i32),
+                entry.clone(),
+            ))
+            .map_err(err)?;
             if !flags.is_empty() && flags != format!("-{c}") {
                 root.draw(&Text::new(
                     shorten(&flags, 28),
                     (lx as i32 + 22, ly as i32 + 15),
-                    ("sans-serif", 11).into_font().color(&RGBColor(110, 110, 110)),
+                    ("sans-serif", 11)
+                        .into_font()
+                        .color(&RGBColor(110, 110, 110)),
                 ))
                 .map_err(err)?;
                 ly += 14.0;
