@@ -65,7 +65,7 @@ impl Engine {
             EvalBackend::Interp => Engine::Interp(graph.clone()),
             EvalBackend::C => Engine::C(Box::new(
                 kiln_backends::host::CProgram::build(graph, c, &Default::default())
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
             )),
             EvalBackend::Cranelift => Engine::Jit(Box::new(
                 kiln_backends::cranelift::JitProgram::compile(graph, &Default::default())
@@ -87,7 +87,10 @@ impl Engine {
 /// The first output as real numbers: integer outputs are dequantized with their recorded
 /// quantization.
 fn real_output(graph: &Graph, outputs: &[Tensor]) -> Vec<f64> {
-    real_outputs(graph, outputs).into_iter().next().unwrap_or_default()
+    real_outputs(graph, outputs)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 /// Every output as real numbers (integer outputs dequantized with their recorded

@@ -178,8 +178,7 @@ pub fn run_on_board(
             )
         }
     };
-    let mut harness =
-        harness::harness_source(graph, &c.name, inputs, c.arena == ArenaMode::Static);
+    let mut harness = harness::harness_source(graph, &c.name, inputs, c.arena == ArenaMode::Static);
     if c.profile_layers {
         harness.push_str(harness::LAYER_MARK_SOURCE);
     }
