@@ -42,6 +42,9 @@ pub struct ProfileArgs {
     /// Time limit for the emulator, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     timeout: u64,
+    /// Keep the profiling build's directory (sources, linker script, ELF) here.
+    #[arg(long, value_name = "DIR")]
+    keep_dir: Option<std::path::PathBuf>,
     /// Extra flag for the cross compiler (repeatable), e.g. --cflag=-Os.
     #[arg(long = "cflag", value_name = "FLAG", allow_hyphen_values = true)]
     cflags: Vec<String>,
@@ -223,8 +226,12 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     let (plain, profiled) = std::thread::scope(|s| {
         let plain =
             s.spawn(|| kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options));
+        let keep = BoardOptions {
+            keep_dir: args.keep_dir.clone(),
+            ..options.clone()
+        };
         let profiled =
-            kiln_targets::run_on_board(graph, &inputs, &profiling_c, target, board, &options);
+            kiln_targets::run_on_board(graph, &inputs, &profiling_c, target, board, &keep);
         let plain = plain
             .join()
             .unwrap_or_else(|_| Err(kiln_targets::TargetError::Io("a build panicked".into())));

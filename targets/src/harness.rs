@@ -83,6 +83,7 @@ pub fn harness_source(
 /// (`COptions::profile_layers`): an empty function with an address of its own, like the
 /// count markers, at which the QEMU plugin records the running count.
 pub const LAYER_MARK_SOURCE: &str = r#"
+void kiln_layer_mark(void);
 __attribute__((noinline)) void kiln_layer_mark(void) {
     __asm__ volatile("" ::: "memory");
 }
