@@ -737,7 +737,7 @@ fn cell_u(x: Option<u64>) -> String {
 
 fn cell_err(x: Option<f64>) -> String {
     match x {
-        Some(x) if x == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(x) if x.is_finite() => format!("{x:.1e}"),
         Some(_) => "inf".into(),
         None => "-".into(),

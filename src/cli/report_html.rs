@@ -235,7 +235,7 @@ pub fn layer_bars(p: &Profile, (r, g, b): (u8, u8, u8)) -> String {
             )
         })
         .collect();
-    layers.sort_by(|a, b| b.1.cmp(&a.1));
+    layers.sort_by_key(|l| std::cmp::Reverse(l.1));
     if layers.len() > TOP_LAYERS {
         let rest = layers.split_off(TOP_LAYERS - 1);
         let sum = rest.iter().map(|l| l.1).sum();
