@@ -327,6 +327,8 @@ pub struct Record {
     pub fits: Option<bool>,
     pub board_flash_bytes: u64,
     pub board_ram_bytes: u64,
+    /// With `--layers`: the sum of the layers' instructions in the profiling build.
+    pub layers_instructions: Option<u64>,
     pub layers: Option<serde_json::Value>,
     #[serde(skip)]
     pub profile: Option<Profile>,
@@ -365,6 +367,7 @@ impl Record {
             fits: None,
             board_flash_bytes: board.flash.length,
             board_ram_bytes: board.ram.length,
+            layers_instructions: None,
             layers: None,
             profile: None,
         }
@@ -420,6 +423,7 @@ impl Record {
         self.fits = (!run.board.user_mode).then(|| {
             run.flash_bytes() <= run.board.flash.length && run.ram_bytes() <= run.board.ram.length
         });
+        self.layers_instructions = profile.as_ref().map(Profile::layers_sum);
         self.layers = profile.as_ref().map(layers_json);
         self.profile = profile;
     }
@@ -776,14 +780,14 @@ pub fn cells(r: &Record) -> Vec<String> {
         None => "-",
     };
     if r.instructions.is_none() {
-        let mut row = vec![r.target.clone(), r.config.clone()];
+        let mut row = vec![super::report_svg::target_label(r), r.config.clone()];
         row.extend(std::iter::repeat_n("-".to_string(), COLUMNS.len() - 4));
         row.push(top1);
         row.push(fits.into());
         return row;
     }
     vec![
-        r.target.clone(),
+        super::report_svg::target_label(r),
         r.config.clone(),
         cell_u(r.flash_bytes),
         cell_u(r.code_bytes),
@@ -892,28 +896,57 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// The results as CSV: the JSON row fields but `layers`, in the same order and units.
+/// The CSV columns: the JSON row fields but `layers`, in declaration order.
+const CSV_FIELDS: [&str; 32] = [
+    "target",
+    "board",
+    "config",
+    "flags",
+    "status",
+    "error",
+    "flash_bytes",
+    "code_bytes",
+    "weight_bytes",
+    "rodata_bytes",
+    "data_bytes",
+    "ram_bytes",
+    "static_ram_bytes",
+    "arena_bytes",
+    "io_bytes",
+    "stack_bytes",
+    "instructions",
+    "macs",
+    "instructions_per_mac",
+    "max_abs_error_vs_float",
+    "check_passed",
+    "check_max_abs_error",
+    "check_tolerance",
+    "eval_samples",
+    "top1",
+    "float_top1",
+    "eval_error",
+    "fits",
+    "board_flash_bytes",
+    "board_ram_bytes",
+    "layers_instructions",
+    "layers",
+];
+
+/// The results as CSV: the JSON row fields but `layers`, in the same units.
 pub fn csv(records: &[Record]) -> String {
-    let mut out = String::new();
-    let mut header: Option<Vec<String>> = None;
+    let fields = &CSV_FIELDS[..CSV_FIELDS.len() - 1];
+    let mut out = fields.join(",");
+    out.push('\n');
     for r in records {
         let Ok(serde_json::Value::Object(map)) = serde_json::to_value(r) else {
             continue;
         };
-        let fields: Vec<(String, serde_json::Value)> =
-            map.into_iter().filter(|(k, _)| k != "layers").collect();
-        if header.is_none() {
-            let names: Vec<String> = fields.iter().map(|(k, _)| k.clone()).collect();
-            out.push_str(&names.join(","));
-            out.push('\n');
-            header = Some(names);
-        }
         let cells: Vec<String> = fields
             .iter()
-            .map(|(_, v)| match v {
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::String(s) => csv_field(s),
-                other => other.to_string(),
+            .map(|&k| match map.get(k) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => csv_field(s),
+                Some(other) => other.to_string(),
             })
             .collect();
         out.push_str(&cells.join(","));
@@ -925,6 +958,19 @@ pub fn csv(records: &[Record]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_fields_are_the_record_fields() {
+        let config = parse_config("O2", &[]);
+        let (t, b) = kiln_targets::resolve("cortex-m4", None).unwrap();
+        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(Record::empty(t, b, &config))
+        else {
+            panic!("a record serializes to an object");
+        };
+        let mut fields: Vec<&str> = CSV_FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(fields, map.keys().map(String::as_str).collect::<Vec<_>>());
+    }
 
     #[test]
     fn splits_flags_with_quotes() {
