@@ -11,6 +11,7 @@ mod prune;
 mod quantize;
 mod report_html;
 mod report_svg;
+mod report_table;
 mod run;
 mod verify;
 

@@ -5,9 +5,10 @@
 
 use std::fmt::Write as _;
 
-use super::compare::{cells, Record, COLUMNS};
+use super::compare::Record;
 use super::profile::Profile;
 use super::report_svg::{count_label, hex, style_of, target_label};
+use super::report_table::{cells, COLUMNS};
 
 /// Escapes text for HTML/XML content and attribute values.
 pub fn escape(text: &str) -> String {
