@@ -717,7 +717,7 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         super::load::write_atomically(path, scatter()?.as_bytes())?;
     }
     if let Some(path) = &args.html {
-        let page = super::report_html::page(&model, &records, &scatter()?, &table(&records, false));
+        let page = super::report_html::page(&model, &records, &scatter()?);
         super::load::write_atomically(path, page.as_bytes())?;
     }
     eprintln!(

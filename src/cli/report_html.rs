@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::compare::Record;
 use super::profile::Profile;
 use super::report_svg::{count_label, hex, style_of, target_label};
-use super::report_table::{cells, COLUMNS};
+use super::report_table::{cells, COLUMNS, UNITS};
 
 /// Escapes text for HTML/XML content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -47,7 +47,7 @@ div.chart { overflow-x: auto; }
 ";
 
 /// The whole page.
-pub fn page(model: &str, records: &[Record], scatter_svg: &str, text_table: &str) -> String {
+pub fn page(model: &str, records: &[Record], scatter_svg: &str) -> String {
     let mut s = String::new();
     let title = format!("kiln compare: {model}");
     let _ = writeln!(s, "<!DOCTYPE html>");
@@ -81,11 +81,7 @@ pub fn page(model: &str, records: &[Record], scatter_svg: &str, text_table: &str
         ok
     );
     results_table(&mut s, records);
-    let _ = writeln!(
-        s,
-        "<p class=\"note\">{}</p>",
-        escape(text_table.lines().last().unwrap_or_default())
-    );
+    let _ = writeln!(s, "<p class=\"note\">{}</p>", escape(&UNITS.join("; ")));
     let failures: Vec<String> = records
         .iter()
         .flat_map(|r| {

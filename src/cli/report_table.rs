@@ -128,13 +128,20 @@ pub fn table(records: &[Record], markdown: bool) -> String {
     for row in &rows {
         line(&mut s, row);
     }
-    let _ = writeln!(
-        s,
-        "{}bytes (flash = code + constants + data image, weights among the constants; RAM = static data and bss + stack peak; I/O = input and output tensors); instructions per inference; max err against the float model; check: `kiln verify`'s pass rule; fits: the board's flash and RAM",
-        if markdown { "\n" } else { "" }
-    );
+    if markdown {
+        s.push('\n');
+    }
+    for line in UNITS {
+        let _ = writeln!(s, "{line}");
+    }
     s
 }
+
+/// What the columns measure, printed under the table.
+pub const UNITS: [&str; 2] = [
+    "sizes in bytes: flash = code + constants + data image (weights among the constants), RAM = static data and bss + stack peak, I/O = inputs and outputs",
+    "instructions per inference; max err: against the float model; check: kiln verify's pass rule; fits: in the board's flash and RAM",
+];
 
 /// The failed pairs' errors, in full, after the table.
 pub fn errors(records: &[Record]) -> String {
