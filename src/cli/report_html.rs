@@ -89,7 +89,7 @@ pub fn page(model: &str, records: &[Record], scatter_svg: &str) -> String {
                 .into_iter()
                 .filter_map(move |(what, e)| {
                     e.as_ref()
-                        .map(|e| format!("{} / {}: {what}{e}", r.target, r.config))
+                        .map(|e| format!("{} / {}: {what}{e}", target_label(r), r.config))
                 })
         })
         .collect();

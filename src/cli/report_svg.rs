@@ -219,7 +219,8 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("instructions per inference (log scale)")
             .y_desc("flash (KiB)")
-            .x_label_formatter(&|x| count_label(*x))
+            // The x labels are drawn below (plotters picks uneven ones on short log ranges).
+            .x_label_formatter(&|_| String::new())
             .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 15))
@@ -243,19 +244,23 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
                 .color(&RGBColor(120, 120, 120)),
         ))
         .map_err(err)?;
-        // plotters labels a log axis at powers of ten only; label 2x and 5x as well, so a
+        // The x axis labelled at 1, 2 and 5 times each power of ten (the powers darker), so a
         // reader can place a point without counting grid lines.
         let mut decade = 10f64.powf(xmin.log10().floor());
         while decade <= xmax {
-            for x in [2.0 * decade, 5.0 * decade] {
-                if x > xmin && x < xmax {
+            for (x, size, grey) in [
+                (decade, 13, 0),
+                (2.0 * decade, 12, 110),
+                (5.0 * decade, 12, 110),
+            ] {
+                if x >= xmin && x <= xmax {
                     let (px, _) = chart.backend_coord(&(x, 0.0));
                     root.draw(&Text::new(
                         count_label(x),
                         (px, py_range.end + 6),
-                        ("sans-serif", 12)
+                        ("sans-serif", size)
                             .into_font()
-                            .color(&RGBColor(110, 110, 110))
+                            .color(&RGBColor(grey, grey, grey))
                             .pos(Pos::new(HPos::Center, VPos::Top)),
                     ))
                     .map_err(err)?;

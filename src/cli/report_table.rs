@@ -154,7 +154,7 @@ pub fn errors(records: &[Record]) -> String {
                 let _ = writeln!(
                     s,
                     "{} / {}: {what}{}",
-                    r.target,
+                    super::report_svg::target_label(r),
                     r.config,
                     text.join("\n    ")
                 );
