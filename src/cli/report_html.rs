@@ -80,6 +80,21 @@ pub fn page(model: &str, records: &[Record], scatter_svg: &str) -> String {
         escape(&configs.join(", ")),
         ok
     );
+    let mut flags: Vec<String> = Vec::new();
+    for c in &configs {
+        if let Some(r) = records.iter().find(|r| r.config == *c) {
+            flags.push(format!(
+                "<b>{}</b>: <code>{}</code>",
+                escape(c),
+                escape(&r.flags)
+            ));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "<p class=\"meta\">Configurations: {}.</p>",
+        flags.join("; ")
+    );
     results_table(&mut s, records);
     let _ = writeln!(s, "<p class=\"note\">{}</p>", escape(&UNITS.join("; ")));
     let failures: Vec<String> = records

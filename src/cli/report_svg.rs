@@ -286,7 +286,8 @@ pub fn scatter(records: &[Record], model: &str) -> anyhow::Result<String> {
                 .collect();
             root.draw(&Polygon::new(
                 outline.clone(),
-                RGBColor(color.0, color.1, color.2).mix(0.9).filled(),
+                // A little translucent, so a point hidden under another still shows.
+                RGBColor(color.0, color.1, color.2).mix(0.8).filled(),
             ))
             .map_err(err)?;
             let mut closed = outline;
