@@ -257,6 +257,26 @@ def resize_tf_crop_and_resize_cubic_exclude_outside():
     return model([node], [("x", [1, 3, 9, 5])], [("y", FLOAT, [1, 3, 13, 10])], inits), [data([1, 3, 9, 5])]
 
 
+def requantize_f32_tie():
+    """Q(DQ(x)) from scale 0.05 to 0.1 (alone, and on one operand of a Concat): lower-qdq made it
+    a fixed-point Requantize of the exact ratio 0.5, so odd steps (-21 * 0.5 = -10.5) rounded to
+    even, where the f32 quotient (-10.500001) and onnxruntime round away: one step off at -O1."""
+    inits = {"s5": np.array(0.05, F32), "s10": np.array(0.1, F32), "z": np.array(0, np.int8)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s5", "z"], ["q5"]),
+             helper.make_node("DequantizeLinear", ["q5", "s5", "z"], ["d5"]),
+             helper.make_node("QuantizeLinear", ["d5", "s10", "z"], ["q10"]),
+             helper.make_node("DequantizeLinear", ["q10", "s10", "z"], ["y"]),
+             helper.make_node("QuantizeLinear", ["x2", "s10", "z"], ["p10"]),
+             helper.make_node("DequantizeLinear", ["p10", "s10", "z"], ["e10"]),
+             helper.make_node("Concat", ["d5", "e10"], ["c"], axis=1),
+             helper.make_node("QuantizeLinear", ["c", "s10", "z"], ["qc"]),
+             helper.make_node("DequantizeLinear", ["qc", "s10", "z"], ["yc"])]
+    x = (np.arange(-64, 64, dtype=F32) * F32(0.05)).reshape(1, 128)
+    x2 = data([1, 8], 5)
+    outputs = [("y", FLOAT, [1, 128]), ("yc", FLOAT, [1, 136])]
+    return model(nodes, [("x", [1, 128]), ("x2", [1, 8])], outputs, inits), [x, x2]
+
+
 CASES = {f.__name__: f for f in [
     bn_after_relu,
     bn_after_flatten,
@@ -279,6 +299,7 @@ CASES = {f.__name__: f for f in [
     resize_half_pixel_symmetric_fractional,
     resize_tf_crop_and_resize_antialias,
     resize_tf_crop_and_resize_cubic_exclude_outside,
+    requantize_f32_tie,
 ]}
 
 

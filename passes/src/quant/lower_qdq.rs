@@ -11,10 +11,13 @@
 //! - AveragePool, GlobalAveragePool: QAveragePool; Softmax: QSoftmax;
 //! - any other element-wise function of one operand: a 256-entry QTable computed from the
 //!   float op itself;
-//! - Concat: Concat of the integer operands, each rescaled (Requantize) to the output's
-//!   quantization where it differs; `DQ -> Q` alone: Requantize;
+//! - Concat: Concat of the integer operands, each rescaled to the output's quantization where
+//!   it differs; `DQ -> Q` alone: rescaled;
 //! - data movement (Reshape, Transpose, MaxPool, Slice, Pad, ...): the same op on the integer
-//!   tensor, then Requantize if the output quantization differs.
+//!   tensor, then rescaled if the output quantization differs.
+//!
+//! Rescaling between 8-bit types is a QTable of the float `Q(DQ(x))` (bit for bit what
+//! onnxruntime computes); wider types get a fixed-point Requantize.
 //!
 //! Every float intermediate must have no other reader. Sound because each integer op is
 //! defined as its float pattern's result rounded to the output's quantization (within one
@@ -680,8 +683,11 @@ fn lower_requantize(g: &mut Graph, site: &Site) -> Result<Lowered, IrError> {
     Ok(Some((y, vec![])))
 }
 
-/// `v` (quantized with `from`) in the quantization `to`: `v` itself when they agree, else a
-/// Requantize node.
+/// `v` (quantized with `from`) in the quantization `to`: `v` itself when they agree; between
+/// 8-bit types a QTable of `Q(DQ(x))` computed in f32 as the float graph computes it (a
+/// fixed-point Requantize rounds the exact ratio instead, which differs by one step where the
+/// f32 quotient lands on the other side of a tie: -21 * 0.05 / 0.1 is -10.5 exactly but
+/// -10.500001 in f32, and onnxruntime gives -11); else a Requantize node.
 fn rescaled(
     g: &mut Graph,
     name: &str,
@@ -691,6 +697,24 @@ fn rescaled(
 ) -> Result<ValueId, IrError> {
     if from == to {
         return Ok(v);
+    }
+    let is_byte = |t: DType| matches!(t, DType::I8 | DType::U8);
+    if is_byte(g.value(v).ty.dtype) && is_byte(from.dtype) && is_byte(to.dtype) {
+        let table = unary_table(&Op::Identity, from, to).map_err(|e| IrError::Node {
+            node: name.to_string(),
+            op: "DequantizeLinear -> QuantizeLinear".into(),
+            source: e,
+        })?;
+        let tv = g.add_const(format!("{name}/requantize_table"), Arc::new(table));
+        let id = g.add_node(
+            util::derived_name(name, "requantize"),
+            Op::QTable,
+            vec![v, tv],
+            vec![],
+        )?;
+        let y = g.node(id).outputs[0];
+        g.value_mut(y).quant = Some(to.to_value_quant());
+        return Ok(y);
     }
     let (s_x, z_x) = from.per_tensor().unwrap_or((1.0, 0));
     let (s_y, z_y) = to.per_tensor().unwrap_or((1.0, 0));
