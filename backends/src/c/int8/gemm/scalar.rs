@@ -1,0 +1,283 @@
+//! The scalar emitter of the int8 matrix product (cores with many registers and no SIMD,
+//! RV32IMAC): 8-bit columns (a pointwise convolution reads its input rows directly),
+//! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
+
+use super::{push_lines, records, ConvGeom, KOrder, Problem, Source};
+use crate::c::int8::{Generated, Layer, Packed};
+
+/// Channels and pixels per block of the scalar kernels.
+const SCALAR_MO: usize = 4;
+const SCALAR_NP: usize = 4;
+
+/// The scalar layer: 4 x 4 blocks of 32-bit multiply-adds on 8-bit loads.
+pub(super) fn scalar(layer: &Layer, p: &Problem) -> Generated {
+    let name = &layer.kernel.name;
+    let xt = p.x_ctype();
+    let out_t = p.stage.c_type();
+    // Weights: blocks of up to 4 channels, the block's weights for one k adjacent.
+    let mut packed = Vec::with_capacity(p.m * p.k);
+    for c0 in (0..p.m).step_by(SCALAR_MO) {
+        let width = SCALAR_MO.min(p.m - c0);
+        for kk in 0..p.k {
+            for i in 0..width {
+                packed.push(p.weight(c0 + i, kk));
+            }
+        }
+    }
+    let w_name = layer.packed_name(1);
+    let (rq, rq_name) = records(layer, p);
+    // Where pixel j's value k is: in X directly (pointwise, matrix rows) or in the column.
+    let direct = match &p.source {
+        Source::Conv(g, _) => g.pointwise(),
+        Source::Rows => true,
+    };
+    let (k_step, j_step) = match &p.source {
+        Source::Conv(..) if direct => (p.n, 1),
+        Source::Rows => (1, p.k),
+        Source::Conv(..) => (SCALAR_NP, 1),
+    };
+    let mut helpers = p.stage.function(&format!("{name}_out"));
+    let tail = p.n % SCALAR_NP;
+    let mut variants = vec![SCALAR_NP.min(p.n)];
+    if tail > 0 && p.n > SCALAR_NP {
+        variants.push(tail);
+    }
+    for &np in &variants {
+        helpers.push_str(&scalar_block_fn(name, p, np, k_step, j_step, out_t, xt));
+    }
+    let mut lines = Vec::new();
+    let bias = layer.param(2);
+    let call = |np: usize, src: &str, y: &str| {
+        format!("{name}_mm{np}({w_name}, {bias}, {rq_name}, shift, {src}, {y});")
+    };
+    let full = p.n / SCALAR_NP * SCALAR_NP;
+    if direct {
+        if p.n >= SCALAR_NP {
+            lines.push(format!(
+                "for (int32_t p = 0; p < {full}; p += {SCALAR_NP}) {{"
+            ));
+            lines.push(format!(
+                "    {}",
+                call(
+                    SCALAR_NP,
+                    &format!("x + p * {j_step}"),
+                    &format!("y + p * {}", p.y_pix)
+                )
+            ));
+            lines.push("}".into());
+        }
+        if tail > 0 {
+            lines.push(call(
+                tail,
+                &format!("x + {}", full * j_step),
+                &format!("y + {}", full * p.y_pix),
+            ));
+        }
+    } else if let Source::Conv(g, order) = &p.source {
+        lines.push(format!("{xt} col[{}];", p.k * SCALAR_NP));
+        lines.push(format!(
+            "for (int32_t p = 0; p < {}; p += {SCALAR_NP}) {{",
+            p.n
+        ));
+        lines.push(format!(
+            "    const int32_t np = p + {SCALAR_NP} <= {n} ? {SCALAR_NP} : {n} - p;",
+            n = p.n
+        ));
+        lines.push("    for (int32_t j = 0; j < np; ++j) {".into());
+        lines.extend(
+            scalar_im2col(p, g, *order)
+                .into_iter()
+                .map(|x| format!("        {x}")),
+        );
+        lines.push("    }".into());
+        if tail > 0 && p.n > SCALAR_NP {
+            lines.push(format!(
+                "    if (np < {SCALAR_NP}) {{\n        {}\n        break;\n    }}",
+                call(tail, "col", "y + p")
+            ));
+        }
+        lines.push(format!("    {}", call(SCALAR_NP.min(p.n), "col", "y + p")));
+        lines.push("}".into());
+    }
+    let mut body = String::new();
+    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
+    let (xn, yn) = (layer.param(0), layer.param(5));
+    if p.batch > 1 {
+        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
+        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
+        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
+    } else {
+        wrapped.push("{".into());
+        wrapped.push(format!("    const {xt} *x = {xn};"));
+        wrapped.push(format!("    {out_t} *y = {yn};"));
+    }
+    wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
+    wrapped.push("}".into());
+    push_lines(&mut body, 1, &wrapped);
+    let mut packed_inputs = vec![(
+        1,
+        Packed {
+            ctype: "int8_t",
+            items: packed.iter().map(|v| v.to_string()).collect(),
+            note: format!(
+                "int8 weights packed for {}: blocks of {SCALAR_MO} channels, interleaved",
+                layer.isa.name()
+            ),
+        },
+    )];
+    packed_inputs.extend(rq);
+    Generated {
+        helpers,
+        body,
+        packed: packed_inputs,
+    }
+}
+
+/// The function computing every output channel of `np` pixels: value `k` of pixel `j` is at
+/// `x[k * k_step + j * j_step]`.
+fn scalar_block_fn(
+    name: &str,
+    p: &Problem,
+    np: usize,
+    k_step: usize,
+    j_step: usize,
+    out_t: &str,
+    xt: &str,
+) -> String {
+    let mut s = format!(
+        "static void {name}_mm{np}(const int8_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *x, {out_t} *y) {{\n"
+    );
+    let mut l = vec![
+        "const int8_t *w = W;".to_string(),
+        "(void)multiplier;".into(),
+        "(void)shift;".into(),
+    ];
+    let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
+        for i in 0..mo {
+            for j in 0..np {
+                let init = if j == 0 {
+                    format!("B[{c0} + {i}]")
+                } else {
+                    format!("a{i}0")
+                };
+                l.push(format!("int32_t a{i}{j} = {init};"));
+            }
+        }
+        l.push(format!("const {xt} *s = x;"));
+        l.push(format!("for (int32_t k = 0; k < {}; ++k) {{", p.k));
+        for i in 0..mo {
+            l.push(format!("    const int32_t w{i} = w[{i}];"));
+        }
+        for j in 0..np {
+            l.push(format!("    const int32_t x{j} = s[{}];", j * j_step));
+        }
+        for i in 0..mo {
+            for j in 0..np {
+                l.push(format!("    a{i}{j} += w{i} * x{j};"));
+            }
+        }
+        l.push(format!("    w += {mo};\n        s += {k_step};"));
+        l.push("}".into());
+        for i in 0..mo {
+            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
+        }
+        for i in 0..mo {
+            for j in 0..np {
+                l.push(format!(
+                    "y[{}] = ({out_t}){};",
+                    i * p.y_chan + j * p.y_pix,
+                    p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
+                ));
+            }
+        }
+    };
+    let full = p.m / SCALAR_MO;
+    if full > 0 {
+        l.push(format!(
+            "for (int32_t oc = 0; oc < {}; oc += {SCALAR_MO}) {{",
+            full * SCALAR_MO
+        ));
+        let mut inner = Vec::new();
+        block(SCALAR_MO, "oc", &mut inner);
+        inner.push(format!("y += {};", SCALAR_MO * p.y_chan));
+        l.extend(inner.into_iter().map(|x| format!("    {x}")));
+        l.push("}".into());
+    }
+    let rest = p.m % SCALAR_MO;
+    if rest > 0 {
+        l.push("{".into());
+        let mut inner = Vec::new();
+        block(rest, &format!("{}", full * SCALAR_MO), &mut inner);
+        l.extend(inner.into_iter().map(|x| format!("    {x}")));
+        l.push("}".into());
+    }
+    push_lines(&mut s, 1, &l);
+    s.push_str("}\n");
+    s
+}
+
+/// Fills column slot `j` (value `k` at `col[k * 4 + j]`) for pixel `p + j`.
+fn scalar_im2col(p: &Problem, g: &ConvGeom, order: KOrder) -> Vec<String> {
+    let taps = g.taps();
+    let kidx = match order {
+        KOrder::TapMajor => format!("t * {} + ic", g.ic),
+        KOrder::ChannelMajor => format!("ic * {taps} + t"),
+    };
+    let (rlo, rhi) = g.rows_inside();
+    let (clo, chi) = g.cols_inside();
+    let mut l = vec![
+        format!(
+            "const int32_t oy = (p + j) / {}, ox = (p + j) % {};",
+            g.ow, g.ow
+        ),
+        format!(
+            "const int32_t iy0 = oy * {} - {}, ix0 = ox * {} - {};",
+            g.sh, g.pt, g.sw, g.pl
+        ),
+    ];
+    const MAX_UNROLLED: usize = 96;
+    let unrolled = p.k <= MAX_UNROLLED && rlo < rhi && clo < chi;
+    if unrolled {
+        l.push(format!(
+            "if (oy >= {rlo} && oy < {rhi} && ox >= {clo} && ox < {chi}) {{"
+        ));
+        l.push(format!(
+            "    const {} *s = x + iy0 * {} + ix0;",
+            p.x_ctype(),
+            g.w
+        ));
+        for kk in 0..p.k {
+            let (c, t) = match order {
+                KOrder::TapMajor => (kk % g.ic, kk / g.ic),
+                KOrder::ChannelMajor => (kk / taps, kk % taps),
+            };
+            l.push(format!(
+                "    col[{} + j] = s[{}];",
+                kk * SCALAR_NP,
+                g.offset(c, t)
+            ));
+        }
+        l.push("    continue;".into());
+        l.push("}".into());
+    }
+    l.push(format!("for (int32_t t = 0; t < {taps}; ++t) {{"));
+    l.push(format!(
+        "    const int32_t iy = iy0 + t / {} * {}, ix = ix0 + t % {} * {};",
+        g.kw, g.dh, g.kw, g.dw
+    ));
+    l.push(format!(
+        "    const int in = iy >= 0 && iy < {} && ix >= 0 && ix < {};",
+        g.h, g.w
+    ));
+    l.push(format!("    for (int32_t ic = 0; ic < {}; ++ic) {{", g.ic));
+    l.push(format!(
+        "        col[({kidx}) * {SCALAR_NP} + j] = in ? x[ic * {} + iy * {} + ix] : ({}){};",
+        g.plane(),
+        g.w,
+        p.x_ctype(),
+        g.zp
+    ));
+    l.push("    }".into());
+    l.push("}".into());
+    l
+}
