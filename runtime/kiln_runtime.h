@@ -248,10 +248,16 @@ static inline int32_t kiln_pkhbt_hi(int32_t lo, int32_t hi) {
  *   kiln_vrshr(v, s):          (v + 2^(s-1)) >> s for s in 1..31, exact (VRSHL by -s)
  *   kiln_vdecneg(v):           v - 1 where v < 0
  *   kiln_vclamp_add(v, z, lo, hi): min(max(v, lo), hi) + z
- *   kiln_vst8x4(p, v, n):      the low bytes of lanes 0..n-1 to p[0..n-1] (VSTRB.32) */
+ *   kiln_vst8x4(p, v, n):      the low bytes of lanes 0..n-1 to p[0..n-1] (VSTRB.32)
+ *   kiln_vlut32(t, p, n):      t[p[i]] for bytes p[0..n-1] (n <= 4; lanes n.. read t[0]):
+ *                              VLDRB.U32 + gather VLDRW.32 with shifted offsets
+ *   kiln_vadd(a, b):           a + b lane by lane (VADD.I32)
+ *   kiln_vbarrier():           no instruction; keeps GCC's pre-allocation scheduler from
+ *                              hoisting the loads of later chunks, which spills Q registers */
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_mve.h>
 #define KILN_MVE 1
+#define kiln_vbarrier() __asm__ __volatile__("" ::: "memory")
 typedef int8x16_t kiln_i8x16;
 typedef int32x4_t kiln_i32x4;
 static inline kiln_i8x16 kiln_vld8(const int8_t *p) { return vldrbq_s8(p); }
@@ -294,6 +300,13 @@ static inline kiln_i32x4 kiln_vdecneg(kiln_i32x4 v) { return vaddq_s32(v, vshrq_
 static inline kiln_i32x4 kiln_vclamp_add(kiln_i32x4 v, int32_t z, int32_t lo, int32_t hi) {
     return vaddq_n_s32(vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi)), z);
 }
+static inline kiln_i32x4 kiln_vlut32(const int32_t *t, const uint8_t *p, int32_t n) {
+    if (n >= 4) {
+        return vldrwq_gather_shifted_offset_s32(t, vldrbq_u32(p));
+    }
+    return vldrwq_gather_shifted_offset_s32(t, vldrbq_z_u32(p, vctp32q((uint32_t)n)));
+}
+static inline kiln_i32x4 kiln_vadd(kiln_i32x4 a, kiln_i32x4 b) { return vaddq_s32(a, b); }
 static inline void kiln_vst8x4(void *p, kiln_i32x4 v, int32_t n) {
     if (n >= 4) {
         vstrbq_s32((int8_t *)p, v);
@@ -302,6 +315,7 @@ static inline void kiln_vst8x4(void *p, kiln_i32x4 v, int32_t n) {
     }
 }
 #else
+#define kiln_vbarrier() ((void)0)
 typedef struct {
     int8_t v[16];
 } kiln_i8x16;
@@ -397,6 +411,19 @@ static inline kiln_i32x4 kiln_vclamp_add(kiln_i32x4 v, int32_t z, int32_t lo, in
         v.v[i] = (x < lo ? lo : (x > hi ? hi : x)) + z;
     }
     return v;
+}
+static inline kiln_i32x4 kiln_vlut32(const int32_t *t, const uint8_t *p, int32_t n) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = t[i < n ? p[i] : 0];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vadd(kiln_i32x4 a, kiln_i32x4 b) {
+    for (int32_t i = 0; i < 4; ++i) {
+        a.v[i] = (int32_t)((uint32_t)a.v[i] + (uint32_t)b.v[i]);
+    }
+    return a;
 }
 static inline void kiln_vst8x4(void *p, kiln_i32x4 v, int32_t n) {
     for (int32_t i = 0; i < n && i < 4; ++i) {

@@ -15,10 +15,13 @@
 //!   where the ISA allows; Helium reads a channels-last copy of the rows a window spans),
 //!   register-blocked over output channels and pixels; one emitter per ISA.
 //! - `depthwise`: depthwise 3x3 convolutions over a zero-point-padded copy of each plane.
+//! - `elementwise`: int8 additions of equal shapes through two 256-entry tables of the
+//!   rescaled operands.
 //! - `requant`: the output stage (requantization, clamp, zero point) in the cheapest form
 //!   that is exact for the layer's accumulators.
 
 mod depthwise;
+mod elementwise;
 mod gemm;
 mod requant;
 
@@ -111,7 +114,10 @@ pub(crate) fn specialize(
             Some(g) => g,
             None => match depthwise::generate(&layer)? {
                 Some(g) => g,
-                None => continue,
+                None => match elementwise::generate(&layer)? {
+                    Some(g) => g,
+                    None => continue,
+                },
             },
         };
         let mut text = String::new();

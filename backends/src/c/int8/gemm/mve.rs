@@ -84,54 +84,89 @@ fn packed_inputs(
     v
 }
 
+/// Chunks per unrolled step: VLDRB's immediate offset reaches 127 bytes, so seven chunks
+/// are read from one base and the pointers advance once per step.
+const UNROLL: usize = 7;
+
 /// Statements adding the 16-lane chunks of a reduction of `k` values to accumulators
-/// `a{j}`: `w` walks the weights, `x{j}` are the input pointers (advanced when `advance`),
-/// `shared` says which operand is loaded once for all accumulators.
+/// `a{j}`. With `shared_w`, one weight vector (`w`) feeds the inputs `x{j}`; otherwise one
+/// input vector (`x0`) feeds the weight rows `w{j}`. The chunks are unrolled by [`UNROLL`]
+/// with constant offsets, and the pointers end `k` bytes further on.
 fn dot_loop(k: usize, accs: usize, shared_w: bool) -> Vec<String> {
     let (full, rest) = (k / 16, k % 16);
-    let mut l = Vec::new();
-    let body = |l: &mut Vec<String>, load: &dyn Fn(&str) -> String, step: usize| {
-        if shared_w {
-            l.push(format!("    const kiln_i8x16 wv = {};", load("w")));
-            for j in 0..accs {
-                l.push(format!(
-                    "    a{j} = kiln_vdot8(a{j}, {}, wv);",
-                    load(&format!("x{j}"))
-                ));
+    let ptrs: Vec<String> = if shared_w {
+        std::iter::once("w".to_string())
+            .chain((0..accs).map(|j| format!("x{j}")))
+            .collect()
+    } else {
+        std::iter::once("x0".to_string())
+            .chain((0..accs).map(|j| format!("w{j}")))
+            .collect()
+    };
+    let names = std::cell::Cell::new(0);
+    let chunk = |l: &mut Vec<String>, ind: &str, off: usize, lanes: usize| {
+        let load = |ptr: &str| {
+            let at = if off == 0 {
+                ptr.to_string()
+            } else {
+                format!("{ptr} + {off}")
+            };
+            if lanes == 16 {
+                format!("kiln_vld8({at})")
+            } else {
+                format!("kiln_vld8_n({at}, {lanes})")
             }
-        } else {
-            l.push(format!("    const kiln_i8x16 xv = {};", load("x0")));
-            for j in 0..accs {
-                l.push(format!(
-                    "    a{j} = kiln_vdot8(a{j}, xv, {});",
-                    load(&format!("w{j}"))
-                ));
-            }
-        }
-        let ptrs: Vec<String> = if shared_w {
-            std::iter::once("w".to_string())
-                .chain((0..accs).map(|j| format!("x{j}")))
-                .collect()
-        } else {
-            std::iter::once("x0".to_string())
-                .chain((0..accs).map(|j| format!("w{j}")))
-                .collect()
         };
-        for ptr in ptrs {
-            l.push(format!("    {ptr} += {step};"));
+        let v = format!("v{}", names.get());
+        names.set(names.get() + 1);
+        l.push(format!("{ind}const kiln_i8x16 {v} = {};", load(&ptrs[0])));
+        for j in 0..accs {
+            let other = load(&ptrs[j + 1]);
+            let (a, b) = if shared_w {
+                (other, v.clone())
+            } else {
+                (v.clone(), other)
+            };
+            l.push(format!("{ind}a{j} = kiln_vdot8(a{j}, {a}, {b});"));
+        }
+        l.push(format!("{ind}kiln_vbarrier();"));
+    };
+    let advance = |l: &mut Vec<String>, ind: &str, by: usize| {
+        if by > 0 {
+            for p in &ptrs {
+                l.push(format!("{ind}{p} += {by};"));
+            }
         }
     };
-    if full > 0 {
-        l.push(format!("for (int32_t q = 0; q < {full}; ++q) {{"));
-        body(&mut l, &|ptr| format!("kiln_vld8({ptr})"), 16);
+    let mut l = Vec::new();
+    let steps = full / UNROLL;
+    let step = UNROLL.min(full);
+    if steps > 1 {
+        l.push(format!("for (int32_t q = 0; q < {steps}; ++q) {{"));
+    }
+    if steps > 0 {
+        let ind = if steps > 1 { "    " } else { "" };
+        for i in 0..step {
+            chunk(&mut l, ind, 16 * i, 16);
+        }
+        advance(&mut l, ind, 16 * step);
+    }
+    if steps > 1 {
         l.push("}".into());
+    }
+    let left = full - steps * step;
+    for i in 0..left {
+        chunk(&mut l, "", 16 * i, 16);
     }
     if rest > 0 {
-        l.push("{".into());
-        body(&mut l, &|ptr| format!("kiln_vld8_n({ptr}, {rest})"), rest);
-        l.push("}".into());
+        chunk(&mut l, "", 16 * left, rest);
     }
-    l
+    advance(&mut l, "", 16 * left + rest);
+    vec![format!("{{")]
+        .into_iter()
+        .chain(l.into_iter().map(|x| format!("    {x}")))
+        .chain(std::iter::once("}".to_string()))
+        .collect()
 }
 
 /// The function computing every output channel of `cnt` pixels whose reduction values are
