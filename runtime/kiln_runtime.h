@@ -238,6 +238,10 @@ static inline int32_t kiln_pkhbt_hi(int32_t lo, int32_t hi) {
  *   kiln_vld8(p), kiln_vld8_n(p, n): 16 int8 lanes (lanes n.. zero: a VCTP-predicated load)
  *   kiln_vdot8(acc, a, b):     acc + sum of a[i] * b[i] over 16 lanes (VMLADAVA.S8, wrapping)
  *   kiln_vld8x4(p):            4 int8 widened to int32 lanes (VLDRB.S32)
+ *   kiln_vld8x4_s2(p):         p[0], p[2], p[4], p[6] widened (gather VLDRB.S32)
+ *   kiln_vdup(x):              (x, x, x, x)
+ *   kiln_vldu32(p):            4 uint32 lanes (VLDRW.U32)
+ *   kiln_vgather8x4(p, o):     p[o[0]], .., p[o[3]] widened (gather VLDRB.S32)
  *   kiln_vmla_n(acc, v, s):    acc + v * s lane by lane (VMLA)
  *   kiln_vspread8(d, ds, s, n): d[i * ds] = s[i] for i < n (VLDRB.S16 + scatter VSTRB.16)
  *   kiln_vfill8(d, ds, v, n):  d[i * ds] = v for i < n
@@ -264,6 +268,11 @@ static inline kiln_i8x16 kiln_vld8(const int8_t *p) { return vldrbq_s8(p); }
 static inline kiln_i8x16 kiln_vld8_n(const int8_t *p, int32_t n) { return vldrbq_z_s8(p, vctp8q((uint32_t)n)); }
 static inline int32_t kiln_vdot8(int32_t acc, kiln_i8x16 a, kiln_i8x16 b) { return vmladavaq_s8(acc, a, b); }
 static inline kiln_i32x4 kiln_vld8x4(const int8_t *p) { return vldrbq_s32(p); }
+static inline kiln_i32x4 kiln_vld8x4_s2(const int8_t *p) { return vldrbq_gather_offset_s32(p, vidupq_n_u32(0, 2)); }
+static inline kiln_i32x4 kiln_vdup(int32_t x) { return vdupq_n_s32(x); }
+typedef uint32x4_t kiln_u32x4;
+static inline kiln_u32x4 kiln_vldu32(const uint32_t *p) { return vldrwq_u32(p); }
+static inline kiln_i32x4 kiln_vgather8x4(const int8_t *p, kiln_u32x4 o) { return vldrbq_gather_offset_s32(p, o); }
 static inline kiln_i32x4 kiln_vmla_n(kiln_i32x4 acc, kiln_i32x4 v, int32_t s) { return vmlaq_n_s32(acc, v, s); }
 static inline void kiln_vspread8(int8_t *d, int32_t ds, const int8_t *s, int32_t n) {
     const uint16x8_t off = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)ds);
@@ -341,6 +350,37 @@ static inline kiln_i32x4 kiln_vld8x4(const int8_t *p) {
     kiln_i32x4 r;
     for (int32_t i = 0; i < 4; ++i) {
         r.v[i] = p[i];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vld8x4_s2(const int8_t *p) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[2 * i];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vdup(int32_t x) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = x;
+    }
+    return r;
+}
+typedef struct {
+    uint32_t v[4];
+} kiln_u32x4;
+static inline kiln_u32x4 kiln_vldu32(const uint32_t *p) {
+    kiln_u32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[i];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vgather8x4(const int8_t *p, kiln_u32x4 o) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[o.v[i]];
     }
     return r;
 }
