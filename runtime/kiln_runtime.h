@@ -231,6 +231,16 @@ static inline int32_t kiln_pkhbt_hi(int32_t lo, int32_t hi) {
 }
 #endif
 
+/* No instruction: GCC's pre-allocation scheduler may not move loads across it. Register-
+ * blocked int8 kernels place it between the steps of an unrolled loop, whose loads the
+ * scheduler would otherwise hoist all together and spill (a memory clobber: the blocks'
+ * accumulators are registers and stay put). */
+#if defined(__GNUC__) || defined(__clang__)
+#define kiln_sched_barrier() __asm__ __volatile__("" ::: "memory")
+#else
+#define kiln_sched_barrier() ((void)0)
+#endif
+
 /* The Armv8.1-M Helium (MVE) operations the int8 kernels use: 128-bit vectors of 16 int8 or
  * 4 int32 lanes. Where the core has them (__ARM_FEATURE_MVE, Cortex-M55 with -mcpu=cortex-m55)
  * each is one or two MVE instructions (arm_mve.h intrinsics); elsewhere the same arithmetic

@@ -30,7 +30,10 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
             None => dsp::dsp(layer, &problem),
         },
         Isa::ArmDsp => dsp::dsp(layer, &problem),
-        Isa::Scalar => scalar::scalar(layer, &problem),
+        Isa::Scalar => match scalar::scalar_band(layer, &problem) {
+            Some(g) => g,
+            None => scalar::scalar(layer, &problem),
+        },
         Isa::Portable => return Ok(None),
     };
     Ok(Some(generated))

@@ -281,3 +281,259 @@ fn scalar_im2col(p: &Problem, g: &ConvGeom, order: KOrder) -> Vec<String> {
     l.push("}".into());
     l
 }
+
+/// Most bytes of the row band [`scalar_band`] keeps on the stack.
+const MAX_BAND: usize = 4096;
+/// Longest input row [`scalar_band`] copies in straight-line code.
+const MAX_UNROLLED_COPY: usize = 64;
+
+/// A convolution with unit column stride and dilation, scalar, without im2col: the `kh` input
+/// rows of each output row are copied into a band `band[c][ky][bx]` with zero-point columns for
+/// the padding, so the window row `ky` of four adjacent output pixels is `kw + 3` consecutive
+/// bytes. Each byte is loaded once per (channel, kernel row) and feeds up to `kw` taps of four
+/// pixels times four channels: per kernel row, `kw + 3` input and `4 kw` weight loads serve
+/// `16 kw` multiply-adds (im2col columns need 8 loads per 16). `None` when the layer does not
+/// qualify.
+pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
+    let Source::Conv(g, _) = &p.source else {
+        return None;
+    };
+    if g.sw != 1 || g.dw != 1 || g.pointwise() || g.ow < 2 {
+        return None;
+    }
+    let pw = g.ow.div_ceil(SCALAR_NP) * SCALAR_NP + g.kw - 1;
+    if g.ic * g.kh * pw > MAX_BAND {
+        return None;
+    }
+    let name = &layer.kernel.name;
+    let xt = p.x_ctype();
+    let out_t = p.stage.c_type();
+    let mut packed = Vec::with_capacity(p.m * p.k);
+    for c0 in (0..p.m).step_by(SCALAR_MO) {
+        let width = SCALAR_MO.min(p.m - c0);
+        for kk in 0..p.k {
+            for i in 0..width {
+                // The weights' own order is (input channel, ky, kx), the band's too.
+                packed.push(p.weights[(c0 + i) * p.k + kk]);
+            }
+        }
+    }
+    let w_name = layer.packed_name(1);
+    let (rq, rq_name) = records(layer, p);
+    let mut helpers = p.stage.function(&format!("{name}_out"));
+    let full = g.ow / SCALAR_NP * SCALAR_NP;
+    let tail = g.ow - full;
+    let mut variants = Vec::new();
+    if full > 0 {
+        variants.push(SCALAR_NP);
+    }
+    if tail > 0 {
+        variants.push(tail);
+    }
+    for &np in &variants {
+        helpers.push_str(&band_block_fn(name, p, g, pw, np, out_t, xt));
+    }
+    let band = g.ic * g.kh * pw;
+    let copy_cols = g.w.min(pw - g.pl.min(pw));
+    let zp = g.zp;
+    let (rlo, rhi) = g.rows_inside();
+    let mut l = vec![
+        format!("{xt} band[{band}];"),
+        format!("memset(band, {}, sizeof band);", zp as u8),
+        format!("for (int32_t oy = 0; oy < {}; ++oy) {{", g.oh),
+        format!("    for (int32_t c = 0; c < {}; ++c) {{", g.ic),
+        format!("        for (int32_t ky = 0; ky < {}; ++ky) {{", g.kh),
+        format!(
+            "            const int32_t iy = oy * {} - {} + ky * {};",
+            g.sh, g.pt, g.dh
+        ),
+        format!(
+            "            {xt} *d = band + (c * {} + ky) * {pw} + {};",
+            g.kh, g.pl
+        ),
+    ];
+    // Short rows are copied byte by byte in straight-line code: a call of the C library's
+    // memcpy costs more than the copy on a core without unaligned word access.
+    let copy = if copy_cols <= MAX_UNROLLED_COPY {
+        let mut c = format!("const {xt} *s = x + c * {} + iy * {};", g.plane(), g.w);
+        for i in 0..copy_cols {
+            c.push_str(&format!(" d[{i}] = s[{i}];"));
+        }
+        c
+    } else {
+        format!(
+            "memcpy(d, x + c * {} + iy * {}, {copy_cols});",
+            g.plane(),
+            g.w
+        )
+    };
+    if rlo == 0 && rhi == g.oh {
+        l.push(format!("            {copy}"));
+    } else {
+        l.push(format!("            if (iy >= 0 && iy < {}) {{", g.h));
+        l.push(format!("                {copy}"));
+        l.push("            } else {".into());
+        l.push(format!(
+            "                memset(d, {}, {copy_cols});",
+            zp as u8
+        ));
+        l.push("            }".into());
+    }
+    l.push("        }".into());
+    l.push("    }".into());
+    let bias = layer.param(2);
+    let call = |np: usize, at: &str| {
+        format!(
+            "{name}_bk{np}({w_name}, {bias}, {rq_name}, shift, band + {at}, y + oy * {} + {at});",
+            g.ow
+        )
+    };
+    if full > 0 {
+        l.push(format!(
+            "    for (int32_t ox = 0; ox < {full}; ox += {SCALAR_NP}) {{"
+        ));
+        l.push(format!("        {}", call(SCALAR_NP, "ox")));
+        l.push("    }".into());
+    }
+    if tail > 0 {
+        l.push(format!("    {}", call(tail, &full.to_string())));
+    }
+    l.push("}".into());
+    let (xn, yn) = (layer.param(0), layer.param(5));
+    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
+    if p.batch > 1 {
+        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
+        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
+        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
+    } else {
+        wrapped.push("{".into());
+        wrapped.push(format!("    const {xt} *x = {xn};"));
+        wrapped.push(format!("    {out_t} *y = {yn};"));
+    }
+    wrapped.extend(l.into_iter().map(|x| format!("    {x}")));
+    wrapped.push("}".into());
+    let mut body = String::new();
+    push_lines(&mut body, 1, &wrapped);
+    let mut packed_inputs = vec![(
+        1,
+        Packed {
+            ctype: "int8_t",
+            items: packed.iter().map(|v| v.to_string()).collect(),
+            note: format!(
+                "int8 weights packed for {}: blocks of {SCALAR_MO} channels, interleaved",
+                layer.isa.name()
+            ),
+        },
+    )];
+    packed_inputs.extend(rq);
+    Some(Generated {
+        helpers,
+        body,
+        packed: packed_inputs,
+    })
+}
+
+/// The function computing every output channel of `np` adjacent pixels of one row from the
+/// band (pixel `j`'s window starts at column `j`).
+fn band_block_fn(
+    name: &str,
+    p: &Problem,
+    g: &ConvGeom,
+    pw: usize,
+    np: usize,
+    out_t: &str,
+    xt: &str,
+) -> String {
+    let mut s = format!(
+        "static void {name}_bk{np}(const int8_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *band, {out_t} *y) {{\n"
+    );
+    let mut l = vec![
+        "const int8_t *w = W;".to_string(),
+        "(void)multiplier;".into(),
+        "(void)shift;".into(),
+    ];
+    let span = np + g.kw - 1;
+    let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
+        for i in 0..mo {
+            for j in 0..np {
+                let init = if j == 0 {
+                    format!("B[{c0} + {i}]")
+                } else {
+                    format!("a{i}0")
+                };
+                l.push(format!("int32_t a{i}{j} = {init};"));
+            }
+        }
+        l.push(format!("const {xt} *b = band;"));
+        l.push(format!("for (int32_t c = 0; c < {}; ++c) {{", g.ic));
+        for ky in 0..g.kh {
+            l.push("    {".into());
+            // Each input byte is loaded right before its first use, so the bytes of later
+            // taps do not occupy registers while the accumulators need them.
+            let mut loaded = 0;
+            for kx in 0..g.kw {
+                while loaded < (np + kx).min(span) {
+                    l.push(format!(
+                        "        const int32_t x{loaded} = b[{}];",
+                        ky * pw + loaded
+                    ));
+                    loaded += 1;
+                }
+                for i in 0..mo {
+                    l.push(format!(
+                        "        const int32_t w{kx}{i} = w[{}];",
+                        (ky * g.kw + kx) * mo + i
+                    ));
+                }
+                for i in 0..mo {
+                    for j in 0..np {
+                        l.push(format!("        a{i}{j} += w{kx}{i} * x{};", j + kx));
+                    }
+                }
+                l.push("        kiln_sched_barrier();".into());
+            }
+            l.push("    }".into());
+        }
+        l.push(format!(
+            "    b += {};\n        w += {};",
+            g.kh * pw,
+            g.taps() * mo
+        ));
+        l.push("}".into());
+        for i in 0..mo {
+            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
+        }
+        for i in 0..mo {
+            for j in 0..np {
+                l.push(format!(
+                    "y[{}] = ({out_t}){};",
+                    i * p.y_chan + j,
+                    p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
+                ));
+            }
+        }
+    };
+    let full = p.m / SCALAR_MO;
+    if full > 0 {
+        l.push(format!(
+            "for (int32_t oc = 0; oc < {}; oc += {SCALAR_MO}) {{",
+            full * SCALAR_MO
+        ));
+        let mut inner = Vec::new();
+        block(SCALAR_MO, "oc", &mut inner);
+        inner.push(format!("y += {};", SCALAR_MO * p.y_chan));
+        l.extend(inner.into_iter().map(|x| format!("    {x}")));
+        l.push("}".into());
+    }
+    let rest = p.m % SCALAR_MO;
+    if rest > 0 {
+        l.push("{".into());
+        let mut inner = Vec::new();
+        block(rest, &format!("{}", full * SCALAR_MO), &mut inner);
+        l.extend(inner.into_iter().map(|x| format!("    {x}")));
+        l.push("}".into());
+    }
+    push_lines(&mut s, 1, &l);
+    s.push_str("}\n");
+    s
+}
