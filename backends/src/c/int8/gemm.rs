@@ -30,7 +30,9 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
             None => dsp::dsp(layer, &problem),
         },
         Isa::ArmDsp => dsp::dsp(layer, &problem),
-        Isa::Scalar => match scalar::scalar_band(layer, &problem) {
+        Isa::Scalar => match scalar::scalar_band(layer, &problem)
+            .or_else(|| scalar::scalar_matvec(layer, &problem))
+        {
             Some(g) => g,
             None => scalar::scalar(layer, &problem),
         },
