@@ -142,7 +142,10 @@ fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> S
         "(void)multiplier;".into(),
         "(void)shift;".into(),
     ];
-    let full = p.m / 2;
+    // One pixel (a product at batch 1): blocks of 4 channels share each pair of the column;
+    // two pixels: 2 x 2 (the registers of 4 accumulators and 4 column words).
+    let mo_full = if np == 1 { 4 } else { 2 };
+    let full = p.m / mo_full;
     let block = |mo: usize, l: &mut Vec<String>, c0: &str| {
         for i in 0..mo {
             for j in 0..np {
@@ -196,19 +199,20 @@ fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> S
     };
     if full > 0 {
         l.push(format!(
-            "for (int32_t oc = 0; oc < {}; oc += 2) {{",
-            2 * full
+            "for (int32_t oc = 0; oc < {}; oc += {mo_full}) {{",
+            mo_full * full
         ));
         let mut inner = Vec::new();
-        block(2, &mut inner, "oc");
-        inner.push(format!("y += {};", 2 * p.y_chan));
+        block(mo_full, &mut inner, "oc");
+        inner.push(format!("y += {};", mo_full * p.y_chan));
         l.extend(inner.into_iter().map(|x| format!("    {x}")));
         l.push("}".into());
     }
-    if p.m % 2 == 1 {
+    let rest = p.m % mo_full;
+    if rest > 0 {
         l.push("{".into());
         let mut inner = Vec::new();
-        block(1, &mut inner, &format!("{}", p.m - 1));
+        block(rest, &mut inner, &format!("{}", p.m - rest));
         l.extend(inner.into_iter().map(|x| format!("    {x}")));
         l.push("}".into());
     }
