@@ -287,21 +287,21 @@ const MAX_BAND: usize = 4096;
 /// Longest input row [`scalar_band`] copies in straight-line code.
 const MAX_UNROLLED_COPY: usize = 64;
 
-/// A convolution with unit column stride and dilation, scalar, without im2col: the `kh` input
-/// rows of each output row are copied into a band `band[c][ky][bx]` with zero-point columns for
-/// the padding, so the window row `ky` of four adjacent output pixels is `kw + 3` consecutive
-/// bytes. Each byte is loaded once per (channel, kernel row) and feeds up to `kw` taps of four
-/// pixels times four channels: per kernel row, `kw + 3` input and `4 kw` weight loads serve
-/// `16 kw` multiply-adds (im2col columns need 8 loads per 16). `None` when the layer does not
-/// qualify.
+/// A convolution with column stride 1 or 2 and unit dilation, scalar, without im2col: the `kh`
+/// input rows of each output row are copied into a band `band[c][ky][bx]` with zero-point
+/// columns for the padding, so the window row `ky` of four adjacent output pixels is
+/// `3 sw + kw` consecutive bytes. Each byte is loaded once per (channel, kernel row) and feeds
+/// up to `kw` taps of four pixels times four channels: per kernel row (stride 1), `kw + 3`
+/// input and `4 kw` weight loads serve `16 kw` multiply-adds (im2col columns need 8 loads per
+/// 16). `None` when the layer does not qualify.
 pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
     let Source::Conv(g, _) = &p.source else {
         return None;
     };
-    if g.sw != 1 || g.dw != 1 || g.pointwise() || g.ow < 2 {
+    if g.sw > 2 || g.dw != 1 || g.pointwise() || g.ow < 2 {
         return None;
     }
-    let pw = g.ow.div_ceil(SCALAR_NP) * SCALAR_NP + g.kw - 1;
+    let pw = (g.ow.div_ceil(SCALAR_NP) * SCALAR_NP - 1) * g.sw + g.kw;
     if g.ic * g.kh * pw > MAX_BAND {
         return None;
     }
@@ -384,8 +384,8 @@ pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
     let bias = layer.param(2);
     let call = |np: usize, at: &str| {
         format!(
-            "{name}_bk{np}({w_name}, {bias}, {rq_name}, shift, band + {at}, y + oy * {} + {at});",
-            g.ow
+            "{name}_bk{np}({w_name}, {bias}, {rq_name}, shift, band + {at} * {}, y + oy * {} + {at});",
+            g.sw, g.ow
         )
     };
     if full > 0 {
@@ -434,7 +434,7 @@ pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
 }
 
 /// The function computing every output channel of `np` adjacent pixels of one row from the
-/// band (pixel `j`'s window starts at column `j`).
+/// band (pixel `j`'s window starts at column `j * sw`).
 fn band_block_fn(
     name: &str,
     p: &Problem,
@@ -452,7 +452,7 @@ fn band_block_fn(
         "(void)multiplier;".into(),
         "(void)shift;".into(),
     ];
-    let span = np + g.kw - 1;
+    let span = (np - 1) * g.sw + g.kw;
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         for i in 0..mo {
             for j in 0..np {
@@ -470,14 +470,17 @@ fn band_block_fn(
             l.push("    {".into());
             // Each input byte is loaded right before its first use, so the bytes of later
             // taps do not occupy registers while the accumulators need them.
-            let mut loaded = 0;
+            let mut loaded = vec![false; span];
             for kx in 0..g.kw {
-                while loaded < (np + kx).min(span) {
-                    l.push(format!(
-                        "        const int32_t x{loaded} = b[{}];",
-                        ky * pw + loaded
-                    ));
-                    loaded += 1;
+                for j in 0..np {
+                    let at = j * g.sw + kx;
+                    if !loaded[at] {
+                        loaded[at] = true;
+                        l.push(format!(
+                            "        const int32_t x{at} = b[{}];",
+                            ky * pw + at
+                        ));
+                    }
                 }
                 for i in 0..mo {
                     l.push(format!(
@@ -487,7 +490,7 @@ fn band_block_fn(
                 }
                 for i in 0..mo {
                     for j in 0..np {
-                        l.push(format!("        a{i}{j} += w{kx}{i} * x{};", j + kx));
+                        l.push(format!("        a{i}{j} += w{kx}{i} * x{};", j * g.sw + kx));
                     }
                 }
                 l.push("        kiln_sched_barrier();".into());
