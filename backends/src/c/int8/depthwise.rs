@@ -230,11 +230,7 @@ fn mve_rows(d: &Depthwise, pw: usize, name: &str) -> (Vec<String>, String) {
     for t in 0..9 {
         l.push(format!("const int32_t w{t} = w[{t}];"));
     }
-    let call = d.stage.call(&format!("{name}_out4"), "ACC", 0);
-    let args = call
-        .trim_start_matches(&format!("{name}_out4("))
-        .trim_end_matches(')')
-        .replacen("ACC", "acc", 1);
+    let args = format!("acc, {}", d.stage.fields_args(0));
     let taps = |l: &mut Vec<String>, load: &dyn Fn(usize) -> String| {
         l.push("        kiln_i32x4 acc = kiln_vdup(bias);".into());
         for r in 0..3 {

@@ -220,6 +220,12 @@ impl OutputStage {
     /// The call of output function `name` on accumulator `acc` of the channel loaded with
     /// suffix `i`.
     pub fn call(&self, name: &str, acc: &str, i: usize) -> String {
+        format!("{name}({acc}, {})", self.fields_args(i))
+    }
+
+    /// The channel arguments `rm, ra, rb` of an output function for the channel loaded with
+    /// suffix `i` (0 for the fields every channel shares).
+    pub fn fields_args(&self, i: usize) -> String {
         let v = self.varying();
         let arg = |f: usize| {
             if v[f] {
@@ -228,7 +234,7 @@ impl OutputStage {
                 "0".to_string()
             }
         };
-        format!("{name}({acc}, {}, {}, {})", arg(0), arg(1), arg(2))
+        format!("{}, {}, {}", arg(0), arg(1), arg(2))
     }
 
     /// A `static inline` function `name(acc, rm, ra, rb)` giving the value to store for an

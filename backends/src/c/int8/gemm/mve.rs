@@ -204,13 +204,10 @@ fn pixel_block_fn(name: &str, p: &Problem, ps: usize) -> String {
             .map(|x| format!("        {x}")),
     );
     if vector {
-        let call = p.stage.call(&format!("{name}_out4"), "ACC", 0);
-        // `call` reads (acc, rm, ra, rb); the vector form takes y first and n last.
-        let args = call
-            .trim_start_matches(&format!("{name}_out4("))
-            .trim_end_matches(')')
-            .replacen("ACC", "kiln_v4(a0, a1, a2, a3)", 1);
-        l.push(format!("        {name}_out4(yp, {args}, n);"));
+        l.push(format!(
+            "        {name}_out4(yp, kiln_v4(a0, a1, a2, a3), {}, n);",
+            p.stage.fields_args(0)
+        ));
     } else {
         for j in 0..NP {
             l.push(format!(
