@@ -5,7 +5,7 @@
 
 use kiln_ir::DType;
 
-use super::{push_lines, records, words, ConvGeom, KOrder, Problem, Source};
+use super::{int_literal, push_lines, records, words, ConvGeom, KOrder, Problem, Source};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// The Arm DSP layer: columns of 16-bit pairs for two pixels at a time.
@@ -13,13 +13,25 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
     let name = &layer.kernel.name;
     let kp = p.k.div_ceil(4) * 4;
     let kq = kp / 4;
-    // Weights: channel rows of kp bytes, each group of four stored [w0, w2, w1, w3] so that
+    // A product at batch 1 uses each weight once, so extending it costs an SXTB16 per two
+    // multiplies there: its weights are stored pre-extended, 16-bit pairs (twice the flash).
+    let wide = matches!(p.source, Source::Rows) && p.n == 1;
+    // Otherwise: channel rows of kp bytes, each group of four stored [w0, w2, w1, w3] so that
     // SXTB16 gives the pair (w0, w1) and SXTB16 ROR 8 the pair (w2, w3).
     let mut packed = Vec::with_capacity(p.m * kp);
+    let mut pairs = Vec::new();
     for c in 0..p.m {
         for g in 0..kq {
-            for i in [0, 2, 1, 3] {
-                packed.push(p.weight(c, 4 * g + i));
+            if wide {
+                for i in [0, 2] {
+                    let (lo, hi) = (p.weight(c, 4 * g + i), p.weight(c, 4 * g + i + 1));
+                    let word = (i32::from(lo) as u32 & 0xffff) | ((i32::from(hi) as u32) << 16);
+                    pairs.push(word as i32);
+                }
+            } else {
+                for i in [0, 2, 1, 3] {
+                    packed.push(p.weight(c, 4 * g + i));
+                }
             }
         }
     }
@@ -85,7 +97,7 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
     }
     for np in [1, 2] {
         if used.get()[np - 1] {
-            helpers.push_str(&dsp_block_fn(name, p, np, kq, out_t));
+            helpers.push_str(&dsp_block_fn(name, p, np, kq, out_t, wide));
         }
     }
     let (xn, yn) = (layer.param(0), layer.param(5));
@@ -104,8 +116,18 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
         wrapped.push("}".into());
     }
     push_lines(&mut body, 1, &wrapped);
-    let mut packed_inputs = vec![(
-        1,
+    let weights = if wide {
+        Packed {
+            ctype: "int32_t",
+            items: pairs.iter().map(|&v| int_literal(v)).collect(),
+            note: format!(
+                "int8 weights pre-extended for {}: {} rows of {} 16-bit pairs",
+                layer.isa.name(),
+                p.m,
+                2 * kq
+            ),
+        }
+    } else {
         Packed {
             ctype: "int32_t",
             items: words(&packed),
@@ -114,8 +136,9 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
                 layer.isa.name(),
                 p.m
             ),
-        },
-    )];
+        }
+    };
+    let mut packed_inputs = vec![(1, weights)];
     packed_inputs.extend(rq);
     Generated {
         helpers,
@@ -132,8 +155,11 @@ fn pair_from_row(row: &str, len: usize, word: &str) -> String {
     )
 }
 
-/// The function computing every output channel of `np` pixels whose columns are in `col`.
-fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> String {
+/// The function computing every output channel of `np` pixels whose columns are in `col`
+/// (`wide`: weights as 16-bit pairs, two words per group of four).
+fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str, wide: bool) -> String {
+    // Words of a channel's weight row, per group of four.
+    let per = if wide { 2 } else { 1 };
     let mut s = format!(
         "static void {name}_mm{np}(const int32_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const int32_t *col, {out_t} *y) {{\n"
     );
@@ -166,10 +192,23 @@ fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> S
                 2 * j + 1
             ));
         }
-        for i in 0..mo {
+        if wide {
+            for i in 0..mo {
+                l.push(format!(
+                    "    const int32_t u{i} = w[{}], v{i} = w[{}];",
+                    i * kq * per,
+                    i * kq * per + 1
+                ));
+                for j in 0..np {
+                    l.push(format!("    a{i}{j} = kiln_smlad(u{i}, x{j}0, a{i}{j});"));
+                    l.push(format!("    a{i}{j} = kiln_smlad(v{i}, x{j}1, a{i}{j});"));
+                }
+            }
+        }
+        for i in (0..mo).filter(|_| !wide) {
             l.push(format!("    const int32_t u{i} = w[{}];", i * kq));
         }
-        for i in 0..mo {
+        for i in (0..mo).filter(|_| !wide) {
             l.push(format!("    int32_t t{i} = kiln_sxtb16(u{i});"));
             for j in 0..np {
                 l.push(format!("    a{i}{j} = kiln_smlad(t{i}, x{j}0, a{i}{j});"));
@@ -179,10 +218,10 @@ fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> S
                 l.push(format!("    a{i}{j} = kiln_smlad(t{i}, x{j}1, a{i}{j});"));
             }
         }
-        l.push(format!("    w += 1;\n        c += {};", 2 * np));
+        l.push(format!("    w += {per};\n        c += {};", 2 * np));
         l.push("}".into());
         if mo > 1 {
-            l.push(format!("w += {};", (mo - 1) * kq));
+            l.push(format!("w += {};", (mo - 1) * kq * per));
         }
         for i in 0..mo {
             l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
