@@ -528,6 +528,24 @@ fn matrix_products_match_the_interpreter() {
             i8_full,
             Rounding::TfLite,
         ),
+        // One row, a reduction that is not a multiple of four (the tails of the batch-1
+        // kernels), and a column count that is not a multiple of the blocks.
+        matmul_case(
+            25,
+            (&[1, 30], DType::I8),
+            11,
+            Scales::Channel,
+            i8_full,
+            Rounding::HalfEven,
+        ),
+        matmul_case(
+            26,
+            (&[1, 13], DType::U8),
+            6,
+            Scales::ChannelSharedShift,
+            u8_out,
+            Rounding::TfLite,
+        ),
     ];
     check_all(&cases);
 }

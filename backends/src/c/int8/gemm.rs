@@ -367,6 +367,28 @@ fn push_lines(s: &mut String, depth: usize, lines: &[String]) {
     }
 }
 
+/// The layer body around `lines`: the batch loop (or a block), with `x` and `y` pointing at
+/// the item's input and output.
+fn wrap(layer: &Layer, p: &Problem, lines: Vec<String>) -> String {
+    let (xt, out_t) = (p.x_ctype(), p.stage.c_type());
+    let (xn, yn) = (layer.param(0), layer.param(5));
+    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
+    if p.batch > 1 {
+        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
+        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
+        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
+    } else {
+        wrapped.push("{".into());
+        wrapped.push(format!("    const {xt} *x = {xn};"));
+        wrapped.push(format!("    {out_t} *y = {yn};"));
+    }
+    wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
+    wrapped.push("}".into());
+    let mut body = String::new();
+    push_lines(&mut body, 1, &wrapped);
+    body
+}
+
 /// The packed weights as C literals of int32 words (little-endian bytes).
 fn words(bytes: &[i8]) -> Vec<String> {
     bytes

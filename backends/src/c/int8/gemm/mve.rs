@@ -21,7 +21,7 @@
 
 use kiln_ir::DType;
 
-use super::{push_lines, records, ConvGeom, Problem, Source};
+use super::{push_lines, records, wrap, ConvGeom, Problem, Source};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// Pixels of one block (one accumulator vector).
@@ -42,27 +42,6 @@ pub(super) fn mve(layer: &Layer, p: &Problem) -> Option<Generated> {
         Source::Conv(g, _) if g.dw == 1 => Some(conv(layer, p, g)),
         Source::Conv(..) => None,
     }
-}
-
-/// The statements around the layer's `lines`: the batch loop, `x` and `y` per item.
-fn wrap(layer: &Layer, p: &Problem, lines: Vec<String>) -> String {
-    let out_t = p.stage.c_type();
-    let (xn, yn) = (layer.param(0), layer.param(5));
-    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
-    if p.batch > 1 {
-        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
-        wrapped.push(format!("    const int8_t *x = {xn} + b * {};", p.in_size));
-        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
-    } else {
-        wrapped.push("{".into());
-        wrapped.push(format!("    const int8_t *x = {xn};"));
-        wrapped.push(format!("    {out_t} *y = {yn};"));
-    }
-    wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
-    wrapped.push("}".into());
-    let mut body = String::new();
-    push_lines(&mut body, 1, &wrapped);
-    body
 }
 
 /// The packed weights and the requantization records as the layer's packed inputs.
