@@ -2,7 +2,7 @@
 //! RV32IMAC): 8-bit columns (a pointwise convolution reads its input rows directly),
 //! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
 
-use super::{push_lines, records, ConvGeom, KOrder, Problem, Source};
+use super::{push_lines, records, wrap, ConvGeom, KOrder, Problem, Source};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// Channels and pixels per block of the scalar kernels.
@@ -399,21 +399,7 @@ pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
         l.push(format!("    {}", call(tail, &full.to_string())));
     }
     l.push("}".into());
-    let (xn, yn) = (layer.param(0), layer.param(5));
-    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
-    if p.batch > 1 {
-        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
-        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
-        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
-    } else {
-        wrapped.push("{".into());
-        wrapped.push(format!("    const {xt} *x = {xn};"));
-        wrapped.push(format!("    {out_t} *y = {yn};"));
-    }
-    wrapped.extend(l.into_iter().map(|x| format!("    {x}")));
-    wrapped.push("}".into());
-    let mut body = String::new();
-    push_lines(&mut body, 1, &wrapped);
+    let body = wrap(layer, p, l);
     let mut packed_inputs = vec![(
         1,
         Packed {
@@ -651,21 +637,7 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
         ),
         "}".into(),
     ];
-    let (xn, yn) = (layer.param(0), layer.param(5));
-    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
-    if p.batch > 1 {
-        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
-        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
-        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
-    } else {
-        wrapped.push("{".into());
-        wrapped.push(format!("    const {xt} *x = {xn};"));
-        wrapped.push(format!("    {out_t} *y = {yn};"));
-    }
-    wrapped.extend(lines.into_iter().map(|x| format!("    {x}")));
-    wrapped.push("}".into());
-    let mut body = String::new();
-    push_lines(&mut body, 1, &wrapped);
+    let body = wrap(layer, p, lines);
     let mut packed_inputs = vec![(
         1,
         Packed {
