@@ -231,6 +231,257 @@ static inline int32_t kiln_pkhbt_hi(int32_t lo, int32_t hi) {
 }
 #endif
 
+/* No instruction: GCC's pre-allocation scheduler may not move loads across it. Register-
+ * blocked int8 kernels place it between the steps of an unrolled loop, whose loads the
+ * scheduler would otherwise hoist all together and spill (a memory clobber: the blocks'
+ * accumulators are registers and stay put). */
+#if defined(__GNUC__) || defined(__clang__)
+#define kiln_sched_barrier() __asm__ __volatile__("" ::: "memory")
+#else
+#define kiln_sched_barrier() ((void)0)
+#endif
+
+/* The Armv8.1-M Helium (MVE) operations the int8 kernels use: 128-bit vectors of 16 int8 or
+ * 4 int32 lanes. Where the core has them (__ARM_FEATURE_MVE, Cortex-M55 with -mcpu=cortex-m55)
+ * each is one or two MVE instructions (arm_mve.h intrinsics); elsewhere the same arithmetic
+ * in portable C, so kernels written for Helium run on any host and are tested there.
+ *   kiln_vld8(p), kiln_vld8_n(p, n): 16 int8 lanes (lanes n.. zero: a VCTP-predicated load)
+ *   kiln_vdot8(acc, a, b):     acc + sum of a[i] * b[i] over 16 lanes (VMLADAVA.S8, wrapping)
+ *   kiln_vld8x4(p):            4 int8 widened to int32 lanes (VLDRB.S32)
+ *   kiln_vld8x4_s2(p):         p[0], p[2], p[4], p[6] widened (gather VLDRB.S32)
+ *   kiln_vdup(x):              (x, x, x, x)
+ *   kiln_vldu32(p):            4 uint32 lanes (VLDRW.U32)
+ *   kiln_vgather8x4(p, o):     p[o[0]], .., p[o[3]] widened (gather VLDRB.S32)
+ *   kiln_vmla_n(acc, v, s):    acc + v * s lane by lane (VMLA)
+ *   kiln_vspread8(d, ds, s, n): d[i * ds] = s[i] for i < n (VLDRB.S16 + scatter VSTRB.16)
+ *   kiln_vfill8(d, ds, v, n):  d[i * ds] = v for i < n
+ *   kiln_vgather8(d, s, ss, n): d[i] = s[i * ss] for i < n (gather VLDRB.S16 + VSTRB.16)
+ *   kiln_v4(a, b, c, d):       the int32 vector (a, b, c, d)
+ *   kiln_vmulhi_n(v, m):       (v * m) >> 32 (VMULH);  kiln_vrmulhi_n: + 2^31 first (VRMULH)
+ *   kiln_vqrdmulh_n(v, m):     (2 v m + 2^31) >> 32, saturated (VQRDMULH)
+ *   kiln_vrshr(v, s):          (v + 2^(s-1)) >> s for s in 1..31, exact (VRSHL by -s)
+ *   kiln_vdecneg(v):           v - 1 where v < 0
+ *   kiln_vclamp_add(v, z, lo, hi): min(max(v, lo), hi) + z
+ *   kiln_vst8x4(p, v, n):      the low bytes of lanes 0..n-1 to p[0..n-1] (VSTRB.32)
+ *   kiln_vlut32(t, p, n):      t[p[i]] for bytes p[0..n-1] (n <= 4; lanes n.. read t[0]):
+ *                              VLDRB.U32 + gather VLDRW.32 with shifted offsets
+ *   kiln_vadd(a, b):           a + b lane by lane (VADD.I32)
+ *   kiln_vbarrier():           no instruction; keeps GCC's pre-allocation scheduler from
+ *                              hoisting the loads of later chunks, which spills Q registers */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_mve.h>
+#define KILN_MVE 1
+#define kiln_vbarrier() __asm__ __volatile__("" ::: "memory")
+typedef int8x16_t kiln_i8x16;
+typedef int32x4_t kiln_i32x4;
+static inline kiln_i8x16 kiln_vld8(const int8_t *p) { return vldrbq_s8(p); }
+static inline kiln_i8x16 kiln_vld8_n(const int8_t *p, int32_t n) { return vldrbq_z_s8(p, vctp8q((uint32_t)n)); }
+static inline int32_t kiln_vdot8(int32_t acc, kiln_i8x16 a, kiln_i8x16 b) { return vmladavaq_s8(acc, a, b); }
+static inline kiln_i32x4 kiln_vld8x4(const int8_t *p) { return vldrbq_s32(p); }
+static inline kiln_i32x4 kiln_vld8x4_s2(const int8_t *p) { return vldrbq_gather_offset_s32(p, vidupq_n_u32(0, 2)); }
+static inline kiln_i32x4 kiln_vdup(int32_t x) { return vdupq_n_s32(x); }
+typedef uint32x4_t kiln_u32x4;
+static inline kiln_u32x4 kiln_vldu32(const uint32_t *p) { return vldrwq_u32(p); }
+static inline kiln_i32x4 kiln_vgather8x4(const int8_t *p, kiln_u32x4 o) { return vldrbq_gather_offset_s32(p, o); }
+static inline kiln_i32x4 kiln_vmla_n(kiln_i32x4 acc, kiln_i32x4 v, int32_t s) { return vmlaq_n_s32(acc, v, s); }
+static inline void kiln_vspread8(int8_t *d, int32_t ds, const int8_t *s, int32_t n) {
+    const uint16x8_t off = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)ds);
+    for (int32_t i = 0; i < n; i += 8) {
+        const mve_pred16_t p = vctp16q((uint32_t)(n - i));
+        vstrbq_scatter_offset_p_s16(d + i * ds, off, vldrbq_z_s16(s + i, p), p);
+    }
+}
+static inline void kiln_vfill8(int8_t *d, int32_t ds, int8_t v, int32_t n) {
+    const uint16x8_t off = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)ds);
+    const int16x8_t x = vdupq_n_s16(v);
+    for (int32_t i = 0; i < n; i += 8) {
+        vstrbq_scatter_offset_p_s16(d + i * ds, off, x, vctp16q((uint32_t)(n - i)));
+    }
+}
+static inline void kiln_vgather8(int8_t *d, const int8_t *s, int32_t ss, int32_t n) {
+    const uint16x8_t off = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)ss);
+    for (int32_t i = 0; i < n; i += 8) {
+        const mve_pred16_t p = vctp16q((uint32_t)(n - i));
+        vstrbq_p_s16(d + i, vldrbq_gather_offset_z_s16(s + i * ss, off, p), p);
+    }
+}
+static inline kiln_i32x4 kiln_v4(int32_t a, int32_t b, int32_t c, int32_t d) {
+    kiln_i32x4 v = vdupq_n_s32(a);
+    v = vsetq_lane_s32(b, v, 1);
+    v = vsetq_lane_s32(c, v, 2);
+    return vsetq_lane_s32(d, v, 3);
+}
+static inline kiln_i32x4 kiln_vmulhi_n(kiln_i32x4 v, int32_t m) { return vmulhq_s32(v, vdupq_n_s32(m)); }
+static inline kiln_i32x4 kiln_vrmulhi_n(kiln_i32x4 v, int32_t m) { return vrmulhq_s32(v, vdupq_n_s32(m)); }
+static inline kiln_i32x4 kiln_vqrdmulh_n(kiln_i32x4 v, int32_t m) { return vqrdmulhq_n_s32(v, m); }
+static inline kiln_i32x4 kiln_vrshr(kiln_i32x4 v, int32_t s) { return vrshlq_n_s32(v, -s); }
+static inline kiln_i32x4 kiln_vdecneg(kiln_i32x4 v) { return vaddq_s32(v, vshrq_n_s32(v, 31)); }
+static inline kiln_i32x4 kiln_vclamp_add(kiln_i32x4 v, int32_t z, int32_t lo, int32_t hi) {
+    return vaddq_n_s32(vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi)), z);
+}
+static inline kiln_i32x4 kiln_vlut32(const int32_t *t, const uint8_t *p, int32_t n) {
+    if (n >= 4) {
+        return vldrwq_gather_shifted_offset_s32(t, vldrbq_u32(p));
+    }
+    return vldrwq_gather_shifted_offset_s32(t, vldrbq_z_u32(p, vctp32q((uint32_t)n)));
+}
+static inline kiln_i32x4 kiln_vadd(kiln_i32x4 a, kiln_i32x4 b) { return vaddq_s32(a, b); }
+static inline void kiln_vst8x4(void *p, kiln_i32x4 v, int32_t n) {
+    if (n >= 4) {
+        vstrbq_s32((int8_t *)p, v);
+    } else {
+        vstrbq_p_s32((int8_t *)p, v, vctp32q((uint32_t)n));
+    }
+}
+#else
+#define kiln_vbarrier() ((void)0)
+typedef struct {
+    int8_t v[16];
+} kiln_i8x16;
+typedef struct {
+    int32_t v[4];
+} kiln_i32x4;
+static inline kiln_i8x16 kiln_vld8_n(const int8_t *p, int32_t n) {
+    kiln_i8x16 r;
+    for (int32_t i = 0; i < 16; ++i) {
+        r.v[i] = i < n ? p[i] : 0;
+    }
+    return r;
+}
+static inline kiln_i8x16 kiln_vld8(const int8_t *p) { return kiln_vld8_n(p, 16); }
+static inline int32_t kiln_vdot8(int32_t acc, kiln_i8x16 a, kiln_i8x16 b) {
+    uint32_t s = (uint32_t)acc;
+    for (int32_t i = 0; i < 16; ++i) {
+        s += (uint32_t)(a.v[i] * b.v[i]);
+    }
+    return (int32_t)s;
+}
+static inline kiln_i32x4 kiln_vld8x4(const int8_t *p) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[i];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vld8x4_s2(const int8_t *p) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[2 * i];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vdup(int32_t x) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = x;
+    }
+    return r;
+}
+typedef struct {
+    uint32_t v[4];
+} kiln_u32x4;
+static inline kiln_u32x4 kiln_vldu32(const uint32_t *p) {
+    kiln_u32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[i];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vgather8x4(const int8_t *p, kiln_u32x4 o) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = p[o.v[i]];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vmla_n(kiln_i32x4 acc, kiln_i32x4 v, int32_t s) {
+    for (int32_t i = 0; i < 4; ++i) {
+        acc.v[i] = (int32_t)((uint32_t)acc.v[i] + (uint32_t)v.v[i] * (uint32_t)s);
+    }
+    return acc;
+}
+static inline void kiln_vspread8(int8_t *d, int32_t ds, const int8_t *s, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+        d[i * ds] = s[i];
+    }
+}
+static inline void kiln_vfill8(int8_t *d, int32_t ds, int8_t v, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+        d[i * ds] = v;
+    }
+}
+static inline void kiln_vgather8(int8_t *d, const int8_t *s, int32_t ss, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+        d[i] = s[i * ss];
+    }
+}
+static inline kiln_i32x4 kiln_v4(int32_t a, int32_t b, int32_t c, int32_t d) {
+    kiln_i32x4 r;
+    r.v[0] = a;
+    r.v[1] = b;
+    r.v[2] = c;
+    r.v[3] = d;
+    return r;
+}
+static inline kiln_i32x4 kiln_vmulhi_n(kiln_i32x4 v, int32_t m) {
+    for (int32_t i = 0; i < 4; ++i) {
+        v.v[i] = (int32_t)(((int64_t)v.v[i] * m) >> 32);
+    }
+    return v;
+}
+static inline kiln_i32x4 kiln_vrmulhi_n(kiln_i32x4 v, int32_t m) {
+    for (int32_t i = 0; i < 4; ++i) {
+        v.v[i] = (int32_t)(((int64_t)v.v[i] * m + INT64_C(0x80000000)) >> 32);
+    }
+    return v;
+}
+static inline kiln_i32x4 kiln_vqrdmulh_n(kiln_i32x4 v, int32_t m) {
+    for (int32_t i = 0; i < 4; ++i) {
+        v.v[i] = v.v[i] == INT32_MIN && m == INT32_MIN
+                     ? INT32_MAX
+                     : (int32_t)(((int64_t)v.v[i] * m + (INT64_C(1) << 30)) >> 31);
+    }
+    return v;
+}
+static inline kiln_i32x4 kiln_vrshr(kiln_i32x4 v, int32_t s) {
+    for (int32_t i = 0; i < 4; ++i) {
+        v.v[i] = (int32_t)(((int64_t)v.v[i] + (INT64_C(1) << (s - 1))) >> s);
+    }
+    return v;
+}
+static inline kiln_i32x4 kiln_vdecneg(kiln_i32x4 v) {
+    for (int32_t i = 0; i < 4; ++i) {
+        v.v[i] -= v.v[i] < 0;
+    }
+    return v;
+}
+static inline kiln_i32x4 kiln_vclamp_add(kiln_i32x4 v, int32_t z, int32_t lo, int32_t hi) {
+    for (int32_t i = 0; i < 4; ++i) {
+        const int32_t x = v.v[i];
+        v.v[i] = (x < lo ? lo : (x > hi ? hi : x)) + z;
+    }
+    return v;
+}
+static inline kiln_i32x4 kiln_vlut32(const int32_t *t, const uint8_t *p, int32_t n) {
+    kiln_i32x4 r;
+    for (int32_t i = 0; i < 4; ++i) {
+        r.v[i] = t[i < n ? p[i] : 0];
+    }
+    return r;
+}
+static inline kiln_i32x4 kiln_vadd(kiln_i32x4 a, kiln_i32x4 b) {
+    for (int32_t i = 0; i < 4; ++i) {
+        a.v[i] = (int32_t)((uint32_t)a.v[i] + (uint32_t)b.v[i]);
+    }
+    return a;
+}
+static inline void kiln_vst8x4(void *p, kiln_i32x4 v, int32_t n) {
+    for (int32_t i = 0; i < n && i < 4; ++i) {
+        ((uint8_t *)p)[i] = (uint8_t)v.v[i];
+    }
+}
+#endif
+
 #ifndef KILN_NO_LIBM
 #include <math.h>
 #define KILN_EXPF(x) expf(x)

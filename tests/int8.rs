@@ -250,16 +250,7 @@ fn onnxruntime_quantized_digits_cnn_matches_onnxruntime() {
 }
 
 fn mlperf_int8() -> Vec<PathBuf> {
-    match common::shared_models_dir() {
-        Some(root) => common::model_dirs(&root)
-            .into_iter()
-            .filter(|d| d.to_string_lossy().ends_with("_int8"))
-            .collect(),
-        None => {
-            println!("SKIPPED: ../shared/models/mlcommons_tiny_onnx is absent");
-            Vec::new()
-        }
-    }
+    common::mlperf_int8_models()
 }
 
 /// Integer outputs against LiteRT's: (largest difference, fraction within one step, argmax
@@ -324,7 +315,8 @@ fn mlperf_int8_models_match_litert_on_the_host() {
     }
 }
 
-/// The same models through `kiln verify` on Cortex-M4 and RV32: outputs exact against the
+/// The same models through `kiln verify` on Cortex-M4 (DSP), Cortex-M55 (Helium) and RV32:
+/// each target's int8 kernels, outputs exact against the
 /// interpreter (kiln checks) and within one step of LiteRT (checked here); prints the
 /// instructions, flash and arena for the closing table.
 #[test]
@@ -336,7 +328,7 @@ fn mlperf_int8_models_match_litert_on_boards() {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        for target in ["cortex-m4", "rv32imac"] {
+        for target in ["cortex-m4", "cortex-m55", "rv32imac"] {
             let out_dir = std::env::temp_dir()
                 .join(format!("kiln-int8-{}-{name}-{target}", std::process::id()));
             let doc = kiln_json(&[

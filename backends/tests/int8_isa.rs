@@ -5,7 +5,8 @@
 //! special-case: pointwise (even, odd and quad channel counts), tap-major and channel-major
 //! windows, strides, padding on every side, dilation, u8 inputs and outputs, odd pixel and
 //! channel counts, batches, matrix products with one and several rows, both roundings, and
-//! per-channel and per-tensor requantization with uniform and varying shifts.
+//! per-channel and per-tensor requantization with uniform and varying shifts; additions of
+//! equal shapes (the table kernels), with tails that are not a multiple of four.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use kiln_backends::c::{COptions, Isa};
@@ -525,6 +526,91 @@ fn matrix_products_match_the_interpreter() {
             1,
             Scales::Tensor,
             i8_full,
+            Rounding::TfLite,
+        ),
+        // One row, a reduction that is not a multiple of four (the tails of the batch-1
+        // kernels), and a column count that is not a multiple of the blocks.
+        matmul_case(
+            25,
+            (&[1, 30], DType::I8),
+            11,
+            Scales::Channel,
+            i8_full,
+            Rounding::HalfEven,
+        ),
+        matmul_case(
+            26,
+            (&[1, 13], DType::U8),
+            6,
+            Scales::ChannelSharedShift,
+            u8_out,
+            Rounding::TfLite,
+        ),
+    ];
+    check_all(&cases);
+}
+
+/// A QAdd of two graph inputs of one shape.
+fn add_case(
+    seed: u64,
+    shape: &[usize],
+    (a_type, b_type): (DType, DType),
+    output: QOut,
+    rounding: Rounding,
+) -> Case {
+    let mut rng = Rng(seed);
+    let a = random(&mut rng, a_type, shape);
+    let b = random(&mut rng, b_type, shape);
+    let zp = |rng: &mut Rng, t: DType| {
+        if t == DType::U8 {
+            rng.int(0, 255) as i32
+        } else {
+            rng.int(-128, 127) as i32
+        }
+    };
+    let op = Op::QAdd {
+        a_zero_point: zp(&mut rng, a_type),
+        b_zero_point: zp(&mut rng, b_type),
+        left_shift: 20,
+        a_scale: FixedPoint::from_real(0.3 + rng.unit()),
+        b_scale: FixedPoint::from_real(0.2 + rng.unit() * 0.5),
+        output_scale: FixedPoint::from_real((1.0 + rng.unit()) / f64::from(1 << 20)),
+        output,
+        rounding,
+    };
+    let mut g = Graph::new("t");
+    let ids = vec![g.add_input("a", a.ty()), g.add_input("b", b.ty())];
+    let node = g.add_node("n", op, ids, Vec::new()).unwrap();
+    g.set_outputs(g.node(node).outputs.clone());
+    Case {
+        name: format!("qadd {shape:?} {a_type}+{b_type} {rounding:?}"),
+        graph: g,
+        inputs: vec![a, b],
+    }
+}
+
+#[test]
+fn additions_match_the_interpreter() {
+    let cases = vec![
+        add_case(
+            31,
+            &[1, 4, 5, 5],
+            (DType::I8, DType::I8),
+            qout(DType::I8, -128, -128, 127),
+            Rounding::HalfEven,
+        ),
+        add_case(
+            32,
+            &[2, 3, 7],
+            (DType::U8, DType::I8),
+            qout(DType::U8, 7, 0, 255),
+            Rounding::TfLite,
+        ),
+        add_case(
+            33,
+            &[1, 16, 4, 4],
+            (DType::I8, DType::I8),
+            qout(DType::I8, -5, -5, 100),
             Rounding::TfLite,
         ),
     ];

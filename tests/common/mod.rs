@@ -63,6 +63,21 @@ pub fn shared_models_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// The trained MLPerf Tiny int8 models (`*_int8` beside the repository), sorted; none, with a
+/// note on stdout, when `../shared` is absent.
+pub fn mlperf_int8_models() -> Vec<PathBuf> {
+    match shared_models_dir() {
+        Some(root) => model_dirs(&root)
+            .into_iter()
+            .filter(|d| d.to_string_lossy().ends_with("_int8"))
+            .collect(),
+        None => {
+            println!("SKIPPED: ../shared/models/mlcommons_tiny_onnx is absent");
+            Vec::new()
+        }
+    }
+}
+
 pub fn read_npy(path: &Path) -> Tensor {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     kiln_ir::npy::read(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))

@@ -50,6 +50,9 @@ pub enum Engine {
     /// The `kiln` binary: `kiln run` at -O0 (the interpreter), every case also run through the
     /// library's interpreter to compare the two.
     Cli,
+    /// The generated C after `kiln_passes::optimize` at O2 with one ISA's int8 kernels, built
+    /// for the host (the DSP and Helium operations through the runtime header's portable forms).
+    CIsa(kiln_backends::c::Isa),
 }
 
 impl Engine {
@@ -57,9 +60,11 @@ impl Engine {
         match self {
             Engine::Interp | Engine::Cli => "tests/conformance/KNOWN_FAILURES",
             // Refused at import, as for the host C engine.
-            Engine::C | Engine::COptimized | Engine::CortexM4 | Engine::Cranelift => {
-                "tests/conformance/KNOWN_FAILURES_C"
-            }
+            Engine::C
+            | Engine::COptimized
+            | Engine::CortexM4
+            | Engine::Cranelift
+            | Engine::CIsa(_) => "tests/conformance/KNOWN_FAILURES_C",
         }
     }
 
@@ -76,6 +81,17 @@ impl Engine {
                 kiln_passes::optimize(&mut graph, &kiln_passes::PassOptions::default())
                     .map_err(|e| e.to_string())?;
                 kiln_backends::host::run_c(&graph, inputs, &Default::default(), &Default::default())
+                    .map_err(|e| e.to_string())
+            }
+            Engine::CIsa(isa) => {
+                let mut graph = graph.clone();
+                kiln_passes::optimize(&mut graph, &kiln_passes::PassOptions::default())
+                    .map_err(|e| e.to_string())?;
+                let c = kiln_backends::c::COptions {
+                    isa: Some(isa),
+                    ..Default::default()
+                };
+                kiln_backends::host::run_c(&graph, inputs, &c, &Default::default())
                     .map_err(|e| e.to_string())
             }
             Engine::Cranelift => kiln_backends::cranelift::JitProgram::compile(
@@ -135,11 +151,17 @@ fn one_case_per_op(cases: Vec<(String, &PathBuf)>) -> Vec<(String, &PathBuf)> {
     chosen
 }
 
+#[allow(dead_code)] // a test target calls main_for or main_with
 pub fn main_for(engine: Engine) -> ExitCode {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    main_with(engine, &filters)
+}
+
+/// The cases whose names contain one of `filters` (every case when empty) through `engine`.
+pub fn main_with(engine: Engine, filters: &[String]) -> ExitCode {
     let dir = match node_tests_dir() {
         Ok(d) => d,
         Err(e) => {
@@ -393,7 +415,7 @@ fn run_case(case: &Path, engine: Engine) -> (Outcome, Option<Outcome>) {
     let mut library = (engine == Engine::Cli).then_some(Outcome::Pass);
     for set in sets {
         let result = DataSet::load(&survey.inputs, &set).map(|data| {
-            let imported = import_as_a_user_would(&bytes, &data);
+            let imported = import_as_a_user_would(&bytes, &data, engine);
             let run = |engine: Engine| {
                 let (model, options) = imported.as_ref().map_err(|(e, _)| e.clone())?;
                 let outputs = engine
@@ -487,8 +509,16 @@ impl DataSet {
 fn import_as_a_user_would(
     model: &[u8],
     data: &DataSet,
+    engine: Engine,
 ) -> Result<(kiln_frontend::Model, ImportOptions), (String, ImportOptions)> {
     let mut options = ImportOptions::default();
+    if let Engine::CIsa(_) = engine {
+        // Every input but the first is a constant, as weights are in a deployed model: the
+        // int8 kernels specialize for constant weights only.
+        options
+            .const_inputs
+            .extend(data.inputs.iter().skip(1).cloned());
+    }
     loop {
         match kiln_frontend::import_model(model, &options) {
             Ok(m) => return Ok((m, options)),

@@ -10,6 +10,9 @@
 //!   `SMLATB`), seven instructions for six multiply-adds per row. Stride 2 pairs the fifth
 //!   byte with b2 (`PKHBT`) for `SMLADX`.
 //! - Scalar: four outputs of a row at a time, each loaded byte feeding up to three of them.
+//! - Helium (int8 inputs): four outputs per step, one widening load and one `VMLA` per tap,
+//!   the sums requantized as one vector; planes whose rows are not a multiple of four are
+//!   walked as one run of outputs through a table of window offsets (gather loads).
 
 use kiln_ir::{DType, Op};
 
@@ -143,9 +146,15 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
     };
     let copy_rows = d.h.min(ph - d.pt);
     let copy_cols = d.w.min(pw - d.pl);
+    // Helium: int8 inputs and an output stage it computes as a vector.
+    let vector = match (layer.isa, d.x_type) {
+        (Isa::ArmMve, DType::I8) => d.stage.vector_function(&format!("{name}_out4")),
+        _ => None,
+    };
     let mut l = vec![
-        // Four bytes of slack: a row's last word load may read past the plane's last byte.
-        format!("{xt} pad[{}];", ph * pw + 4),
+        // Slack: a row's last word load (DSP) or four-lane load (Helium, up to three lanes
+        // past the row, stride 2 twice as far) may read past the plane's last byte.
+        format!("{xt} pad[{}];", ph * pw + 16),
         "(void)multiplier;".into(),
         "(void)shift;".into(),
         format!("memset(pad, {}, sizeof pad);", d.zp as u8),
@@ -165,7 +174,13 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
     body.extend(d.stage.load(&rq_name, &format!("c % {}", d.channels), 0));
     body.push(format!("{out_t} *y = {yn} + c * {};", d.oh * d.ow));
     let store = |acc: &str| d.stage.call(&format!("{name}_out"), acc, 0);
+    let mut table = String::new();
     match layer.isa {
+        Isa::ArmMve if vector.is_some() => {
+            let (rows, t) = mve_rows(&d, pw, name);
+            body.extend(rows);
+            table = t;
+        }
         Isa::ArmDsp | Isa::ArmMve => body.extend(dsp_rows(&d, pw, out_t, &store)),
         _ => body.extend(scalar_rows(&d, pw, out_t, xt, &store)),
     }
@@ -191,11 +206,90 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
             },
         ));
     }
+    let mut helpers = table;
+    helpers.push_str(&vector.unwrap_or_else(|| d.stage.function(&format!("{name}_out"))));
     Ok(Some(Generated {
-        helpers: d.stage.function(&format!("{name}_out")),
+        helpers,
         body: text,
         packed,
     }))
+}
+
+/// Most four-output groups of a plane the Helium kernel indexes through a table.
+const MAX_TABLE_GROUPS: usize = 128;
+
+/// The output plane of one channel, Helium: four outputs per step, each tap one widening load
+/// and one `VMLA` by the tap's weight; the four sums requantized and stored as one vector (the
+/// last step predicated). Rows of a multiple of four outputs are read with contiguous loads
+/// (stride 2: gathers); other planes are walked as one run of outputs, each step's four
+/// window corners read by a gather through a table of their offsets in the padded plane, so
+/// no lane is wasted at the end of a short row.
+fn mve_rows(d: &Depthwise, pw: usize, name: &str) -> (Vec<String>, String) {
+    let s = d.stride;
+    let mut l = Vec::new();
+    for t in 0..9 {
+        l.push(format!("const int32_t w{t} = w[{t}];"));
+    }
+    let args = format!("acc, {}", d.stage.fields_args(0));
+    let taps = |l: &mut Vec<String>, load: &dyn Fn(usize) -> String| {
+        l.push("        kiln_i32x4 acc = kiln_vdup(bias);".into());
+        for r in 0..3 {
+            for k in 0..3 {
+                l.push(format!(
+                    "        acc = kiln_vmla_n(acc, {}, w{});",
+                    load(r * pw + k),
+                    3 * r + k
+                ));
+            }
+        }
+    };
+    let outputs = d.oh * d.ow;
+    let groups = outputs.div_ceil(4);
+    let mut table = String::new();
+    if !d.ow.is_multiple_of(4) && groups <= MAX_TABLE_GROUPS {
+        let offsets: Vec<String> = (0..groups * 4)
+            .map(|i| {
+                if i < outputs {
+                    ((i / d.ow) * s * pw + (i % d.ow) * s).to_string()
+                } else {
+                    "0".into()
+                }
+            })
+            .collect();
+        table = format!(
+            "/* offsets of the windows of four outputs at a time in the padded plane */\nstatic const uint32_t {name}_offs[{}] KILN_ALIGNED(16) = {{\n    {}\n}};\n",
+            offsets.len(),
+            offsets.join(", ")
+        );
+        l.push(format!("for (int32_t i = 0; i < {outputs}; i += 4) {{"));
+        l.push(format!(
+            "    const kiln_u32x4 o = kiln_vldu32({name}_offs + i);"
+        ));
+        taps(&mut l, &|off| format!("kiln_vgather8x4(pad + {off}, o)"));
+        l.push(format!("    {name}_out4(y + i, {args}, {outputs} - i);"));
+        l.push("}".into());
+        return (l, table);
+    }
+    let load = if s == 1 {
+        "kiln_vld8x4"
+    } else {
+        "kiln_vld8x4_s2"
+    };
+    l.push(format!("for (int32_t oy = 0; oy < {}; ++oy) {{", d.oh));
+    l.push(format!("    const int8_t *r0 = pad + oy * {};", s * pw));
+    l.push(format!(
+        "    for (int32_t ox = 0; ox < {}; ox += 4) {{",
+        d.ow
+    ));
+    l.push(format!("        const int8_t *q = r0 + ox * {s};"));
+    taps(&mut l, &|off| format!("{load}(q + {off})"));
+    l.push(format!(
+        "        {name}_out4(y + oy * {} + ox, {args}, {} - ox);",
+        d.ow, d.ow
+    ));
+    l.push("    }".into());
+    l.push("}".into());
+    (l, table)
 }
 
 /// The output rows of one channel, Arm DSP: pairs of outputs, a single one ending odd rows.

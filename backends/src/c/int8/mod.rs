@@ -12,12 +12,16 @@
 //!
 //! - `gemm`: convolutions with one group and matrix products by constant weights, as a
 //!   matrix product over im2col columns (pointwise convolutions read their input directly
-//!   where the ISA allows), register-blocked over output channels and pixels.
+//!   where the ISA allows; Helium reads a channels-last copy of the rows a window spans),
+//!   register-blocked over output channels and pixels; one emitter per ISA.
 //! - `depthwise`: depthwise 3x3 convolutions over a zero-point-padded copy of each plane.
+//! - `elementwise`: int8 additions of equal shapes through two 256-entry tables of the
+//!   rescaled operands.
 //! - `requant`: the output stage (requantization, clamp, zero point) in the cheapest form
 //!   that is exact for the layer's accumulators.
 
 mod depthwise;
+mod elementwise;
 mod gemm;
 mod requant;
 
@@ -40,7 +44,9 @@ pub enum Isa {
     /// Armv7E-M DSP: dual 16-bit multiply-accumulates (Cortex-M4, M7, M33). The runtime header
     /// emulates them in portable C where `__ARM_FEATURE_DSP` is not defined.
     ArmDsp,
-    /// Armv8.1-M Helium (Cortex-M55); the DSP kernels until MVE ones exist.
+    /// Armv8.1-M Helium (Cortex-M55): `VMLADAVA` products; the DSP kernels where a layer does
+    /// not suit them. The runtime header emulates the vector operations where
+    /// `__ARM_FEATURE_MVE` is not defined.
     ArmMve,
 }
 
@@ -108,7 +114,10 @@ pub(crate) fn specialize(
             Some(g) => g,
             None => match depthwise::generate(&layer)? {
                 Some(g) => g,
-                None => continue,
+                None => match elementwise::generate(&layer)? {
+                    Some(g) => g,
+                    None => continue,
+                },
             },
         };
         let mut text = String::new();

@@ -220,6 +220,12 @@ impl OutputStage {
     /// The call of output function `name` on accumulator `acc` of the channel loaded with
     /// suffix `i`.
     pub fn call(&self, name: &str, acc: &str, i: usize) -> String {
+        format!("{name}({acc}, {})", self.fields_args(i))
+    }
+
+    /// The channel arguments `rm, ra, rb` of an output function for the channel loaded with
+    /// suffix `i` (0 for the fields every channel shares).
+    pub fn fields_args(&self, i: usize) -> String {
         let v = self.varying();
         let arg = |f: usize| {
             if v[f] {
@@ -228,7 +234,7 @@ impl OutputStage {
                 "0".to_string()
             }
         };
-        format!("{name}({acc}, {}, {}, {})", arg(0), arg(1), arg(2))
+        format!("{}, {}, {}", arg(0), arg(1), arg(2))
     }
 
     /// A `static inline` function `name(acc, rm, ra, rb)` giving the value to store for an
@@ -300,6 +306,72 @@ impl OutputStage {
         };
         s.push_str(&format!("    return {ret};\n}}\n"));
         s
+    }
+}
+
+impl OutputStage {
+    /// Whether [`OutputStage::vector_function`] exists for this stage (the forms Helium
+    /// computes exactly lane by lane).
+    pub fn vectorizes(&self) -> bool {
+        matches!(self.form, Form::HalfUp | Form::HalfUpWord | Form::TfLite)
+    }
+
+    /// A `static inline` function `name(y, acc, rm, ra, rb, n)` storing the outputs of four
+    /// accumulators of one channel to `y[0..n]` with the Helium helpers of the runtime
+    /// header: the same integers as [`OutputStage::function`] (VMULH, VRMULH and VQRDMULH
+    /// give exactly the scalar forms' high words; VRSHL rounds half up without overflow).
+    pub fn vector_function(&self, name: &str) -> Option<String> {
+        let v = self.varying();
+        let val = |f: usize| {
+            if v[f] {
+                NAMES[f].to_string()
+            } else {
+                self.fields[f]
+                    .values
+                    .first()
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            }
+        };
+        let (m, a) = (val(0), val(1));
+        let body: Vec<String> = match self.form {
+            Form::HalfUp => vec![format!(
+                "const kiln_i32x4 q = kiln_vrshr(kiln_vmulhi_n(acc, {m}), {a});"
+            )],
+            Form::HalfUpWord => vec![format!("const kiln_i32x4 q = kiln_vrmulhi_n(acc, {m});")],
+            Form::TfLite => {
+                if self.fields[1].uniform && self.fields[1].values.first() == Some(&0) {
+                    vec![format!("const kiln_i32x4 q = kiln_vqrdmulh_n(acc, {m});")]
+                } else {
+                    vec![format!(
+                        "const kiln_i32x4 q = kiln_vrshr(kiln_vdecneg(kiln_vqrdmulh_n(acc, {m})), {a});"
+                    )]
+                }
+            }
+            Form::Exact(_) => return None,
+        };
+        let mut s = format!(
+            "static inline void {name}({} *y, kiln_i32x4 acc, int32_t rm, int32_t ra, int32_t rb, int32_t n) {{\n",
+            self.c_type()
+        );
+        for (f, name) in NAMES.iter().enumerate() {
+            if !v[f] || f == 2 {
+                // The rounding term is implied by VRSHL's shift.
+                s.push_str(&format!("    (void){name};\n"));
+            }
+        }
+        for l in body {
+            s.push_str(&format!("    {l}\n"));
+        }
+        // Clamped before the zero point is added, as the scalar form does: q + zp could wrap.
+        let zp = i64::from(self.out.zero_point);
+        s.push_str(&format!(
+            "    kiln_vst8x4(y, kiln_vclamp_add(q, {zp}, {}, {}), n);\n}}\n",
+            i64::from(self.out.min) - zp,
+            i64::from(self.out.max) - zp
+        ));
+        Some(s)
     }
 }
 
