@@ -546,6 +546,16 @@ fn matrix_products_match_the_interpreter() {
             u8_out,
             Rounding::TfLite,
         ),
+        // One row whose weights are too many to store pre-extended (int8 words split in the
+        // loop), with an odd column count and a reduction tail.
+        matmul_case(
+            27,
+            (&[1, 703], DType::I8),
+            9,
+            Scales::Channel,
+            i8_full,
+            Rounding::HalfEven,
+        ),
     ];
     check_all(&cases);
 }

@@ -536,26 +536,46 @@ fn dsp_im2col_generic(p: &Problem, g: &ConvGeom, kp: usize, np: usize) -> Vec<St
     l
 }
 
-/// Output columns per block of [`dsp_matvec`].
+/// Output columns per block of [`dsp_matvec`] with pre-extended weights, and with int8 weights
+/// (whose SXTB16 splits need registers the accumulators of a wider block would take: GCC
+/// spills at 4).
 const MATVEC_MO: usize = 4;
+const MATVEC_MO_INT8: usize = 2;
+
+/// The largest int8 weight matrix [`dsp_matvec`] stores pre-extended: doubling it costs at
+/// most this much flash. Larger layers keep int8 weights (four per word, split by SXTB16 in
+/// the loop): an int8 model's weights stay a quarter of the float model's, which matters
+/// more on a microcontroller than the speed the extension buys (AD on cortex-m4: 0.415M
+/// instructions with 535 KB of constants pre-extended, 0.548M with its 270 KB of int8 weights).
+const MATVEC_WIDEN_MAX_BYTES: usize = 4096;
 
 /// A product by a constant matrix with one row (a fully connected layer at batch 1). Each
-/// weight is used once, so it is stored pre-extended (16-bit pairs, twice the flash of int8)
-/// and paired as the input's own SXTB16 halves come: one word load of four inputs gives
-/// (x0, x2) and (x1, x3), which meet the weight pairs (w0, w2) and (w1, w3) of four output
-/// columns: 16 MACs in about 15 instructions, and no column buffer.
+/// weight is used once and paired as the input's own SXTB16 halves come: one word load of
+/// four inputs gives (x0, x2) and (x1, x3), which meet the weight pairs (w0, w2) and (w1, w3)
+/// of four output columns, and there is no column buffer. Small matrices store the pairs
+/// pre-extended (16 MACs in about 15 instructions); larger ones one word of four int8 weights
+/// per column, split by SXTB16 in the loop (two more instructions per column).
 fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
     let name = &layer.kernel.name;
     let kq = p.k.div_ceil(4);
+    let widened = p.m * p.k <= MATVEC_WIDEN_MAX_BYTES;
+    let mo_full = if widened { MATVEC_MO } else { MATVEC_MO_INT8 };
     let pair =
         |lo: i8, hi: i8| ((i32::from(lo) as u32 & 0xffff) | ((i32::from(hi) as u32) << 16)) as i32;
-    // Blocks of MATVEC_MO columns; per group of four inputs, each column's two pairs.
-    let mut pairs = Vec::with_capacity(p.m * kq * 2);
-    for c0 in (0..p.m).step_by(MATVEC_MO) {
+    let word = |b: [i8; 4]| i32::from_le_bytes(b.map(|v| v as u8));
+    // Blocks of mo_full columns; per group of four inputs, each column's two pairs (or its
+    // one word of four bytes).
+    let mut pairs = Vec::with_capacity(p.m * kq * if widened { 2 } else { 1 });
+    for c0 in (0..p.m).step_by(mo_full) {
         for g in 0..kq {
-            for c in c0..p.m.min(c0 + MATVEC_MO) {
-                pairs.push(pair(p.weight(c, 4 * g), p.weight(c, 4 * g + 2)));
-                pairs.push(pair(p.weight(c, 4 * g + 1), p.weight(c, 4 * g + 3)));
+            for c in c0..p.m.min(c0 + mo_full) {
+                let w = |j: usize| p.weight(c, 4 * g + j);
+                if widened {
+                    pairs.push(pair(w(0), w(2)));
+                    pairs.push(pair(w(1), w(3)));
+                } else {
+                    pairs.push(word([w(0), w(1), w(2), w(3)]));
+                }
             }
         }
     }
@@ -577,15 +597,21 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
         l.push(format!("const {xt} *s = x;"));
         let macs = |l: &mut Vec<String>, ind: &str| {
             for i in 0..mo {
-                l.push(format!(
-                    "{ind}{{\n{ind}    const int32_t we = w[{}], wo = w[{}];",
-                    2 * i,
-                    2 * i + 1
-                ));
+                if widened {
+                    l.push(format!(
+                        "{ind}{{\n{ind}    const int32_t we = w[{}], wo = w[{}];",
+                        2 * i,
+                        2 * i + 1
+                    ));
+                } else {
+                    l.push(format!(
+                        "{ind}{{\n{ind}    const int32_t wv = w[{i}];\n{ind}    const int32_t we = kiln_sxtb16(wv), wo = kiln_sxtb16_ror8(wv);"
+                    ));
+                }
                 l.push(format!("{ind}    a{i} = kiln_smlad(we, e, a{i});"));
                 l.push(format!("{ind}    a{i} = kiln_smlad(wo, o, a{i});\n{ind}}}"));
             }
-            l.push(format!("{ind}w += {};", 2 * mo));
+            l.push(format!("{ind}w += {};", if widened { 2 * mo } else { mo }));
         };
         let full = p.k / 4;
         if full > 0 {
@@ -631,13 +657,13 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
             ));
         }
     };
-    let full = p.m / MATVEC_MO * MATVEC_MO;
+    let full = p.m / mo_full * mo_full;
     if full > 0 {
         l.push(format!(
-            "for (int32_t c = 0; c < {full}; c += {MATVEC_MO}) {{"
+            "for (int32_t c = 0; c < {full}; c += {mo_full}) {{"
         ));
         let mut inner = Vec::new();
-        block(MATVEC_MO, "c", &mut inner);
+        block(mo_full, "c", &mut inner);
         l.extend(inner.into_iter().map(|x| format!("    {x}")));
         l.push("}".into());
     }
@@ -661,10 +687,17 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
         Packed {
             ctype: "int32_t",
             items: pairs.iter().map(|&v| int_literal(v)).collect(),
-            note: format!(
-                "int8 weights pre-extended for {}: blocks of {MATVEC_MO} columns, per 4 inputs each column's 16-bit pairs (w0, w2), (w1, w3)",
-                layer.isa.name()
-            ),
+            note: if widened {
+                format!(
+                    "int8 weights pre-extended for {}: blocks of {MATVEC_MO} columns, per 4 inputs each column's 16-bit pairs (w0, w2), (w1, w3)",
+                    layer.isa.name()
+                )
+            } else {
+                format!(
+                    "int8 weights for {}: blocks of {mo_full} columns, per 4 inputs each column's word of 4 bytes",
+                    layer.isa.name()
+                )
+            },
         },
     )];
     packed.extend(rq);
