@@ -367,6 +367,47 @@ fn push_lines(s: &mut String, depth: usize, lines: &[String]) {
     }
 }
 
+/// Requantizes and stores the accumulators `a0..a{mo}` of the output columns from `c0` on
+/// (`{name}_out` is the layer's output function).
+fn store_columns(p: &Problem, name: &str, c0: &str, mo: usize, l: &mut Vec<String>) {
+    let out_t = p.stage.c_type();
+    for i in 0..mo {
+        l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
+    }
+    for i in 0..mo {
+        l.push(format!(
+            "y[{c0} + {i}] = ({out_t}){};",
+            p.stage.call(&format!("{name}_out"), &format!("a{i}"), i)
+        ));
+    }
+}
+
+/// The `m` output columns in blocks of `mo`: a loop over the full blocks (`c` their first
+/// column), then one block of the rest; `block(width, first column, lines)` writes a block.
+fn column_blocks(
+    m: usize,
+    mo: usize,
+    block: impl Fn(usize, &str, &mut Vec<String>),
+) -> Vec<String> {
+    let mut l = Vec::new();
+    let full = m / mo * mo;
+    if full > 0 {
+        l.push(format!("for (int32_t c = 0; c < {full}; c += {mo}) {{"));
+        let mut inner = Vec::new();
+        block(mo, "c", &mut inner);
+        l.extend(inner.into_iter().map(|x| format!("    {x}")));
+        l.push("}".into());
+    }
+    if m > full {
+        l.push("{".into());
+        let mut inner = Vec::new();
+        block(m - full, &full.to_string(), &mut inner);
+        l.extend(inner.into_iter().map(|x| format!("    {x}")));
+        l.push("}".into());
+    }
+    l
+}
+
 /// The layer body around `lines`: the batch loop (or a block), with `x` and `y` pointing at
 /// the item's input and output.
 fn wrap(layer: &Layer, p: &Problem, lines: Vec<String>) -> String {

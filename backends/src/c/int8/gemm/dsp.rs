@@ -5,7 +5,10 @@
 
 use kiln_ir::DType;
 
-use super::{int_literal, push_lines, records, words, wrap, ConvGeom, KOrder, Problem, Source};
+use super::{
+    column_blocks, int_literal, push_lines, records, store_columns, words, wrap, ConvGeom, KOrder,
+    Problem, Source,
+};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// The Arm DSP layer: columns of 16-bit pairs for two pixels at a time.
@@ -647,33 +650,9 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
             macs(l, "    ");
             l.push("}".into());
         }
-        for i in 0..mo {
-            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
-        }
-        for i in 0..mo {
-            l.push(format!(
-                "y[{c0} + {i}] = ({out_t}){};",
-                p.stage.call(&format!("{name}_out"), &format!("a{i}"), i)
-            ));
-        }
+        store_columns(p, name, c0, mo, l);
     };
-    let full = p.m / mo_full * mo_full;
-    if full > 0 {
-        l.push(format!(
-            "for (int32_t c = 0; c < {full}; c += {mo_full}) {{"
-        ));
-        let mut inner = Vec::new();
-        block(mo_full, "c", &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
-    if p.m > full {
-        l.push("{".into());
-        let mut inner = Vec::new();
-        block(p.m - full, &full.to_string(), &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
+    l.extend(column_blocks(p.m, mo_full, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
     let mut helpers = p.stage.function(&format!("{name}_out"));

@@ -21,7 +21,7 @@
 
 use kiln_ir::DType;
 
-use super::{push_lines, records, wrap, ConvGeom, Problem, Source};
+use super::{column_blocks, push_lines, records, store_columns, wrap, ConvGeom, Problem, Source};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// Pixels of one block (one accumulator vector).
@@ -380,31 +380,9 @@ fn rows(layer: &Layer, p: &Problem) -> Generated {
         }
         l.push("const int8_t *x0 = x;".into());
         l.extend(dot_loop(p.k, mo, false));
-        for i in 0..mo {
-            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
-        }
-        for i in 0..mo {
-            l.push(format!(
-                "y[{c0} + {i}] = ({out_t}){};",
-                p.stage.call(&format!("{name}_out"), &format!("a{i}"), i)
-            ));
-        }
+        store_columns(p, name, c0, mo, l);
     };
-    let full = p.m / MO * MO;
-    if full > 0 {
-        l.push(format!("for (int32_t c = 0; c < {full}; c += {MO}) {{"));
-        let mut inner = Vec::new();
-        block(MO, "c", &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
-    if p.m > full {
-        l.push("{".into());
-        let mut inner = Vec::new();
-        block(p.m - full, &full.to_string(), &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
+    l.extend(column_blocks(p.m, MO, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
     let mut helpers = p.stage.function(&format!("{name}_out"));

@@ -2,7 +2,9 @@
 //! RV32IMAC): 8-bit columns (a pointwise convolution reads its input rows directly),
 //! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
 
-use super::{push_lines, records, wrap, ConvGeom, KOrder, Problem, Source};
+use super::{
+    column_blocks, push_lines, records, store_columns, wrap, ConvGeom, KOrder, Problem, Source,
+};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// Channels and pixels per block of the scalar kernels.
@@ -597,33 +599,9 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
         if rest > 0 {
             l.push(format!("w += {};", rest * mo));
         }
-        for i in 0..mo {
-            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
-        }
-        for i in 0..mo {
-            l.push(format!(
-                "y[{c0} + {i}] = ({out_t}){};",
-                p.stage.call(&format!("{name}_out"), &format!("a{i}"), i)
-            ));
-        }
+        store_columns(p, name, c0, mo, l);
     };
-    let full = p.m / MATVEC_MO * MATVEC_MO;
-    if full > 0 {
-        l.push(format!(
-            "for (int32_t c = 0; c < {full}; c += {MATVEC_MO}) {{"
-        ));
-        let mut inner = Vec::new();
-        block(MATVEC_MO, "c", &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
-    if p.m > full {
-        l.push("{".into());
-        let mut inner = Vec::new();
-        block(p.m - full, &full.to_string(), &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
+    l.extend(column_blocks(p.m, MATVEC_MO, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
     let mut helpers = p.stage.function(&format!("{name}_out"));
