@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use kiln_targets::{compare::compare_outputs, BoardOptions, TargetError};
 
@@ -113,26 +112,10 @@ fn main() {
                 })
         })
         .collect();
-    let rows: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let row = run_job(job);
-                if let Ok(mut r) = rows.lock() {
-                    r.push((i, row));
-                }
-            });
-        }
-    });
-    let mut rows = rows.into_inner().unwrap_or_default();
-    rows.sort();
+    let rows = common::parallel_map(&jobs, run_job);
     println!("| model | target | board | result | max abs error | flash bytes | RAM bytes | arena bytes | stack bytes | instructions | wall s |");
     println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (_, row) in rows {
+    for row in rows {
         println!("{row}");
     }
 }

@@ -17,7 +17,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 /// The peers of issue 12 (exact QEMU instruction counts, gcc -O2): name fragment, TFLM +
 /// CMSIS-NN on cortex-m4, TFLM's arena including I/O (bytes), TFLM + CMSIS-NN with Helium on
@@ -151,26 +150,10 @@ fn main() {
             })
         })
         .collect();
-    let rows: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let row = run_job(job);
-                if let Ok(mut r) = rows.lock() {
-                    r.push((i, row));
-                }
-            });
-        }
-    });
-    let mut rows = rows.into_inner().unwrap_or_default();
-    rows.sort();
+    let rows = common::parallel_map(&jobs, run_job);
     println!("| model | target | outputs vs interpreter | instructions | peer | ratio | goal | instructions/MAC | flash code B | flash constants B | RAM: arena + I/O B | TFLM arena + I/O B | static RAM + stack peak B |");
     println!("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
-    for (_, row) in rows {
+    for row in rows {
         println!("{row}");
     }
 }

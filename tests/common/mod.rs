@@ -147,3 +147,25 @@ pub fn max_abs_diff(got: &Tensor, want: &Tensor) -> (f32, f32) {
     let mag = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     (diff, mag)
 }
+
+/// `run` over every job on all cores (each worker takes the next job), results in job order.
+pub fn parallel_map<J: Sync, R: Send>(jobs: &[J], run: impl Fn(&J) -> R + Sync) -> Vec<R> {
+    let rows: std::sync::Mutex<Vec<(usize, R)>> = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let row = run(job);
+                if let Ok(mut r) = rows.lock() {
+                    r.push((i, row));
+                }
+            });
+        }
+    });
+    let mut rows = rows.into_inner().unwrap_or_default();
+    rows.sort_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, r)| r).collect()
+}
