@@ -235,3 +235,26 @@ fn a_run_over_its_time_limit_is_stopped_with_a_clear_error() {
     );
     assert!(started.elapsed().as_secs() < 60, "the run was not stopped");
 }
+
+/// `--keep-dir` with a relative path keeps the build there (the compilers run inside the build
+/// directory, so the path once resolved twice and the link failed).
+#[test]
+fn keep_dir_may_be_relative() {
+    let cwd = scratch("relative-keep-dir");
+    std::fs::create_dir_all(&cwd).expect("scratch dir");
+    let model = common::repo_root().join("tests/models/digits_cnn/model.onnx");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&cwd)
+        .args(["verify", &model.to_string_lossy(), "--target", "cortex-m4"])
+        .args(["--keep-dir", "kept"])
+        .output()
+        .expect("running kiln");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cwd.join("kept/prog.elf").is_file());
+    assert!(cwd.join("kept/model.c").is_file());
+    let _ = std::fs::remove_dir_all(&cwd);
+}

@@ -182,7 +182,12 @@ pub fn run_on_board(
     if c.profile_layers {
         harness.push_str(harness::LAYER_MARK_SOURCE);
     }
-    let dir = options.keep_dir.clone().unwrap_or_else(build::unique_dir);
+    // Absolute: the compilers run in the build directory, so a relative path would be
+    // resolved twice (`--keep-dir out` linked `out/out/prog.elf`).
+    let dir = match &options.keep_dir {
+        Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+        None => build::unique_dir(),
+    };
     let result = (|| {
         let elf = build::build(&dir, &files, &harness, &model, target, board, options)?;
         let bytes = std::fs::read(&elf)
