@@ -551,7 +551,7 @@ fn matrix_products_match_the_interpreter() {
         matmul_case(
             27,
             (&[1, 703], DType::I8),
-            9,
+            10,
             Scales::Channel,
             i8_full,
             Rounding::HalfEven,

@@ -541,15 +541,15 @@ fn dsp_im2col_generic(p: &Problem, g: &ConvGeom, kp: usize, np: usize) -> Vec<St
 
 /// Output columns per block of [`dsp_matvec`] with pre-extended weights, and with int8 weights
 /// (whose SXTB16 splits need registers the accumulators of a wider block would take: GCC
-/// spills at 4).
+/// spills at 4; 3 measured best: AD on cortex-m4 0.581M at 4, 0.548M at 2, 0.493M at 3).
 const MATVEC_MO: usize = 4;
-const MATVEC_MO_INT8: usize = 2;
+const MATVEC_MO_INT8: usize = 3;
 
 /// The largest int8 weight matrix [`dsp_matvec`] stores pre-extended: doubling it costs at
 /// most this much flash. Larger layers keep int8 weights (four per word, split by SXTB16 in
 /// the loop): an int8 model's weights stay a quarter of the float model's, which matters
 /// more on a microcontroller than the speed the extension buys (AD on cortex-m4: 0.415M
-/// instructions with 535 KB of constants pre-extended, 0.548M with its 270 KB of int8 weights).
+/// instructions with 535 KB of constants pre-extended, 0.493M with its 270 KB of int8 weights).
 const MATVEC_WIDEN_MAX_BYTES: usize = 4096;
 
 /// A product by a constant matrix with one row (a fully connected layer at batch 1). Each
