@@ -389,12 +389,27 @@ fn column_blocks(
     mo: usize,
     block: impl Fn(usize, &str, &mut Vec<String>),
 ) -> Vec<String> {
+    column_blocks_with(m, mo, "c", None, block)
+}
+
+/// [`column_blocks`] with the loop variable named `var` and `step` (a statement) closing each
+/// full block, e.g. advancing the output pointer.
+fn column_blocks_with(
+    m: usize,
+    mo: usize,
+    var: &str,
+    step: Option<&str>,
+    block: impl Fn(usize, &str, &mut Vec<String>),
+) -> Vec<String> {
     let mut l = Vec::new();
     let full = m / mo * mo;
     if full > 0 {
-        l.push(format!("for (int32_t c = 0; c < {full}; c += {mo}) {{"));
+        l.push(format!(
+            "for (int32_t {var} = 0; {var} < {full}; {var} += {mo}) {{"
+        ));
         let mut inner = Vec::new();
-        block(mo, "c", &mut inner);
+        block(mo, var, &mut inner);
+        inner.extend(step.map(str::to_string));
         l.extend(inner.into_iter().map(|x| format!("    {x}")));
         l.push("}".into());
     }

@@ -3,7 +3,8 @@
 //! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
 
 use super::{
-    column_blocks, push_lines, records, store_columns, wrap, ConvGeom, KOrder, Problem, Source,
+    column_blocks, column_blocks_with, push_lines, records, store_columns, wrap, ConvGeom, KOrder,
+    Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -193,26 +194,14 @@ fn scalar_block_fn(
             }
         }
     };
-    let full = p.m / SCALAR_MO;
-    if full > 0 {
-        l.push(format!(
-            "for (int32_t oc = 0; oc < {}; oc += {SCALAR_MO}) {{",
-            full * SCALAR_MO
-        ));
-        let mut inner = Vec::new();
-        block(SCALAR_MO, "oc", &mut inner);
-        inner.push(format!("y += {};", SCALAR_MO * p.y_chan));
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
-    let rest = p.m % SCALAR_MO;
-    if rest > 0 {
-        l.push("{".into());
-        let mut inner = Vec::new();
-        block(rest, &format!("{}", full * SCALAR_MO), &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
+    let advance = format!("y += {};", SCALAR_MO * p.y_chan);
+    l.extend(column_blocks_with(
+        p.m,
+        SCALAR_MO,
+        "oc",
+        Some(&advance),
+        block,
+    ));
     push_lines(&mut s, 1, &l);
     s.push_str("}\n");
     s
@@ -504,26 +493,14 @@ fn band_block_fn(
             }
         }
     };
-    let full = p.m / SCALAR_MO;
-    if full > 0 {
-        l.push(format!(
-            "for (int32_t oc = 0; oc < {}; oc += {SCALAR_MO}) {{",
-            full * SCALAR_MO
-        ));
-        let mut inner = Vec::new();
-        block(SCALAR_MO, "oc", &mut inner);
-        inner.push(format!("y += {};", SCALAR_MO * p.y_chan));
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
-    let rest = p.m % SCALAR_MO;
-    if rest > 0 {
-        l.push("{".into());
-        let mut inner = Vec::new();
-        block(rest, &format!("{}", full * SCALAR_MO), &mut inner);
-        l.extend(inner.into_iter().map(|x| format!("    {x}")));
-        l.push("}".into());
-    }
+    let advance = format!("y += {};", SCALAR_MO * p.y_chan);
+    l.extend(column_blocks_with(
+        p.m,
+        SCALAR_MO,
+        "oc",
+        Some(&advance),
+        block,
+    ));
     push_lines(&mut s, 1, &l);
     s.push_str("}\n");
     s
