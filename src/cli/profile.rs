@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -29,25 +28,10 @@ pub struct ProfileArgs {
     /// The target CPU (as for `kiln verify`), e.g. cortex-m4.
     #[arg(long, value_name = "TARGET")]
     target: String,
-    /// The emulated board (default: the target's first board).
-    #[arg(long, value_name = "BOARD")]
-    board: Option<String>,
-    /// Input data: NAME=FILE.npy, or a bare FILE.npy to bind inputs in graph order. Without any
-    /// --input, kiln uses the seeded random input of `kiln run`.
-    #[arg(long = "input", value_name = "[NAME=]FILE.npy")]
-    inputs: Vec<String>,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// Time limit for the emulator, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    timeout: u64,
-    /// Keep the profiling build's directory (sources, linker script, ELF) here.
-    #[arg(long, value_name = "DIR")]
-    keep_dir: Option<std::path::PathBuf>,
-    /// Extra flag for the cross compiler (repeatable), e.g. --cflag=-Os.
-    #[arg(long = "cflag", value_name = "FLAG", allow_hyphen_values = true)]
-    cflags: Vec<String>,
+    // The board, inputs, output form, time limit, compiler flags and the kept directory (of
+    // the profiling build), as for `kiln verify`.
+    #[command(flatten)]
+    run: super::verify::BoardRunArgs,
     #[command(flatten)]
     codegen: CodegenArgs,
     #[command(flatten)]
@@ -202,8 +186,8 @@ pub fn layer_profile(graph: &Graph, c: &COptions, run: &BoardRun) -> anyhow::Res
 pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     let level = args.opt.level_or(kiln_passes::OptLevel::O2);
     let c = args.codegen.c_options(level)?;
-    let (target, board) =
-        kiln_targets::resolve(&args.target, args.board.as_deref()).map_err(anyhow::Error::new)?;
+    let (target, board) = kiln_targets::resolve(&args.target, args.run.board.as_deref())
+        .map_err(anyhow::Error::new)?;
     let prepared = prepare(
         &args.model,
         &args.opt,
@@ -212,14 +196,14 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
         kiln_passes::OptLevel::O2,
     )?;
     let graph = &prepared.model.graph;
-    let (inputs, random) = bind_inputs(graph, &args.inputs)?;
-    if random && !args.json {
+    let (inputs, random) = bind_inputs(graph, &args.run.inputs)?;
+    if random && !args.run.json {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
     }
+    // Only the profiling build is kept.
     let options = BoardOptions {
-        cflags: args.cflags.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        ..BoardOptions::default()
+        keep_dir: None,
+        ..args.run.board_options(kiln_targets::CodeBackend::C)
     };
     let profiling_c = profiling(&c);
     // The two builds run side by side.
@@ -227,7 +211,7 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
         let plain =
             s.spawn(|| kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options));
         let keep = BoardOptions {
-            keep_dir: args.keep_dir.clone(),
+            keep_dir: args.run.keep_dir.clone(),
             ..options.clone()
         };
         let profiled =
@@ -252,7 +236,7 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     }
     let expected = reference_outputs(&prepared, &inputs)?;
     let check = compare_outputs(&plain.outputs, &expected);
-    if args.json {
+    if args.run.json {
         let doc = serde_json::json!({
             "model": args.model.model.display().to_string(),
             "target": target.name,

@@ -40,28 +40,11 @@ pub struct VerifyArgs {
     /// With --backend cranelift: no zero-padded input copies for convolutions (smaller arena).
     #[arg(long)]
     no_explicit_padding: bool,
-    /// The emulated board (default: the target's first board; rv32imac also runs on sifive_e).
-    #[arg(long, value_name = "BOARD")]
-    board: Option<String>,
-    /// Input data: NAME=FILE.npy, or a bare FILE.npy to bind inputs in graph order. Without any
-    /// --input, kiln uses the seeded random input of `kiln run`.
-    #[arg(long = "input", value_name = "[NAME=]FILE.npy")]
-    inputs: Vec<String>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Time limit for the emulator, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    timeout: u64,
-    /// Extra flag for the cross compiler (repeatable), e.g. --cflag=-Os.
-    #[arg(long = "cflag", value_name = "FLAG", allow_hyphen_values = true)]
-    cflags: Vec<String>,
+    #[command(flatten)]
+    run: BoardRunArgs,
     /// Also write the board's outputs here, one <output name>.npy each (created if missing).
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
-    /// Keep the build directory (sources, linker script, ELF) here.
-    #[arg(long, value_name = "DIR")]
-    keep_dir: Option<PathBuf>,
     #[command(flatten)]
     codegen: CodegenArgs,
     #[command(flatten)]
@@ -70,6 +53,43 @@ pub struct VerifyArgs {
     quant: super::quantize::QuantArgs,
     #[command(flatten)]
     prune: super::prune::PruneArgs,
+}
+
+/// The flags of a run on an emulated board, shared by `kiln verify` and `kiln profile`.
+#[derive(Debug, Args)]
+pub struct BoardRunArgs {
+    /// The emulated board (default: the target's first board; rv32imac also runs on sifive_e).
+    #[arg(long, value_name = "BOARD")]
+    pub board: Option<String>,
+    /// Input data: NAME=FILE.npy, or a bare FILE.npy to bind inputs in graph order. Without any
+    /// --input, kiln uses the seeded random input of `kiln run`.
+    #[arg(long = "input", value_name = "[NAME=]FILE.npy")]
+    pub inputs: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Time limit for the emulator, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Extra flag for the cross compiler (repeatable), e.g. --cflag=-Os.
+    #[arg(long = "cflag", value_name = "FLAG", allow_hyphen_values = true)]
+    pub cflags: Vec<String>,
+    /// Keep the build directory (sources, linker script, ELF) here (kiln profile: the
+    /// profiling build's).
+    #[arg(long, value_name = "DIR")]
+    pub keep_dir: Option<PathBuf>,
+}
+
+impl BoardRunArgs {
+    /// The board options these flags ask for, with code from `backend`.
+    pub fn board_options(&self, backend: CodeBackend) -> BoardOptions {
+        BoardOptions {
+            backend,
+            cflags: self.cflags.clone(),
+            timeout: Duration::from_secs(self.timeout),
+            keep_dir: self.keep_dir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,8 +102,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let c = args
         .codegen
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
-    let (target, board) =
-        kiln_targets::resolve(&args.target, args.board.as_deref()).map_err(anyhow::Error::new)?;
+    let (target, board) = kiln_targets::resolve(&args.target, args.run.board.as_deref())
+        .map_err(anyhow::Error::new)?;
     let prepared = prepare(
         &args.model,
         &args.opt,
@@ -91,24 +111,19 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         &args.prune,
         kiln_passes::OptLevel::O2,
     )?;
-    let (inputs, random) = bind_inputs(&prepared.model.graph, &args.inputs)?;
-    if random && !args.json {
+    let (inputs, random) = bind_inputs(&prepared.model.graph, &args.run.inputs)?;
+    if random && !args.run.json {
         eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
     }
     let expected = reference_outputs(&prepared, &inputs)?;
-    let options = BoardOptions {
-        backend: match args.backend {
-            VerifyBackend::C => CodeBackend::C,
-            VerifyBackend::Cranelift => CodeBackend::Cranelift {
-                simd: !args.no_simd,
-                fma: !args.no_fma,
-                explicit_padding: !args.no_explicit_padding,
-            },
+    let options = args.run.board_options(match args.backend {
+        VerifyBackend::C => CodeBackend::C,
+        VerifyBackend::Cranelift => CodeBackend::Cranelift {
+            simd: !args.no_simd,
+            fma: !args.no_fma,
+            explicit_padding: !args.no_explicit_padding,
         },
-        cflags: args.cflags.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        keep_dir: args.keep_dir.clone(),
-    };
+    });
     let graph = &prepared.model.graph;
     let run = kiln_targets::run_on_board(graph, &inputs, &c, target, board, &options)
         .map_err(anyhow::Error::new)
@@ -123,7 +138,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.output_dir {
         write_outputs(dir, graph, &run.outputs)?;
     }
-    if args.json {
+    if args.run.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report_json(args, &run, &comparison))?
