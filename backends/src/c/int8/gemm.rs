@@ -423,6 +423,23 @@ fn column_blocks_with(
     l
 }
 
+/// A layer function whose weights (input 1) are read packed as `weights`, with the
+/// requantization records `records` where the output stage has them.
+fn generated(
+    helpers: String,
+    body: String,
+    weights: Packed,
+    records: Option<(usize, Packed)>,
+) -> Generated {
+    let mut packed = vec![(1, weights)];
+    packed.extend(records);
+    Generated {
+        helpers,
+        body,
+        packed,
+    }
+}
+
 /// The layer body around `lines`: the batch loop (or a block), with `x` and `y` pointing at
 /// the item's input and output.
 fn wrap(layer: &Layer, p: &Problem, lines: Vec<String>) -> String {

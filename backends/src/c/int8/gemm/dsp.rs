@@ -6,8 +6,8 @@
 use kiln_ir::DType;
 
 use super::{
-    column_blocks, int_literal, push_lines, records, store_columns, words, wrap, ConvGeom, KOrder,
-    Problem, Source,
+    column_blocks, generated, int_literal, push_lines, records, store_columns, words, wrap,
+    ConvGeom, KOrder, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -34,18 +34,8 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
     let mut helpers = String::new();
     helpers.push_str(&p.stage.function(&format!("{name}_out")));
     let out_t = p.stage.c_type();
-    let mut body = String::new();
     let xt = p.x_ctype();
-    push_lines(
-        &mut body,
-        1,
-        &[
-            format!("int32_t col[{}];", 2 * kp / 2),
-            "(void)multiplier;".into(),
-            "(void)shift;".into(),
-        ],
-    );
-    let mut lines = Vec::new();
+    let mut lines = vec![format!("int32_t col[{}];", 2 * kp / 2)];
     let bias = layer.param(2);
     let used = std::cell::Cell::new([false; 2]);
     let call = |np: usize, y: &str| {
@@ -94,24 +84,10 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
             helpers.push_str(&dsp_block_fn(name, p, np, kq, out_t));
         }
     }
-    let (xn, yn) = (layer.param(0), layer.param(5));
-    let mut wrapped = Vec::new();
-    if p.batch > 1 {
-        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
-        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
-        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
-        wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
-        wrapped.push("}".into());
-    } else {
-        wrapped.push("{".into());
-        wrapped.push(format!("    const {xt} *x = {xn};"));
-        wrapped.push(format!("    {out_t} *y = {yn};"));
-        wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
-        wrapped.push("}".into());
-    }
-    push_lines(&mut body, 1, &wrapped);
-    let mut packed_inputs = vec![(
-        1,
+    let body = wrap(layer, p, lines);
+    generated(
+        helpers,
+        body,
         Packed {
             ctype: "int32_t",
             items: words(&packed),
@@ -121,13 +97,8 @@ pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
                 p.m
             ),
         },
-    )];
-    packed_inputs.extend(rq);
-    Generated {
-        helpers,
-        body,
-        packed: packed_inputs,
-    }
+        rq,
+    )
 }
 
 /// A statement setting col word `word` to the pair `(row[k], row[k + 1])` of a row of `len`
@@ -661,8 +632,9 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
     let lines = vec![format!(
         "{name}_mv({w_name}, {bias}, {rq_name}, shift, x, y);"
     )];
-    let mut packed = vec![(
-        1,
+    generated(
+        helpers,
+        wrap(layer, p, lines),
         Packed {
             ctype: "int32_t",
             items: pairs.iter().map(|&v| int_literal(v)).collect(),
@@ -678,11 +650,6 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
                 )
             },
         },
-    )];
-    packed.extend(rq);
-    Generated {
-        helpers,
-        body: wrap(layer, p, lines),
-        packed,
-    }
+        rq,
+    )
 }

@@ -3,8 +3,8 @@
 //! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
 
 use super::{
-    column_blocks, column_blocks_with, push_lines, records, store_columns, wrap, ConvGeom, KOrder,
-    Problem, Source,
+    column_blocks, column_blocks_with, generated, push_lines, records, store_columns, wrap,
+    ConvGeom, KOrder, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -102,23 +102,10 @@ pub(super) fn scalar(layer: &Layer, p: &Problem) -> Generated {
         lines.push(format!("    {}", call(SCALAR_NP.min(p.n), "col", "y + p")));
         lines.push("}".into());
     }
-    let mut body = String::new();
-    let mut wrapped = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
-    let (xn, yn) = (layer.param(0), layer.param(5));
-    if p.batch > 1 {
-        wrapped.push(format!("for (int32_t b = 0; b < {}; ++b) {{", p.batch));
-        wrapped.push(format!("    const {xt} *x = {xn} + b * {};", p.in_size));
-        wrapped.push(format!("    {out_t} *y = {yn} + b * {};", p.out_size));
-    } else {
-        wrapped.push("{".into());
-        wrapped.push(format!("    const {xt} *x = {xn};"));
-        wrapped.push(format!("    {out_t} *y = {yn};"));
-    }
-    wrapped.extend(lines.into_iter().map(|l| format!("    {l}")));
-    wrapped.push("}".into());
-    push_lines(&mut body, 1, &wrapped);
-    let mut packed_inputs = vec![(
-        1,
+    let body = wrap(layer, p, lines);
+    generated(
+        helpers,
+        body,
         Packed {
             ctype: "int8_t",
             items: packed.iter().map(|v| v.to_string()).collect(),
@@ -127,13 +114,8 @@ pub(super) fn scalar(layer: &Layer, p: &Problem) -> Generated {
                 layer.isa.name()
             ),
         },
-    )];
-    packed_inputs.extend(rq);
-    Generated {
-        helpers,
-        body,
-        packed: packed_inputs,
-    }
+        rq,
+    )
 }
 
 /// The function computing every output channel of `np` pixels: value `k` of pixel `j` is at
@@ -391,8 +373,9 @@ pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
     }
     l.push("}".into());
     let body = wrap(layer, p, l);
-    let mut packed_inputs = vec![(
-        1,
+    Some(generated(
+        helpers,
+        body,
         Packed {
             ctype: "int8_t",
             items: packed.iter().map(|v| v.to_string()).collect(),
@@ -401,13 +384,8 @@ pub(super) fn scalar_band(layer: &Layer, p: &Problem) -> Option<Generated> {
                 layer.isa.name()
             ),
         },
-    )];
-    packed_inputs.extend(rq);
-    Some(Generated {
-        helpers,
-        body,
-        packed: packed_inputs,
-    })
+        rq,
+    ))
 }
 
 /// The function computing every output channel of `np` adjacent pixels of one row from the
@@ -593,8 +571,9 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
         "}".into(),
     ];
     let body = wrap(layer, p, lines);
-    let mut packed_inputs = vec![(
-        1,
+    Some(generated(
+        helpers,
+        body,
         Packed {
             ctype: "int8_t",
             items: packed.iter().map(|v| v.to_string()).collect(),
@@ -603,11 +582,6 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
                 layer.isa.name()
             ),
         },
-    )];
-    packed_inputs.extend(rq);
-    Some(Generated {
-        helpers,
-        body,
-        packed: packed_inputs,
-    })
+        rq,
+    ))
 }
