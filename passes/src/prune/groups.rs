@@ -247,6 +247,28 @@ impl Builder {
         }
     }
 
+    /// A node that keeps its first input's channels in place when `keeps` holds: its first
+    /// output takes the layout `l` and the node the role `role`; otherwise its inputs are
+    /// pinned for `why`.
+    fn keep_or_pin(
+        &mut self,
+        g: &Graph,
+        id: NodeId,
+        l: Layout,
+        keeps: bool,
+        role: Role,
+        why: &str,
+    ) {
+        if !keeps {
+            self.pin_inputs(g, id, why);
+            return;
+        }
+        if let Some(&y) = g.node(id).outputs.first() {
+            self.layouts.insert(y, l);
+        }
+        self.roles.insert(id, role);
+    }
+
     /// The output channels of a layer kiln cannot prune, as a pinned space of their own (along
     /// the output's last axis for a Gemm/MatMul, axis 1 for a Conv), so the report lists them
     /// with the reason and whatever they are coupled with stays too.
@@ -434,14 +456,7 @@ impl Builder {
                 } else {
                     l.axis != *axis
                 };
-                if ok {
-                    if let Some(y) = out {
-                        self.layouts.insert(y, l);
-                    }
-                    self.roles.insert(id, Role::Follow);
-                } else {
-                    self.pin_inputs(g, id, "normalizes across the channels");
-                }
+                self.keep_or_pin(g, id, l, ok, Role::Follow, "normalizes across the channels");
             }
             Op::ReduceMean { axes, keepdims }
             | Op::ReduceSum { axes, keepdims }
@@ -519,14 +534,7 @@ impl Builder {
                 let whole = starts.get(a) == Some(&0)
                     && ends.get(a).is_some_and(|&e| e >= dim)
                     && steps.get(a) == Some(&1);
-                if whole {
-                    if let Some(y) = out {
-                        self.layouts.insert(y, l);
-                    }
-                    self.roles.insert(id, Role::Slice);
-                } else {
-                    self.pin_inputs(g, id, "slices the channels");
-                }
+                self.keep_or_pin(g, id, l, whole, Role::Slice, "slices the channels");
             }
             Op::Pad { pads, .. } => {
                 let Some(&x) = node.inputs.first() else {
@@ -536,14 +544,8 @@ impl Builder {
                     return;
                 };
                 let r = shape(x).len();
-                if pads.get(l.axis) == Some(&0) && pads.get(l.axis + r) == Some(&0) {
-                    if let Some(y) = out {
-                        self.layouts.insert(y, l);
-                    }
-                    self.roles.insert(id, Role::Follow);
-                } else {
-                    self.pin_inputs(g, id, "pads the channels");
-                }
+                let keeps = pads.get(l.axis) == Some(&0) && pads.get(l.axis + r) == Some(&0);
+                self.keep_or_pin(g, id, l, keeps, Role::Follow, "pads the channels");
             }
             Op::Tile { repeats } => {
                 let Some(l) = node
@@ -554,14 +556,8 @@ impl Builder {
                 else {
                     return;
                 };
-                if repeats.get(l.axis) == Some(&1) {
-                    if let Some(y) = out {
-                        self.layouts.insert(y, l);
-                    }
-                    self.roles.insert(id, Role::Follow);
-                } else {
-                    self.pin_inputs(g, id, "repeats the channels");
-                }
+                let keeps = repeats.get(l.axis) == Some(&1);
+                self.keep_or_pin(g, id, l, keeps, Role::Follow, "repeats the channels");
             }
             Op::Resize {
                 scales,
@@ -579,14 +575,7 @@ impl Builder {
                 let ok = scales.get(a) == Some(&1.0)
                     && out_shape.get(a) == shape(x).get(a)
                     && *coord != kiln_ir::op::CoordTransform::TfCropAndResize;
-                if ok {
-                    if let Some(y) = out {
-                        self.layouts.insert(y, l);
-                    }
-                    self.roles.insert(id, Role::Resize);
-                } else {
-                    self.pin_inputs(g, id, "resizes along the channels");
-                }
+                self.keep_or_pin(g, id, l, ok, Role::Resize, "resizes along the channels");
             }
             Op::Shape { start, end } => {
                 if let Some(l) = node.inputs.first().and_then(|v| self.layouts.get(v)) {
