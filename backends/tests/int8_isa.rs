@@ -9,45 +9,13 @@
 //! equal shapes (the table kernels), with tails that are not a multiple of four.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
+mod common;
+
+use common::{assert_same, host_options, i32s, qout, random, Rng};
 use kiln_backends::c::{COptions, Isa};
-use kiln_backends::host::{run_c, HostOptions};
+use kiln_backends::host::run_c;
 use kiln_ir::fixed_point::{FixedPoint, Rounding};
-use kiln_ir::{DType, Graph, Op, QOut, Tensor, TensorData};
-
-/// A deterministic generator (PCG-style LCG).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-
-    fn unit(&mut self) -> f64 {
-        self.next() as f64 / (1u64 << 31) as f64
-    }
-}
-
-fn random(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data = match dtype {
-        DType::I8 => TensorData::I8((0..n).map(|_| rng.int(-128, 127) as i8).collect()),
-        DType::U8 => TensorData::U8((0..n).map(|_| rng.int(0, 255) as u8).collect()),
-        other => panic!("random {other}"),
-    };
-    Tensor::new(shape.to_vec(), data).unwrap()
-}
-
-fn i32s(shape: &[usize], v: Vec<i32>) -> Tensor {
-    Tensor::new(shape.to_vec(), TensorData::I32(v)).unwrap()
-}
+use kiln_ir::{DType, Graph, Op, QOut, Tensor};
 
 /// How the requantization of a case is chosen.
 #[derive(Clone, Copy, Debug)]
@@ -210,52 +178,6 @@ fn matmul_case(
     };
     let name = format!("qmatmul {a_type}{a_shape:?} x [{k}, {n}] {scales:?} {rounding:?}");
     single(name, op, a, vec![b, bias, mult, shift])
-}
-
-fn qout(dtype: DType, zero_point: i32, min: i32, max: i32) -> QOut {
-    QOut {
-        dtype,
-        zero_point,
-        min,
-        max,
-    }
-}
-
-fn host_options() -> HostOptions {
-    let mut flags: Vec<String> = [
-        "-Wall",
-        "-Wextra",
-        "-Wpedantic",
-        "-Wshadow",
-        "-Wcast-qual",
-        "-Werror",
-    ]
-    .map(String::from)
-    .to_vec();
-    if std::env::var_os("CC").is_none() {
-        flags.extend(["-fsanitize=undefined", "-fno-sanitize-recover=all"].map(String::from));
-    }
-    HostOptions {
-        cflags: flags,
-        keep_dir: std::env::var_os("KILN_KEEP_DIR").map(Into::into),
-    }
-}
-
-fn assert_same(what: &str, got: &[Tensor], want: &[Tensor]) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (g, w) in got.iter().zip(want) {
-        assert_eq!(g.ty(), w.ty(), "{what}");
-        let (gv, wv) = (g.to_i64_vec().unwrap(), w.to_i64_vec().unwrap());
-        if let Some(i) = gv.iter().zip(&wv).position(|(a, b)| a != b) {
-            let n = gv.iter().zip(&wv).filter(|(a, b)| a != b).count();
-            panic!(
-                "{what}: {n} of {} elements differ; first at {i}: got {}, want {}",
-                gv.len(),
-                gv[i],
-                wv[i]
-            );
-        }
-    }
 }
 
 /// Every case through every non-portable ISA, in parallel.

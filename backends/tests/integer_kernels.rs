@@ -10,37 +10,18 @@
 //! FPU, warning-free and calling no floating-point helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::{assert_same, host_options, i32s, qout, random, Rng};
 use kiln_backends::c::{emit_c, COptions};
 use kiln_backends::cranelift::{CraneliftOptions, JitProgram};
-use kiln_backends::host::{run_c, HostOptions};
+use kiln_backends::host::run_c;
 use kiln_backends::kernel::{LoopOrder, Schedule};
 use kiln_ir::fixed_point::{FixedPoint, Rounding};
 use kiln_ir::{DType, Graph, Op, QOut, Tensor, TensorData};
-
-/// A deterministic generator (PCG-style LCG).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    /// A value in `lo..=hi`.
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-
-    fn unit(&mut self) -> f64 {
-        self.next() as f64 / (1u64 << 31) as f64
-    }
-}
 
 /// The two rounding conventions in turn, so every kind of case meets both.
 fn next_rounding() -> Rounding {
@@ -53,22 +34,6 @@ fn next_rounding() -> Rounding {
     }
 }
 
-/// A tensor of `dtype` with values drawn from its whole range (i32: `lo..=hi`).
-fn random(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data = match dtype {
-        DType::I8 => TensorData::I8((0..n).map(|_| rng.int(-128, 127) as i8).collect()),
-        DType::U8 => TensorData::U8((0..n).map(|_| rng.int(0, 255) as u8).collect()),
-        DType::I16 => TensorData::I16((0..n).map(|_| rng.int(-32768, 32767) as i16).collect()),
-        other => panic!("random {other}"),
-    };
-    Tensor::new(shape.to_vec(), data).unwrap()
-}
-
-fn i32s(shape: &[usize], v: Vec<i32>) -> Tensor {
-    Tensor::new(shape.to_vec(), TensorData::I32(v)).unwrap()
-}
-
 /// Multiplier and shift tensors for `n` channels from log-uniform reals in
 /// `[2^lo, 2^hi]` (above 1 for positive `hi`: a positive shift).
 fn requant(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> (Tensor, Tensor) {
@@ -79,16 +44,6 @@ fn requant(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> (Tensor, Tensor) {
         i32s(&[n], fps.iter().map(|f| f.multiplier).collect()),
         i32s(&[n], fps.iter().map(|f| f.shift).collect()),
     )
-}
-
-/// The output of a quantized op: `dtype` with `zero_point`, clamped to `[min, max]`.
-fn qout(dtype: DType, zero_point: i32, min: i32, max: i32) -> QOut {
-    QOut {
-        dtype,
-        zero_point,
-        min,
-        max,
-    }
 }
 
 /// One operand of a test graph: a graph input or a constant (weights).
@@ -180,27 +135,6 @@ fn jit_configs() -> Vec<(&'static str, CraneliftOptions)> {
     ]
 }
 
-fn host_options() -> HostOptions {
-    let mut flags: Vec<String> = [
-        "-Wall",
-        "-Wextra",
-        "-Wpedantic",
-        "-Wshadow",
-        "-Wcast-qual",
-        "-Werror",
-    ]
-    .map(String::from)
-    .to_vec();
-    if std::env::var_os("CC").is_none() {
-        // The default compiler (gcc here) ships the UBSan runtime; others may not.
-        flags.extend(["-fsanitize=undefined", "-fno-sanitize-recover=all"].map(String::from));
-    }
-    HostOptions {
-        cflags: flags,
-        keep_dir: None,
-    }
-}
-
 /// Runs `case` through the interpreter, the C backend under `schedules` and the JIT, and
 /// checks every output is identical.
 fn check_with(case: &Case, schedules: &[Schedule]) {
@@ -246,24 +180,6 @@ fn check_all(cases: &[Case], schedules: &[Schedule]) {
             });
         }
     });
-}
-
-fn assert_same(what: &str, got: &[Tensor], want: &[Tensor]) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (g, w) in got.iter().zip(want) {
-        assert_eq!(g.ty(), w.ty(), "{what}");
-        let (gv, wv) = (g.to_i64_vec().unwrap(), w.to_i64_vec().unwrap());
-        let diff = gv.iter().zip(&wv).position(|(a, b)| a != b);
-        if let Some(i) = diff {
-            let n = gv.iter().zip(&wv).filter(|(a, b)| a != b).count();
-            panic!(
-                "{what}: {n} of {} elements differ; first at {i}: got {}, want {}",
-                gv.len(),
-                gv[i],
-                wv[i]
-            );
-        }
-    }
 }
 
 /// A QConv case: X of `x_shape` and `x_type`, weights `[m, c / group, kernel..]` of `w_type`,
