@@ -15,7 +15,7 @@ use common::{assert_same, host_options, i32s, qout, random, Rng};
 use kiln_backends::c::{COptions, Isa};
 use kiln_backends::host::run_c;
 use kiln_ir::fixed_point::{FixedPoint, Rounding};
-use kiln_ir::{DType, Graph, Op, QOut, Tensor};
+use kiln_ir::{DType, Graph, Op, QOut, Tensor, TensorData};
 
 /// How the requantization of a case is chosen.
 #[derive(Clone, Copy, Debug)]
@@ -163,10 +163,30 @@ fn matmul_case(
     out: QOut,
     rounding: Rounding,
 ) -> Case {
-    let mut rng = Rng(seed);
     let k = a_shape[a_shape.len() - 1];
+    let b = random(&mut Rng(seed ^ 0x5eed), DType::I8, &[k, n]);
+    matmul_case_with(seed, (a_shape, a_type), b, scales, out, rounding)
+}
+
+/// Weights `[k, n]` in `[-max, max]`.
+fn small_weights(seed: u64, k: usize, n: usize, max: i64) -> Tensor {
+    let mut rng = Rng(seed);
+    let w = (0..k * n).map(|_| rng.int(-max, max) as i8).collect();
+    Tensor::new(vec![k, n], TensorData::I8(w)).unwrap()
+}
+
+/// A constant-matrix product by the weights `b` (`[k, n]`).
+fn matmul_case_with(
+    seed: u64,
+    (a_shape, a_type): (&[usize], DType),
+    b: Tensor,
+    scales: Scales,
+    out: QOut,
+    rounding: Rounding,
+) -> Case {
+    let mut rng = Rng(seed);
+    let (k, n) = (b.shape()[0], b.shape()[1]);
     let a = random(&mut rng, a_type, a_shape);
-    let b = random(&mut rng, DType::I8, &[k, n]);
     let bias = i32s(
         &[n],
         (0..n).map(|_| rng.int(-1 << 14, 1 << 14) as i32).collect(),
@@ -479,6 +499,108 @@ fn matrix_products_match_the_interpreter() {
             Rounding::HalfEven,
         ),
     ];
+    check_all(&cases);
+}
+
+/// The group length the scalar ISA's lane kernel proves for `case` (its packed weights'
+/// note says "groups of G"), or `None` when the layer does not use that kernel.
+fn lane_group(case: &Case) -> Option<usize> {
+    let c = COptions {
+        isa: Some(Isa::Scalar),
+        ..COptions::default()
+    };
+    let program = kiln_backends::c::emit_c(&case.graph, &c).unwrap();
+    let source: String = program
+        .files
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect();
+    let at = source.find("in 16-bit lanes")?;
+    let rest = &source[at..];
+    let digits: String = rest[rest.find("groups of ")? + 10..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The scalar ISA's batch-1 kernel with two columns per multiply (16-bit lanes): the group
+/// length it proves from the weights (2 for any int8 weights but -128, longer for small
+/// ones), odd column counts (an empty high lane), reduction tails, u8 inputs, and a layer
+/// whose lane sums reach -32768, the end of the proven range, on inputs of all -128.
+#[test]
+fn lane_products_match_the_interpreter() {
+    let i8_full = qout(DType::I8, -128, -128, 127);
+    let u8_out = qout(DType::U8, 100, 0, 255);
+    let (he, tfl) = (Rounding::HalfEven, Rounding::TfLite);
+    let full = small_weights(31, 96, 11, 127);
+    let small = small_weights(32, 100, 19, 12);
+    let small_u8 = small_weights(33, 45, 9, 20);
+    // Columns of (127, 127, 2) repeated: groups of 3 sum to 256, so inputs of -128 put
+    // -32768 in both lanes; any 4 consecutive weights sum to more.
+    let (k, n) = (36, 5);
+    let edge: Vec<i8> = (0..k * n).map(|i| [127, 127, 2][i / n % 3]).collect();
+    let edge = Tensor::new(vec![k, n], TensorData::I8(edge)).unwrap();
+    let mut edge_case =
+        matmul_case_with(37, (&[2, k], DType::I8), edge, Scales::Tensor, i8_full, tfl);
+    let extremes: Vec<i8> = (0..2 * k).map(|i| if i < k { -128 } else { 127 }).collect();
+    edge_case.inputs = vec![Tensor::new(vec![2, k], TensorData::I8(extremes)).unwrap()];
+    let cases = [
+        (
+            matmul_case_with(
+                34,
+                (&[1, 96], DType::I8),
+                full,
+                Scales::Channel,
+                i8_full,
+                he,
+            ),
+            2,
+        ),
+        (
+            matmul_case_with(
+                35,
+                (&[1, 100], DType::I8),
+                small,
+                Scales::ChannelSharedShift,
+                i8_full,
+                tfl,
+            ),
+            6,
+        ),
+        (
+            matmul_case_with(
+                36,
+                (&[2, 45], DType::U8),
+                small_u8,
+                Scales::Tensor,
+                u8_out,
+                he,
+            ),
+            6,
+        ),
+        (edge_case, 3),
+    ];
+    for (case, group) in &cases {
+        assert_eq!(lane_group(case), Some(*group), "{}", case.name);
+    }
+    // Two weights of -128 in a group reach +32768 on inputs of -128: no lanes (the batch-1
+    // kernel with one product per multiply runs it).
+    let worst: Vec<i8> = (0..24 * 6)
+        .map(|i| if i < 2 * 6 { -128 } else { (i % 255) as i8 })
+        .collect();
+    let worst = Tensor::new(vec![24, 6], TensorData::I8(worst)).unwrap();
+    let refused = matmul_case_with(
+        38,
+        (&[1, 24], DType::I8),
+        worst,
+        Scales::Tensor,
+        i8_full,
+        he,
+    );
+    assert_eq!(lane_group(&refused), None);
+    let mut cases: Vec<Case> = cases.into_iter().map(|(c, _)| c).collect();
+    cases.push(refused);
     check_all(&cases);
 }
 

@@ -12,6 +12,7 @@
 use kiln_ir::{DType, Op};
 
 mod dsp;
+mod lanes;
 mod mve;
 mod scalar;
 
@@ -31,6 +32,7 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
         },
         Isa::ArmDsp => dsp::dsp(layer, &problem),
         Isa::Scalar => match scalar::scalar_band(layer, &problem)
+            .or_else(|| lanes::scalar_lanes(layer, &problem))
             .or_else(|| scalar::scalar_matvec(layer, &problem))
         {
             Some(g) => g,
@@ -317,6 +319,15 @@ impl Problem {
             _ => kk,
         };
         self.weights[c * self.k + src]
+    }
+
+    /// The range of the input elements.
+    fn x_range(&self) -> (i64, i64) {
+        if self.x_type == DType::U8 {
+            (0, 255)
+        } else {
+            (-128, 127)
+        }
     }
 
     /// C type of the input elements.

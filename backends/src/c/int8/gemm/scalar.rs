@@ -10,7 +10,7 @@ use crate::c::int8::{Generated, Layer, Packed};
 
 /// Channels and pixels per block of the scalar kernels.
 const SCALAR_MO: usize = 4;
-const SCALAR_NP: usize = 4;
+pub(super) const SCALAR_NP: usize = 4;
 
 /// The scalar layer: 4 x 4 blocks of 32-bit multiply-adds on 8-bit loads.
 pub(super) fn scalar(layer: &Layer, p: &Problem) -> Generated {
