@@ -369,13 +369,15 @@ fn mlperf_int8_models_match_litert_on_boards() {
 
 /// The conv models of tests/models quantized by kiln with `--io int8`: the C builds for a
 /// Cortex-M3 with soft float referencing no floating-point helper, runs on the M3 board in at
-/// most 0.2x the float build's instructions, and needs at most 0.3x its arena. Weight bytes
-/// are printed against the float model's (see the closing note for the target of 0.27x).
+/// most 0.2x the float build's instructions, and needs at most 0.3x its arena. Its weights and
+/// biases take at most 0.27x the float model's bytes; with the requantization multipliers,
+/// shifts and tables, whose 5 to 9 bytes per output channel a float model does not have, at
+/// most 0.31x (digits and KWS have 9 to 40 weights per channel, so those bytes weigh more).
 #[test]
 fn int8_conv_models_on_cortex_m3() {
     let cross = ["arm-none-eabi-gcc", "arm-none-eabi-nm"];
     println!(
-        "model                 float instr    int8 instr  ratio  weights f->i8        arena f->i8"
+        "model                 float instr    int8 instr  ratio  weights+biases f->i8  all constants  arena f->i8"
     );
     for name in [
         "digits_cnn",
@@ -467,14 +469,16 @@ fn int8_conv_models_on_cortex_m3() {
         let ratio = |a: &serde_json::Value, b: &serde_json::Value| {
             a.as_f64().unwrap_or(0.0) / b.as_f64().unwrap_or(1.0)
         };
-        let (weights, arena) = (
+        let (parameters, constants, arena) = (
+            ratio(&q["parameter_bytes"], &q["float_parameter_bytes"]),
             ratio(&q["weight_bytes"], &q["float_weight_bytes"]),
             ratio(&q["arena_bytes"], &q["float_arena_bytes"]),
         );
         println!(
-            "{name:<20} {float:>12} {int8:>12} {:>6.3} {} -> {} ({weights:.3}x) {} -> {} ({arena:.3}x)",
+            "{name:<20} {float:>12} {int8:>12} {:>6.3} {} -> {} ({parameters:.3}x) {} ({constants:.3}x) {} -> {} ({arena:.3}x)",
             int8 / float,
-            q["float_weight_bytes"],
+            q["float_parameter_bytes"],
+            q["parameter_bytes"],
             q["weight_bytes"],
             q["float_arena_bytes"],
             q["arena_bytes"]
@@ -484,7 +488,11 @@ fn int8_conv_models_on_cortex_m3() {
             "{name}: int8 {int8} vs float {float} instructions"
         );
         assert!(arena <= 0.3, "{name}: arena {arena}x");
-        assert!(weights <= 0.31, "{name}: weights {weights}x");
+        assert!(
+            parameters <= 0.27,
+            "{name}: weights and biases {parameters}x"
+        );
+        assert!(constants <= 0.31, "{name}: constants {constants}x");
         let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -626,6 +626,21 @@ impl Op {
         Some(op)
     }
 
+    /// Whether input `index` of this op holds quantization parameters (a scale, zero point,
+    /// requantization multiplier or shift, or a lookup table computed from them) rather than
+    /// model parameters (weights, biases): reports count those bytes apart.
+    pub fn is_quantization_input(&self, index: usize) -> bool {
+        match self {
+            Op::QConv { .. } | Op::QMatMul { .. } => index >= 3,
+            Op::QAveragePool { .. }
+            | Op::QSoftmax { .. }
+            | Op::QTable
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. } => index >= 1,
+            _ => false,
+        }
+    }
+
     /// The name used in the text dump: `GlobalAveragePool` prints as `global_average_pool`.
     pub fn dump_name(&self) -> String {
         snake_case(self.name())

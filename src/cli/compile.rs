@@ -349,6 +349,8 @@ fn quantization_report(
         .collect();
     let mut doc = serde_json::json!({
         "weight_bytes": after.weight_bytes,
+        "parameter_bytes": after.weight_bytes - after.quantization_bytes,
+        "quantization_bytes": after.quantization_bytes,
         "arena_bytes": after.arena_bytes,
         "layers": layers,
         "float_fallback": fallbacks,
@@ -358,6 +360,7 @@ fn quantization_report(
         doc["calibration_samples"] = serde_json::json!(q.samples);
         doc["quantized_activations"] = serde_json::json!(q.report.activations);
         doc["float_weight_bytes"] = serde_json::json!(f.weight_bytes);
+        doc["float_parameter_bytes"] = serde_json::json!(f.weight_bytes - f.quantization_bytes);
         doc["float_arena_bytes"] = serde_json::json!(f.arena_bytes);
     }
     doc
@@ -366,7 +369,7 @@ fn quantization_report(
 fn print_quantization(q: &serde_json::Value) {
     println!();
     let ratio = |a: &serde_json::Value, b: &serde_json::Value| match (a.as_f64(), b.as_f64()) {
-        (Some(a), Some(b)) if b > 0.0 => format!(" ({:.2}x)", a / b),
+        (Some(a), Some(b)) if b > 0.0 => format!(" ({:.3}x)", a / b),
         _ => String::new(),
     };
     if let Some(samples) = q["calibration_samples"].as_u64() {
@@ -375,13 +378,20 @@ fn print_quantization(q: &serde_json::Value) {
             q["quantized_activations"]
         );
         println!(
-            "  weights: {} bytes float -> {} bytes int8{}",
-            q["float_weight_bytes"],
-            q["weight_bytes"],
-            ratio(&q["weight_bytes"], &q["float_weight_bytes"])
+            "  weights and biases: {} bytes float -> {} bytes int8{}",
+            q["float_parameter_bytes"],
+            q["parameter_bytes"],
+            ratio(&q["parameter_bytes"], &q["float_parameter_bytes"])
         );
         println!(
-            "  arena:   {} bytes float -> {} bytes int8{}",
+            "  all constants:      {} bytes float -> {} bytes int8{} (with {} bytes of multipliers, shifts and tables)",
+            q["float_weight_bytes"],
+            q["weight_bytes"],
+            ratio(&q["weight_bytes"], &q["float_weight_bytes"]),
+            q["quantization_bytes"]
+        );
+        println!(
+            "  arena:              {} bytes float -> {} bytes int8{}",
             q["float_arena_bytes"],
             q["arena_bytes"],
             ratio(&q["arena_bytes"], &q["float_arena_bytes"])
