@@ -393,6 +393,43 @@ fn store_columns(p: &Problem, name: &str, c0: &str, mo: usize, l: &mut Vec<Strin
     }
 }
 
+/// The opening line of the row kernel `{name}_{kernel}`: weights `W` (of C type `w_ctype`),
+/// biases, requantization records and shift, then one row of inputs and one of outputs.
+fn row_kernel_start(p: &Problem, name: &str, kernel: &str, w_ctype: &str) -> String {
+    format!(
+        "static void {name}_{kernel}(const {w_ctype} *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {} *x, {} *y) {{\n",
+        p.x_ctype(),
+        p.stage.c_type()
+    )
+}
+
+/// The helpers and body of a layer computed row by row by the kernel `{name}_{kernel}`
+/// (`function`, opened by [`row_kernel_start`]), its records passed as `rq_name`.
+fn by_rows(
+    layer: &Layer,
+    p: &Problem,
+    kernel: &str,
+    function: &str,
+    rq_name: &str,
+) -> (String, String) {
+    let name = &layer.kernel.name;
+    let mut helpers = p.stage.function(&format!("{name}_out"));
+    helpers.push_str(function);
+    let (w_name, bias) = (layer.packed_name(1), layer.param(2));
+    let call = |x: &str, y: &str| {
+        format!("{name}_{kernel}({w_name}, {bias}, {rq_name}, shift, {x}, {y});")
+    };
+    let lines = vec![
+        format!("for (int32_t p = 0; p < {}; ++p) {{", p.n),
+        format!(
+            "    {}",
+            call(&format!("x + p * {}", p.k), &format!("y + p * {}", p.y_pix))
+        ),
+        "}".into(),
+    ];
+    (helpers, wrap(layer, p, lines))
+}
+
 /// The `m` output columns in blocks of `mo`: a loop over the full blocks (`c` their first
 /// column), then one block of the rest; `block(width, first column, lines)` writes a block.
 fn column_blocks(

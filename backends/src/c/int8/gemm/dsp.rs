@@ -6,8 +6,8 @@
 use kiln_ir::DType;
 
 use super::{
-    column_blocks, generated, int_literal, push_lines, records, store_columns, words, wrap,
-    ConvGeom, KOrder, Problem, Source,
+    by_rows, column_blocks, generated, int_literal, push_lines, records, row_kernel_start,
+    store_columns, words, wrap, ConvGeom, KOrder, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -553,12 +553,9 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
             }
         }
     }
-    let w_name = layer.packed_name(1);
     let (rq, rq_name) = records(layer, p);
-    let (xt, out_t) = (p.x_ctype(), p.stage.c_type());
-    let mut f = format!(
-        "static void {name}_mv(const int32_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *x, {out_t} *y) {{\n"
-    );
+    let xt = p.x_ctype();
+    let mut f = row_kernel_start(p, name, "mv", "int32_t");
     let mut l = vec![
         "const int32_t *w = W;".to_string(),
         "(void)multiplier;".into(),
@@ -626,15 +623,10 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
     l.extend(column_blocks(p.m, mo_full, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
-    let mut helpers = p.stage.function(&format!("{name}_out"));
-    helpers.push_str(&f);
-    let bias = layer.param(2);
-    let lines = vec![format!(
-        "{name}_mv({w_name}, {bias}, {rq_name}, shift, x, y);"
-    )];
+    let (helpers, body) = by_rows(layer, p, "mv", &f, &rq_name);
     generated(
         helpers,
-        wrap(layer, p, lines),
+        body,
         Packed {
             ctype: "int32_t",
             items: pairs.iter().map(|&v| int_literal(v)).collect(),

@@ -18,7 +18,10 @@
 //! multiply-add of the one-product kernel. The price is flash: two bytes per weight (the
 //! issue's "weights pre-extended in flash" for RV32).
 
-use super::{column_blocks, generated, push_lines, records, store_columns, wrap, Problem, Source};
+use super::{
+    by_rows, column_blocks, generated, push_lines, records, row_kernel_start, store_columns,
+    Problem, Source,
+};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// Pairs of output columns per block (8 columns: 8 accumulators, up to 8 inputs and the
@@ -39,12 +42,8 @@ pub(super) fn scalar_lanes(layer: &Layer, p: &Problem) -> Option<Generated> {
     let steps = group * MIN_STEPS.div_ceil(group);
     let name = &layer.kernel.name;
     let xt = p.x_ctype();
-    let out_t = p.stage.c_type();
-    let w_name = layer.packed_name(1);
     let (rq, rq_name) = records(layer, p);
-    let mut f = format!(
-        "static void {name}_lanes(const int32_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *x, {out_t} *y) {{\n"
-    );
+    let mut f = row_kernel_start(p, name, "lanes", "int32_t");
     let mut l = vec![
         "const int32_t *w = W;".to_string(),
         "(void)multiplier;".into(),
@@ -92,18 +91,7 @@ pub(super) fn scalar_lanes(layer: &Layer, p: &Problem) -> Option<Generated> {
     l.extend(column_blocks(p.m, 2 * PAIRS, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
-    let mut helpers = p.stage.function(&format!("{name}_out"));
-    helpers.push_str(&f);
-    let bias = layer.param(2);
-    let lines = vec![
-        format!("for (int32_t p = 0; p < {}; ++p) {{", p.n),
-        format!(
-            "    {name}_lanes({w_name}, {bias}, {rq_name}, shift, x + p * {}, y + p * {});",
-            p.k, p.y_pix
-        ),
-        "}".into(),
-    ];
-    let body = wrap(layer, p, lines);
+    let (helpers, body) = by_rows(layer, p, "lanes", &f, &rq_name);
     Some(generated(
         helpers,
         body,

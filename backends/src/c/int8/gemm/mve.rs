@@ -21,7 +21,10 @@
 
 use kiln_ir::DType;
 
-use super::{column_blocks, push_lines, records, store_columns, wrap, ConvGeom, Problem, Source};
+use super::{
+    by_rows, column_blocks, push_lines, records, row_kernel_start, store_columns, wrap, ConvGeom,
+    Problem, Source,
+};
 use crate::c::int8::{Generated, Layer, Packed};
 
 /// Pixels of one block (one accumulator vector).
@@ -365,13 +368,8 @@ fn conv(layer: &Layer, p: &Problem, g: &ConvGeom) -> Generated {
 /// A product by a constant matrix: blocks of four output columns per row of A.
 fn rows(layer: &Layer, p: &Problem) -> Generated {
     let name = &layer.kernel.name;
-    let out_t = p.stage.c_type();
-    let w_name = layer.packed_name(1);
     let rq_name = records(layer, p).1;
-    let bias = layer.param(2);
-    let mut f = format!(
-        "static void {name}_mv(const int8_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const int8_t *x, {out_t} *y) {{\n"
-    );
+    let mut f = row_kernel_start(p, name, "mv", "int8_t");
     let mut l = vec!["(void)multiplier;".to_string(), "(void)shift;".into()];
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         for i in 0..mo {
@@ -385,19 +383,10 @@ fn rows(layer: &Layer, p: &Problem) -> Generated {
     l.extend(column_blocks(p.m, MO, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
-    let mut helpers = p.stage.function(&format!("{name}_out"));
-    helpers.push_str(&f);
-    let lines = vec![
-        format!("for (int32_t p = 0; p < {}; ++p) {{", p.n),
-        format!(
-            "    {name}_mv({w_name}, {bias}, {rq_name}, shift, x + p * {}, y + p * {});",
-            p.k, p.y_pix
-        ),
-        "}".into(),
-    ];
+    let (helpers, body) = by_rows(layer, p, "mv", &f, &rq_name);
     Generated {
         helpers,
-        body: wrap(layer, p, lines),
+        body,
         packed: packed_inputs(
             layer,
             p,

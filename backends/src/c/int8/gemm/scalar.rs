@@ -3,8 +3,8 @@
 //! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
 
 use super::{
-    column_blocks, column_blocks_with, generated, push_lines, records, store_columns, wrap,
-    ConvGeom, KOrder, Problem, Source,
+    by_rows, column_blocks, column_blocks_with, generated, push_lines, records, row_kernel_start,
+    store_columns, wrap, ConvGeom, KOrder, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -501,7 +501,6 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
     }
     let name = &layer.kernel.name;
     let xt = p.x_ctype();
-    let out_t = p.stage.c_type();
     let mut packed = Vec::with_capacity(p.m * p.k);
     for c0 in (0..p.m).step_by(MATVEC_MO) {
         let width = MATVEC_MO.min(p.m - c0);
@@ -511,11 +510,8 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
             }
         }
     }
-    let w_name = layer.packed_name(1);
     let (rq, rq_name) = records(layer, p);
-    let mut f = format!(
-        "static void {name}_mv(const int8_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *x, {out_t} *y) {{\n"
-    );
+    let mut f = row_kernel_start(p, name, "mv", "int8_t");
     let mut l = vec![
         "const int8_t *w = W;".to_string(),
         "(void)multiplier;".into(),
@@ -559,18 +555,7 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
     l.extend(column_blocks(p.m, MATVEC_MO, block));
     push_lines(&mut f, 1, &l);
     f.push_str("}\n");
-    let mut helpers = p.stage.function(&format!("{name}_out"));
-    helpers.push_str(&f);
-    let bias = layer.param(2);
-    let lines = vec![
-        format!("for (int32_t p = 0; p < {}; ++p) {{", p.n),
-        format!(
-            "    {name}_mv({w_name}, {bias}, {rq_name}, shift, x + p * {}, y + p * {});",
-            p.k, p.y_pix
-        ),
-        "}".into(),
-    ];
-    let body = wrap(layer, p, lines);
+    let (helpers, body) = by_rows(layer, p, "mv", &f, &rq_name);
     Some(generated(
         helpers,
         body,
