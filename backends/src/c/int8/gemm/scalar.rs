@@ -150,16 +150,16 @@ fn scalar_block_fn(
         }
         l.push(format!("const {xt} *s = x;"));
         l.push(format!("for (int32_t k = 0; k < {}; ++k) {{", p.k));
-        for i in 0..mo {
-            l.push(format!("    const int32_t w{i} = w[{i}];"));
-        }
         for j in 0..np {
             l.push(format!("    const int32_t x{j} = s[{}];", j * j_step));
         }
+        // One channel's weight at a time (see `band_block_fn`).
         for i in 0..mo {
+            l.push(format!("    const int32_t w{i} = w[{i}];"));
             for j in 0..np {
                 l.push(format!("    a{i}{j} += w{i} * x{j};"));
             }
+            l.push("    kiln_sched_barrier();".into());
         }
         l.push(format!("    w += {mo};\n        s += {k_step};"));
         l.push("}".into());
@@ -437,18 +437,18 @@ fn band_block_fn(
                         ));
                     }
                 }
+                // One channel's weight at a time: with all four loaded ahead, the 16
+                // accumulators no longer fit the registers.
                 for i in 0..mo {
                     l.push(format!(
                         "        const int32_t w{kx}{i} = w[{}];",
                         (ky * g.kw + kx) * mo + i
                     ));
-                }
-                for i in 0..mo {
                     for j in 0..np {
                         l.push(format!("        a{i}{j} += w{kx}{i} * x{};", j * g.sw + kx));
                     }
+                    l.push("        kiln_sched_barrier();".into());
                 }
-                l.push("        kiln_sched_barrier();".into());
             }
             l.push("    }".into());
         }
