@@ -5,7 +5,8 @@
 //! special-case: pointwise (even, odd and quad channel counts), tap-major and channel-major
 //! windows, strides, padding on every side, dilation, u8 inputs and outputs, odd pixel and
 //! channel counts, batches, matrix products with one and several rows, both roundings, and
-//! per-channel and per-tensor requantization with uniform and varying shifts; additions of
+//! per-channel and per-tensor requantization with uniform and varying shifts, random one-row
+//! products (the lane kernel of the scalar ISA, the unrolled DSP loop); additions of
 //! equal shapes (the table kernels), with tails that are not a multiple of four.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
@@ -601,6 +602,46 @@ fn lane_products_match_the_interpreter() {
     assert_eq!(lane_group(&refused), None);
     let mut cases: Vec<Case> = cases.into_iter().map(|(c, _)| c).collect();
     cases.push(refused);
+    check_all(&cases);
+}
+
+/// Random one-row products (random reduction lengths, column counts, input types, weight
+/// magnitudes and requantizations) through every ISA: the lane kernel's group lengths and
+/// tails, and the unrolled DSP loop's remainders, on shapes no example picked.
+#[test]
+fn random_batch_one_products_match_the_interpreter() {
+    let mut rng = Rng(2026);
+    let mut cases = Vec::new();
+    let mut lanes = 0;
+    for i in 0..24 {
+        let k = rng.int(1, 300) as usize;
+        let n = rng.int(2, 21) as usize;
+        let rows = rng.int(1, 3) as usize;
+        let x_type = if rng.int(0, 3) == 0 {
+            DType::U8
+        } else {
+            DType::I8
+        };
+        let max = [3, 12, 40, 127][rng.int(0, 3) as usize];
+        let scales =
+            [Scales::Tensor, Scales::ChannelSharedShift, Scales::Channel][rng.int(0, 2) as usize];
+        let out = if rng.int(0, 1) == 0 {
+            qout(DType::I8, -128, -128, 127)
+        } else {
+            qout(DType::U8, 100, 0, 255)
+        };
+        let rounding = if rng.int(0, 1) == 0 {
+            Rounding::HalfEven
+        } else {
+            Rounding::TfLite
+        };
+        let b = small_weights(100 + i, k, n, max);
+        let case = matmul_case_with(200 + i, (&[rows, k], x_type), b, scales, out, rounding);
+        lanes += usize::from(lane_group(&case).is_some());
+        cases.push(case);
+    }
+    // Most draws qualify for the lane kernel; the rest run the one-product kernel.
+    assert!(lanes >= 12, "{lanes} of 24 cases use the lane kernel");
     check_all(&cases);
 }
 
