@@ -403,6 +403,16 @@ fn row_kernel_start(p: &Problem, name: &str, kernel: &str, w_ctype: &str) -> Str
     )
 }
 
+/// The first statements of a kernel function: its weight pointer `w` (of C type `w_ctype`)
+/// at `W`, and the requantization arguments marked used (the output stage may not read them).
+fn kernel_prologue(w_ctype: &str) -> Vec<String> {
+    vec![
+        format!("const {w_ctype} *w = W;"),
+        "(void)multiplier;".into(),
+        "(void)shift;".into(),
+    ]
+}
+
 /// The helpers and body of a layer computed row by row by the kernel `{name}_{kernel}`
 /// (`function`, opened by [`row_kernel_start`]), its records passed as `rq_name`.
 fn by_rows(

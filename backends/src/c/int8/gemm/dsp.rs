@@ -6,8 +6,8 @@
 use kiln_ir::DType;
 
 use super::{
-    by_rows, column_blocks, generated, int_literal, push_lines, records, row_kernel_start,
-    store_columns, words, wrap, ConvGeom, KOrder, Problem, Source,
+    by_rows, column_blocks, generated, int_literal, kernel_prologue, push_lines, records,
+    row_kernel_start, store_columns, words, wrap, ConvGeom, KOrder, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -114,11 +114,7 @@ fn dsp_block_fn(name: &str, p: &Problem, np: usize, kq: usize, out_t: &str) -> S
     let mut s = format!(
         "static void {name}_mm{np}(const int32_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const int32_t *col, {out_t} *y) {{\n"
     );
-    let mut l = vec![
-        "const int32_t *w = W;".to_string(),
-        "(void)multiplier;".into(),
-        "(void)shift;".into(),
-    ];
+    let mut l = kernel_prologue("int32_t");
     // One pixel (a product at batch 1): blocks of 4 channels share each pair of the column;
     // two pixels: 2 x 2 (the registers of 4 accumulators and 4 column words).
     let mo_full = if np == 1 { 4 } else { 2 };
@@ -563,11 +559,7 @@ fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
     let (rq, rq_name) = records(layer, p);
     let xt = p.x_ctype();
     let mut f = row_kernel_start(p, name, "mv", "int32_t");
-    let mut l = vec![
-        "const int32_t *w = W;".to_string(),
-        "(void)multiplier;".into(),
-        "(void)shift;".into(),
-    ];
+    let mut l = kernel_prologue("int32_t");
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         for i in 0..mo {
             l.push(format!("int32_t a{i} = B[{c0} + {i}];"));

@@ -19,8 +19,8 @@
 //! issue's "weights pre-extended in flash" for RV32).
 
 use super::{
-    by_rows, column_blocks, generated, push_lines, records, row_kernel_start, store_columns,
-    Problem, Source,
+    by_rows, column_blocks, generated, kernel_prologue, push_lines, records, row_kernel_start,
+    store_columns, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -44,11 +44,7 @@ pub(super) fn scalar_lanes(layer: &Layer, p: &Problem) -> Option<Generated> {
     let xt = p.x_ctype();
     let (rq, rq_name) = records(layer, p);
     let mut f = row_kernel_start(p, name, "lanes", "int32_t");
-    let mut l = vec![
-        "const int32_t *w = W;".to_string(),
-        "(void)multiplier;".into(),
-        "(void)shift;".into(),
-    ];
+    let mut l = kernel_prologue("int32_t");
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         let pairs = mo.div_ceil(2);
         for i in 0..pairs {

@@ -3,8 +3,8 @@
 //! weights interleaved by blocks of 4 channels so one pointer walks them, blocks of 4 x 4.
 
 use super::{
-    by_rows, column_blocks, column_blocks_with, generated, push_lines, records, row_kernel_start,
-    store_columns, wrap, ConvGeom, KOrder, Problem, Source,
+    by_rows, column_blocks, column_blocks_with, generated, kernel_prologue, push_lines, records,
+    row_kernel_start, store_columns, wrap, ConvGeom, KOrder, Problem, Source,
 };
 use crate::c::int8::{Generated, Layer, Packed};
 
@@ -132,11 +132,7 @@ fn scalar_block_fn(
     let mut s = format!(
         "static void {name}_mm{np}(const int8_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *x, {out_t} *y) {{\n"
     );
-    let mut l = vec![
-        "const int8_t *w = W;".to_string(),
-        "(void)multiplier;".into(),
-        "(void)shift;".into(),
-    ];
+    let mut l = kernel_prologue("int8_t");
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         for i in 0..mo {
             for j in 0..np {
@@ -402,11 +398,7 @@ fn band_block_fn(
     let mut s = format!(
         "static void {name}_bk{np}(const int8_t *W, const int32_t *B, const int32_t *multiplier, const int32_t *shift, const {xt} *band, {out_t} *y) {{\n"
     );
-    let mut l = vec![
-        "const int8_t *w = W;".to_string(),
-        "(void)multiplier;".into(),
-        "(void)shift;".into(),
-    ];
+    let mut l = kernel_prologue("int8_t");
     let span = (np - 1) * g.sw + g.kw;
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         for i in 0..mo {
@@ -512,11 +504,7 @@ pub(super) fn scalar_matvec(layer: &Layer, p: &Problem) -> Option<Generated> {
     }
     let (rq, rq_name) = records(layer, p);
     let mut f = row_kernel_start(p, name, "mv", "int8_t");
-    let mut l = vec![
-        "const int8_t *w = W;".to_string(),
-        "(void)multiplier;".into(),
-        "(void)shift;".into(),
-    ];
+    let mut l = kernel_prologue("int8_t");
     let block = |mo: usize, c0: &str, l: &mut Vec<String>| {
         for i in 0..mo {
             l.push(format!("int32_t a{i} = B[{c0} + {i}];"));
