@@ -160,13 +160,27 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
         format!("memset(pad, {}, sizeof pad);", d.zp as u8),
         format!("for (int32_t c = 0; c < {}; ++c) {{", d.batch * d.channels),
     ];
+    // On RV32 short rows are copied byte by byte in straight-line code: a call of the C
+    // library's memcpy costs more than the copy on a core without unaligned word access.
+    let copy = if matches!(layer.isa, Isa::Scalar) && copy_cols <= MAX_UNROLLED_COPY {
+        let mut c = format!(
+            "{xt} *d = pad + (r + {}) * {pw} + {}; const {xt} *s = xc + r * {};",
+            d.pt, d.pl, d.w
+        );
+        for i in 0..copy_cols {
+            c.push_str(&format!(" d[{i}] = s[{i}];"));
+        }
+        c
+    } else {
+        format!(
+            "memcpy(pad + (r + {}) * {pw} + {}, xc + r * {}, {copy_cols});",
+            d.pt, d.pl, d.w
+        )
+    };
     let mut body = vec![
         format!("const {xt} *xc = {xn} + c * {};", d.h * d.w),
         format!("for (int32_t r = 0; r < {copy_rows}; ++r) {{"),
-        format!(
-            "    memcpy(pad + (r + {}) * {pw} + {}, xc + r * {}, {copy_cols});",
-            d.pt, d.pl, d.w
-        ),
+        format!("    {copy}"),
         "}".into(),
         format!("const int8_t *w = {wn} + c % {} * 9;", d.channels),
         format!("const int32_t bias = {bn}[c % {}];", d.channels),
@@ -214,6 +228,9 @@ pub(super) fn generate(layer: &Layer) -> Result<Option<Generated>, BackendError>
         packed,
     }))
 }
+
+/// Longest input row the scalar kernel copies in straight-line code.
+const MAX_UNROLLED_COPY: usize = 64;
 
 /// Most four-output groups of a plane the Helium kernel indexes through a table.
 const MAX_TABLE_GROUPS: usize = 128;
