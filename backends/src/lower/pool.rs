@@ -1,5 +1,5 @@
 //! Kernel lowering of MaxPool (with the optional Indices output), AveragePool,
-//! GlobalAveragePool and GlobalMaxPool, on the window machinery of `conv.rs`.
+//! GlobalAveragePool and GlobalMaxPool, on the window machinery of `conv/window.rs`.
 //!
 //! As in the reference, taps outside the input are skipped, a max starts at the type's lowest
 //! value and ignores NaNs (`v > m` is false for them), and the first maximum in row-major tap
@@ -568,4 +568,72 @@ fn divisor(
         };
     }
     count
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    //! MaxPool and AveragePool against the reference interpreter on geometries the ONNX node
+    //! tests do not cover (mixed strides and dilations, asymmetric and wide pads, 1-D and 3-D),
+    //! each with `ceil_mode`, `count_include_pad` and column-major indices on and off, and an
+    //! int8 MaxPool.
+
+    use kiln_ir::{Op, Tensor, TensorData};
+
+    use super::super::conv::tests::{check, f};
+
+    fn window(k: &[usize], s: &[usize], d: &[usize], p: &[usize]) -> [Vec<usize>; 4] {
+        [k.to_vec(), s.to_vec(), d.to_vec(), p.to_vec()]
+    }
+
+    #[test]
+    fn pool_geometries() {
+        let cases = [
+            window(&[3, 2], &[2, 2], &[1, 2], &[1, 0, 2, 1]),
+            window(&[2, 3, 2], &[1, 2, 2], &[2, 1, 1], &[1, 1, 0, 0, 1, 1]),
+            window(&[3, 3], &[1, 1], &[1, 1], &[2, 6, 2, 6]),
+            window(&[3], &[2], &[2], &[0, 0]),
+        ];
+        for [k, s, d, p] in cases {
+            let shape: Vec<usize> = [1, 2]
+                .iter()
+                .chain(&[5, 7, 6][..k.len()])
+                .copied()
+                .collect();
+            for ceil_mode in [false, true] {
+                for flag in [false, true] {
+                    let avg = Op::AveragePool {
+                        kernel_shape: k.clone(),
+                        strides: s.clone(),
+                        dilations: d.clone(),
+                        pads: p.clone(),
+                        ceil_mode,
+                        count_include_pad: flag,
+                    };
+                    check(avg, vec![f(&shape, 16)]);
+                    let max = Op::MaxPool {
+                        kernel_shape: k.clone(),
+                        strides: s.clone(),
+                        dilations: d.clone(),
+                        pads: p.clone(),
+                        ceil_mode,
+                        indices: true,
+                        column_major_indices: flag,
+                    };
+                    check(max, vec![f(&shape, 17)]);
+                }
+            }
+        }
+        let x = Tensor::new(vec![1, 1, 4], TensorData::I8(vec![-100, -128, 5, -3])).unwrap();
+        let max = Op::MaxPool {
+            kernel_shape: vec![2],
+            strides: vec![1],
+            dilations: vec![1],
+            pads: vec![1, 1],
+            ceil_mode: false,
+            indices: false,
+            column_major_indices: false,
+        };
+        check(max, vec![x]);
+    }
 }
