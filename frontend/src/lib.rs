@@ -1,5 +1,5 @@
 //! kiln's ONNX frontend: decodes `.onnx` files with `onnx-protobuf` and lowers them to the IR,
-//! and writes IR graphs back as ONNX models (`export.rs`).
+//! and writes IR graphs back as ONNX models (`export/`).
 //!
 //! This is the only crate that knows ONNX's wire format.
 
