@@ -24,7 +24,7 @@ pub enum OpFamily {
     Norm,
     /// Reductions over axes (`ops/reduce.rs`).
     Reduce,
-    /// Data movement and shape ops (`ops/movement.rs`).
+    /// Data movement and shape ops (`ops/movement/`).
     Movement,
     /// Quantize / dequantize (`ops/quant.rs`).
     Quant,
