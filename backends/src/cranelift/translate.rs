@@ -113,7 +113,7 @@ pub struct KernelTranslator<'a, 'b, C: Callees> {
     pub params: Vec<Value>,
     pub pointer: Type,
     pub callees: &'a mut C,
-    /// Vectorize loops that qualify (see `simd.rs`).
+    /// Vectorize loops that qualify (see `simd/mod.rs`).
     pub simd: bool,
     /// No output of this kernel shares memory with an input (it does not work in place), so
     /// input loads may be marked read-only: Cranelift then treats them as pure, hoisting
