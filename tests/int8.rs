@@ -520,3 +520,91 @@ fn accumulator_bound_refuses_a_worst_case_layer() {
         "no half-written output"
     );
 }
+
+/// `kiln compile --isa` writes the very C `kiln verify --target` builds and measures for that
+/// CPU (so the verified kernels are the shipped ones); `kiln verify --isa` overrides the
+/// target's choice and still passes; `--isa` with a backend other than C is refused.
+#[test]
+fn compile_isa_ships_the_kernels_verify_measures() {
+    let model = common::repo_root().join("tests/models/quantized/digits_cnn_qdq/model.onnx");
+    let model = s(&model);
+    let base = std::env::temp_dir().join(format!("kiln-int8-isa-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    for (target, isa, marker) in [
+        ("cortex-m4", "dsp", "kiln_smlad"),
+        ("cortex-m55", "mve", "kiln_vdot8"),
+        ("rv32imac", "scalar", "_lanes("),
+    ] {
+        let (kept, compiled) = (base.join(format!("v-{target}")), base.join(isa));
+        let verified = kiln(&[
+            "verify",
+            &model,
+            "--target",
+            target,
+            "--keep-dir",
+            &s(&kept),
+        ]);
+        assert!(
+            verified.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        let out = kiln(&["compile", &model, "-o", &s(&compiled), "--isa", isa]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in ["model.c", "model.h"] {
+            let (a, b) = (
+                std::fs::read(kept.join(file)).expect("verified source"),
+                std::fs::read(compiled.join(file)).expect("compiled source"),
+            );
+            assert!(
+                a == b,
+                "{file}: kiln compile --isa {isa} differs from verify on {target}"
+            );
+        }
+        let text = std::fs::read_to_string(compiled.join("model.c")).expect("model.c");
+        assert!(text.contains(marker), "--isa {isa} wrote no {marker}");
+    }
+    // The target's kernels against the portable ones on the same board: both exact, the
+    // DSP build the faster.
+    let count = |extra: &[&str]| {
+        let mut a = vec!["verify", model.as_str(), "--target", "cortex-m4", "--json"];
+        a.extend(extra);
+        let doc = kiln_json(&a);
+        assert_eq!(doc["passed"], true, "{extra:?}");
+        doc["instructions"].as_u64().unwrap_or(0)
+    };
+    let (dsp, portable) = (count(&[]), count(&["--isa", "portable"]));
+    assert!(dsp < portable, "dsp {dsp} vs portable {portable}");
+    for args in [
+        vec![
+            "compile",
+            model.as_str(),
+            "-o",
+            "unused",
+            "--emit",
+            "obj",
+            "--isa",
+            "dsp",
+        ],
+        vec![
+            "verify",
+            model.as_str(),
+            "--target",
+            "rv64gc",
+            "--backend",
+            "cranelift",
+            "--isa",
+            "scalar",
+        ],
+    ] {
+        let out = kiln(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--isa selects the C backend"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kiln_backends::c::{emit_c, ArenaMode, COptions};
+use kiln_backends::c::{emit_c, ArenaMode, COptions, Isa};
 use kiln_backends::cranelift::{emit_object, CraneliftOptions, CraneliftTarget};
 use kiln_backends::program::LayerInfo;
 use kiln_passes::MemoryPlan;
@@ -82,9 +82,46 @@ pub struct CodegenArgs {
     /// Loop order of convolutions.
     #[arg(long, value_enum, default_value_t = LoopOrder::ChannelsOuter)]
     loop_order: LoopOrder,
+    /// Instructions the C backend's int8 layers may use. `kiln compile` writes portable C
+    /// unless told; `kiln verify --target` uses its CPU's (dsp on cortex-m4/m7/m33, mve on
+    /// cortex-m55, scalar on rv32imac/rv64gc), which this overrides. Every choice compiles
+    /// with any C99 compiler (the runtime header has portable forms of the DSP and Helium
+    /// operations) and computes the same outputs; only the speed differs.
+    #[arg(long, value_enum)]
+    isa: Option<IsaArg>,
+}
+
+/// The `--isa` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IsaArg {
+    /// Portable C99 kernels (any core; Cortex-M0/M3, hosts).
+    Portable,
+    /// Register-blocked scalar C for cores with many registers and no SIMD (RV32IMAC,
+    /// RV64GC): batch-1 products with two columns per multiply.
+    Scalar,
+    /// Armv7E-M DSP: SMLAD dual 16-bit multiply-accumulates (Cortex-M4, M7, M33).
+    Dsp,
+    /// Armv8.1-M Helium: VMLADAVA products (Cortex-M55).
+    Mve,
+}
+
+impl IsaArg {
+    fn isa(self) -> Isa {
+        match self {
+            IsaArg::Portable => Isa::Portable,
+            IsaArg::Scalar => Isa::Scalar,
+            IsaArg::Dsp => Isa::ArmDsp,
+            IsaArg::Mve => Isa::ArmMve,
+        }
+    }
 }
 
 impl CodegenArgs {
+    /// Whether `--isa` was given (it applies to the C backend only).
+    pub fn has_isa(&self) -> bool {
+        self.isa.is_some()
+    }
+
     /// The C backend's options at optimization level `level`; checks the combinations clap
     /// cannot. `-O2` favours speed: unless told otherwise it tiles four output channels and
     /// unrolls 3-tap loops (on Cortex-M4 about 2x fewer instructions for a few KB of code).
@@ -113,6 +150,7 @@ impl CodegenArgs {
                     LoopOrder::PixelsOuter => kiln_backends::kernel::LoopOrder::PixelsOuter,
                 },
             },
+            isa: self.isa.map(IsaArg::isa),
             ..COptions::default()
         })
     }
@@ -174,6 +212,11 @@ enum Report {
 }
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+    if args.codegen.isa.is_some() && args.emit != Emit::C {
+        anyhow::bail!(
+            "--isa selects the C backend's int8 kernels; --emit obj and --emit onnx do not use it"
+        );
+    }
     let options = args
         .codegen
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;

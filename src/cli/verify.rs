@@ -99,6 +99,11 @@ enum VerifyBackend {
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    if args.codegen.has_isa() && args.backend != VerifyBackend::C {
+        anyhow::bail!(
+            "--isa selects the C backend's int8 kernels; --backend cranelift does not use it"
+        );
+    }
     let c = args
         .codegen
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
