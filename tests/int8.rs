@@ -608,3 +608,62 @@ fn compile_isa_ships_the_kernels_verify_measures() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `--int8-weights`: `compact` keeps every weight one byte (no widened batch-1 weights on the
+/// DSP cores, no 16-bit lanes on RV32), `balanced` widens them, and both run exactly, the
+/// widened build in fewer instructions.
+#[test]
+fn int8_weights_trade_flash_for_instructions() {
+    let model = common::repo_root().join("tests/models/quantized/digits_cnn_qdq/model.onnx");
+    let model = s(&model);
+    let base = std::env::temp_dir().join(format!("kiln-int8-weights-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    for (target, isa, widened) in [
+        ("cortex-m4", "dsp", "pre-extended"),
+        ("rv32imac", "scalar", "16-bit lanes"),
+    ] {
+        let mut counts = Vec::new();
+        for layout in ["compact", "balanced"] {
+            let dir = base.join(format!("{isa}-{layout}"));
+            let out = kiln(&[
+                "compile",
+                &model,
+                "-o",
+                &s(&dir),
+                "--isa",
+                isa,
+                "--int8-weights",
+                layout,
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = std::fs::read_to_string(dir.join("model.c")).expect("model.c");
+            assert_eq!(
+                text.contains(widened),
+                layout == "balanced",
+                "{isa} {layout}"
+            );
+            let doc = kiln_json(&[
+                "verify",
+                &model,
+                "--target",
+                target,
+                "--int8-weights",
+                layout,
+                "--json",
+            ]);
+            assert_eq!(doc["passed"], true, "{target} {layout}");
+            counts.push(doc["instructions"].as_u64().unwrap_or(0));
+        }
+        assert!(
+            counts[1] < counts[0],
+            "{target}: balanced {} vs compact {}",
+            counts[1],
+            counts[0]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

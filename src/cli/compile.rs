@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kiln_backends::c::{emit_c, ArenaMode, COptions, Isa};
+use kiln_backends::c::{emit_c, ArenaMode, COptions, Isa, WeightLayout};
 use kiln_backends::cranelift::{emit_object, CraneliftOptions, CraneliftTarget};
 use kiln_backends::program::LayerInfo;
 use kiln_passes::MemoryPlan;
@@ -89,6 +89,21 @@ pub struct CodegenArgs {
     /// operations) and computes the same outputs; only the speed differs.
     #[arg(long, value_enum)]
     isa: Option<IsaArg>,
+    /// How much flash the int8 kernels of `--isa` may spend on weights widened to 16 bits to
+    /// save instructions: `compact` (one byte per weight everywhere), `balanced` (fully
+    /// connected layers at batch 1: at most 4 KB of them on the DSP cores, all of them on
+    /// RV32, where two columns share each multiply), `fast` (every batch-1 layer on the DSP
+    /// cores too).
+    #[arg(long, value_enum, default_value_t = Int8Weights::Balanced)]
+    int8_weights: Int8Weights,
+}
+
+/// The `--int8-weights` choices (see [`WeightLayout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Int8Weights {
+    Compact,
+    Balanced,
+    Fast,
 }
 
 /// The `--isa` choices.
@@ -151,6 +166,11 @@ impl CodegenArgs {
                 },
             },
             isa: self.isa.map(IsaArg::isa),
+            int8_weights: match self.int8_weights {
+                Int8Weights::Compact => WeightLayout::Compact,
+                Int8Weights::Balanced => WeightLayout::Balanced,
+                Int8Weights::Fast => WeightLayout::Fast,
+            },
             ..COptions::default()
         })
     }

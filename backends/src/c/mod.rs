@@ -18,7 +18,7 @@ pub use crate::program::LayerInfo;
 use crate::program::{lower_program, Buffer, LoweredProgram};
 pub use expr::c_type;
 use expr::{float_literal, int_literal, ExprPrinter};
-pub use int8::Isa;
+pub use int8::{Isa, WeightLayout};
 use writer::Writer;
 
 /// The runtime header shipped into every output directory.
@@ -51,6 +51,8 @@ pub struct COptions {
     /// The instructions the int8 kernels may use (`None`: portable C; `kiln verify` picks
     /// its target's).
     pub isa: Option<Isa>,
+    /// How much flash those kernels may spend on widened weights.
+    pub int8_weights: WeightLayout,
     /// A profiling build (`kiln profile`): `PREFIX_run` calls `kiln_layer_mark()`, which the
     /// caller defines, before its first layer and after every layer. Off, the code is
     /// byte-identical to a build without the option.
@@ -68,6 +70,7 @@ impl Default for COptions {
             alignment: 16,
             schedule: Schedule::default(),
             isa: None,
+            int8_weights: WeightLayout::Balanced,
             profile_layers: false,
         }
     }

@@ -34,6 +34,21 @@ use crate::error::BackendError;
 use crate::kernel::Kernel;
 use crate::program::{Buffer, LoweredProgram};
 
+/// How much flash the int8 kernels may spend on weights to save instructions: some store a
+/// layer's int8 weights widened to 16 bits, in the form their inner loop multiplies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightLayout {
+    /// One byte per weight everywhere (the smallest flash).
+    Compact,
+    /// Widened where the flash it costs is small for the instructions it saves: on the DSP
+    /// cores batch-1 products of at most 4 KB of weights; on RV32 every batch-1 product
+    /// (two columns per multiply in 16-bit lanes).
+    #[default]
+    Balanced,
+    /// Widened wherever that is faster: also the larger batch-1 products on the DSP cores.
+    Fast,
+}
+
 /// The instructions the int8 kernels may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -109,6 +124,7 @@ pub(crate) fn specialize(
             node,
             kernel,
             isa,
+            weights: opts.int8_weights,
         };
         let generated = match gemm::generate(&layer)? {
             Some(g) => g,
@@ -176,6 +192,7 @@ pub(super) struct Layer<'a> {
     node: &'a Node,
     kernel: &'a Kernel,
     isa: Isa,
+    weights: WeightLayout,
 }
 
 impl Layer<'_> {

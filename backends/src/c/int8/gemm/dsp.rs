@@ -9,7 +9,7 @@ use super::{
     by_rows, column_blocks, generated, int_literal, kernel_prologue, push_lines, records,
     row_kernel_start, store_columns, words, wrap, ConvGeom, KOrder, Problem, Source,
 };
-use crate::c::int8::{Generated, Layer, Packed};
+use crate::c::int8::{Generated, Layer, Packed, WeightLayout};
 
 /// The Arm DSP layer: columns of 16-bit pairs for two pixels at a time.
 pub(super) fn dsp(layer: &Layer, p: &Problem) -> Generated {
@@ -518,7 +518,8 @@ const MATVEC_MO_INT8: usize = 3;
 /// 16 (19.0 KB); 0.493M before, one group per iteration.
 const MATVEC_UNROLL: usize = 8;
 
-/// The largest int8 weight matrix [`dsp_matvec`] stores pre-extended: doubling it costs at
+/// The largest int8 weight matrix [`dsp_matvec`] stores pre-extended (`WeightLayout::Balanced`;
+/// `Fast` pre-extends every one, `Compact` none): doubling it costs at
 /// most this much flash. Larger layers keep int8 weights (four per word, split by SXTB16 in
 /// the loop): an int8 model's weights stay a quarter of the float model's, which matters
 /// more on a microcontroller than the speed the extension buys (AD on cortex-m4 before the
@@ -535,7 +536,11 @@ const MATVEC_WIDEN_MAX_BYTES: usize = 4096;
 fn dsp_matvec(layer: &Layer, p: &Problem) -> Generated {
     let name = &layer.kernel.name;
     let kq = p.k.div_ceil(4);
-    let widened = p.m * p.k <= MATVEC_WIDEN_MAX_BYTES;
+    let widened = match layer.weights {
+        WeightLayout::Compact => false,
+        WeightLayout::Balanced => p.m * p.k <= MATVEC_WIDEN_MAX_BYTES,
+        WeightLayout::Fast => true,
+    };
     let mo_full = if widened { MATVEC_MO } else { MATVEC_MO_INT8 };
     let pair =
         |lo: i8, hi: i8| ((i32::from(lo) as u32 & 0xffff) | ((i32::from(hi) as u32) << 16)) as i32;

@@ -22,7 +22,7 @@ use super::{
     by_rows, column_blocks, generated, kernel_prologue, push_lines, records, row_kernel_start,
     store_columns, Problem, Source,
 };
-use crate::c::int8::{Generated, Layer, Packed};
+use crate::c::int8::{Generated, Layer, Packed, WeightLayout};
 
 /// Pairs of output columns per block (8 columns: 8 accumulators, up to 8 inputs and the
 /// pointers fit the 31 registers of RV32 without spills).
@@ -33,9 +33,14 @@ const MAX_GROUP: usize = 6;
 const MIN_STEPS: usize = 4;
 
 /// The lane kernel of `p`, or `None` when it does not qualify: a product by a constant matrix
-/// at batch 1 (fewer rows than a pixel block) whose weights prove groups of at least 2.
+/// at batch 1 (fewer rows than a pixel block) whose weights prove groups of at least 2, unless
+/// the build keeps weights compact (one byte each).
 pub(super) fn scalar_lanes(layer: &Layer, p: &Problem) -> Option<Generated> {
-    if !matches!(p.source, Source::Rows) || p.n >= super::scalar::SCALAR_NP || p.m < 2 {
+    if !matches!(p.source, Source::Rows)
+        || p.n >= super::scalar::SCALAR_NP
+        || p.m < 2
+        || layer.weights == WeightLayout::Compact
+    {
         return None;
     }
     let group = longest_group(p)?;
