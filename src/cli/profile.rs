@@ -16,9 +16,7 @@ use kiln_targets::compare::compare_outputs;
 use kiln_targets::{BoardOptions, BoardRun};
 
 use super::compile::CodegenArgs;
-use super::load::prepare;
-use super::run::bind_inputs;
-use super::verify::reference_outputs;
+use super::verify::{reference_outputs, BoardSetup};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -186,20 +184,18 @@ pub fn layer_profile(graph: &Graph, c: &COptions, run: &BoardRun) -> anyhow::Res
 pub fn profile(args: &ProfileArgs) -> anyhow::Result<ExitCode> {
     let level = args.opt.level_or(kiln_passes::OptLevel::O2);
     let c = args.codegen.c_options(level)?;
-    let (target, board) = kiln_targets::resolve(&args.target, args.run.board.as_deref())
-        .map_err(anyhow::Error::new)?;
-    let prepared = prepare(
+    let BoardSetup {
+        target,
+        board,
+        prepared,
+        inputs,
+    } = BoardSetup::new(
+        &args.target,
+        &args.run,
         &args.model,
-        &args.opt,
-        &args.quant,
-        &args.prune,
-        kiln_passes::OptLevel::O2,
+        (&args.opt, &args.quant, &args.prune),
     )?;
     let graph = &prepared.model.graph;
-    let (inputs, random) = bind_inputs(graph, &args.run.inputs)?;
-    if random && !args.run.json {
-        eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
-    }
     // Only the profiling build is kept.
     let options = BoardOptions {
         keep_dir: None,

@@ -98,6 +98,43 @@ enum VerifyBackend {
     Cranelift,
 }
 
+/// What `kiln verify` and `kiln profile` start from: the target and its board, the prepared
+/// model, and the inputs to run it on (with a note on stderr when they are the seeded random
+/// ones and the output is not JSON).
+pub(super) struct BoardSetup {
+    pub target: &'static kiln_targets::Target,
+    pub board: &'static kiln_targets::Board,
+    pub prepared: Prepared,
+    pub inputs: Vec<Tensor>,
+}
+
+impl BoardSetup {
+    pub fn new(
+        target: &str,
+        run: &BoardRunArgs,
+        model: &ModelArgs,
+        (opt, quant, prune): (
+            &super::OptArgs,
+            &super::quantize::QuantArgs,
+            &super::prune::PruneArgs,
+        ),
+    ) -> anyhow::Result<BoardSetup> {
+        let (target, board) =
+            kiln_targets::resolve(target, run.board.as_deref()).map_err(anyhow::Error::new)?;
+        let prepared = prepare(model, opt, quant, prune, kiln_passes::OptLevel::O2)?;
+        let (inputs, random) = bind_inputs(&prepared.model.graph, &run.inputs)?;
+        if random && !run.json {
+            eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
+        }
+        Ok(BoardSetup {
+            target,
+            board,
+            prepared,
+            inputs,
+        })
+    }
+}
+
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.codegen.has_isa() && args.backend != VerifyBackend::C {
         anyhow::bail!(
@@ -107,19 +144,17 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let c = args
         .codegen
         .c_options(args.opt.level_or(kiln_passes::OptLevel::O2))?;
-    let (target, board) = kiln_targets::resolve(&args.target, args.run.board.as_deref())
-        .map_err(anyhow::Error::new)?;
-    let prepared = prepare(
+    let BoardSetup {
+        target,
+        board,
+        prepared,
+        inputs,
+    } = BoardSetup::new(
+        &args.target,
+        &args.run,
         &args.model,
-        &args.opt,
-        &args.quant,
-        &args.prune,
-        kiln_passes::OptLevel::O2,
+        (&args.opt, &args.quant, &args.prune),
     )?;
-    let (inputs, random) = bind_inputs(&prepared.model.graph, &args.run.inputs)?;
-    if random && !args.run.json {
-        eprintln!("note: no --input given: running on a seeded random input (seed 0, uniform in [-1, 1) for float inputs)");
-    }
     let expected = reference_outputs(&prepared, &inputs)?;
     let options = args.run.board_options(match args.backend {
         VerifyBackend::C => CodeBackend::C,

@@ -159,18 +159,7 @@ fn scalar_block_fn(
         }
         l.push(format!("    w += {mo};\n        s += {k_step};"));
         l.push("}".into());
-        for i in 0..mo {
-            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
-        }
-        for i in 0..mo {
-            for j in 0..np {
-                l.push(format!(
-                    "y[{}] = ({out_t}){};",
-                    i * p.y_chan + j * p.y_pix,
-                    p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
-                ));
-            }
-        }
+        store_block(p, name, c0, mo, np, l);
     };
     let advance = format!("y += {};", SCALAR_MO * p.y_chan);
     l.extend(column_blocks_with(
@@ -183,6 +172,23 @@ fn scalar_block_fn(
     push_lines(&mut s, 1, &l);
     s.push_str("}\n");
     s
+}
+
+/// Requantizes and stores the block's accumulators `a{i}{j}` (channel `c0 + i`, pixel `j`).
+fn store_block(p: &Problem, name: &str, c0: &str, mo: usize, np: usize, l: &mut Vec<String>) {
+    let out_t = p.stage.c_type();
+    for i in 0..mo {
+        l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
+    }
+    for i in 0..mo {
+        for j in 0..np {
+            l.push(format!(
+                "y[{}] = ({out_t}){};",
+                i * p.y_chan + j * p.y_pix,
+                p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
+            ));
+        }
+    }
 }
 
 /// Fills column slot `j` (value `k` at `col[k * 4 + j]`) for pixel `p + j`.
@@ -450,18 +456,7 @@ fn band_block_fn(
             g.taps() * mo
         ));
         l.push("}".into());
-        for i in 0..mo {
-            l.extend(p.stage.load("multiplier", &format!("{c0} + {i}"), i));
-        }
-        for i in 0..mo {
-            for j in 0..np {
-                l.push(format!(
-                    "y[{}] = ({out_t}){};",
-                    i * p.y_chan + j,
-                    p.stage.call(&format!("{name}_out"), &format!("a{i}{j}"), i)
-                ));
-            }
-        }
+        store_block(p, name, c0, mo, np, l);
     };
     let advance = format!("y += {};", SCALAR_MO * p.y_chan);
     l.extend(column_blocks_with(
