@@ -232,7 +232,7 @@ enum Report {
 }
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
-    if args.codegen.isa.is_some() && args.emit != Emit::C {
+    if args.codegen.has_isa() && args.emit != Emit::C {
         anyhow::bail!(
             "--isa selects the C backend's int8 kernels; --emit obj and --emit onnx do not use it"
         );

@@ -16,7 +16,7 @@
 
 use kiln_ir::{DType, Op};
 
-use super::requant::{bounds, OutputStage};
+use super::requant::{bounds, input_range, OutputStage};
 use super::{Generated, Isa, Layer, Packed};
 use crate::error::BackendError;
 
@@ -86,12 +86,7 @@ impl Depthwise {
         {
             return None;
         }
-        let x_range = if x.dtype == DType::U8 {
-            (0, 255)
-        } else {
-            (-128, 127)
-        };
-        let b = bounds(bd, wd, x_range);
+        let b = bounds(bd, wd, input_range(x.dtype));
         Some(Depthwise {
             channels,
             batch,

@@ -16,7 +16,7 @@ mod lanes;
 mod mve;
 mod scalar;
 
-use super::requant::{bounds, OutputStage};
+use super::requant::{bounds, input_range, OutputStage};
 use super::{Generated, Isa, Layer, Packed};
 use crate::error::BackendError;
 
@@ -187,11 +187,6 @@ impl Problem {
         else {
             return None;
         };
-        let x_range = if x.dtype == DType::U8 {
-            (0, 255)
-        } else {
-            (-128, 127)
-        };
         let (source, m, k, n, batch, y_chan, y_pix, weights) = match &layer.node.op {
             Op::QConv {
                 kernel_shape,
@@ -288,7 +283,7 @@ impl Problem {
         if (md.len() != 1 && md.len() != m) || (sd.len() != 1 && sd.len() != m) {
             return None;
         }
-        let b = bounds(bd, &weights, x_range);
+        let b = bounds(bd, &weights, input_range(x.dtype));
         let stage = OutputStage::new(rounding, output, md, sd, &b);
         Some(Problem {
             source,
@@ -323,11 +318,7 @@ impl Problem {
 
     /// The range of the input elements.
     fn x_range(&self) -> (i64, i64) {
-        if self.x_type == DType::U8 {
-            (0, 255)
-        } else {
-            (-128, 127)
-        }
+        input_range(self.x_type)
     }
 
     /// C type of the input elements.

@@ -375,6 +375,15 @@ impl OutputStage {
     }
 }
 
+/// The values an int8 kernel's input of type `dtype` (i8 or u8) can take.
+pub(super) fn input_range(dtype: kiln_ir::DType) -> (i64, i64) {
+    if dtype == kiln_ir::DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    }
+}
+
 /// `|acc|` bound of each output channel: the bias plus the largest sum the weights can make
 /// with inputs in `x_range` (padding reads the zero point, which lies in that range too).
 /// `weights` holds each channel's weights one channel after the other.
